@@ -1,0 +1,1 @@
+"""HTTP: OpenStack-compatible routers and error shapes. Nothing imports this package."""

@@ -1,0 +1,41 @@
+"""The controller's HTTP application: every router, the catalog of what is served, error shapes
+and request ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from infracloud import __version__
+from infracloud.api import errors, identity_admin, identity_auth
+from infracloud.api.catalog import Catalog, ServiceEntry
+from infracloud.api.middleware import RequestIdMiddleware
+from infracloud.services import Services
+
+# What this controller serves. The catalog lists these and only these.
+SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3")]
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(title="infracloud controller", version=__version__, docs_url="/docs",
+                  redoc_url=None, openapi_url="/openapi.json")
+    app.state.services = services
+    app.state.catalog = Catalog(services.base_url, services.config.region, SERVED)
+    errors.install(app)
+    app.include_router(identity_auth.router)
+    app.include_router(identity_admin.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, Any]:
+        base = services.base_url
+        return {"infracloud": __version__, "site": services.config.site,
+                "region": services.config.region,
+                "services": [{"type": e.type, "url": base + e.path} for e in SERVED]}
+
+    app.add_middleware(RequestIdMiddleware, access_log=services.config.logging.access_log)
+    return app

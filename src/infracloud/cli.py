@@ -1,0 +1,135 @@
+"""The `infracloud` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from infracloud import __version__
+from infracloud.core.errors import InfracloudError
+from infracloud.core.settings import ControllerConfig
+
+app = typer.Typer(help="infracloud: donated bare metal as a private cloud of CI test nodes.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+config_app = typer.Typer(help="Check controller configuration files.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage the token encryption keys of a site.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+
+
+def fail(message: str) -> None:
+    typer.echo(f"infracloud: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _log_format(value: str) -> str:
+    if value not in ("json", "text"):
+        fail(f"--log-format must be json or text, not {value!r}")
+    return value
+
+
+def _load(config_file: Path) -> ControllerConfig:
+    from infracloud.core.settings import config_errors
+
+    config, errors = config_errors(config_file)
+    if config is None:
+        for line in errors:
+            typer.echo(line, err=True)
+        raise typer.Exit(2)
+    return config
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def demo(
+    state_dir: Annotated[Path, typer.Option(help="folder for the demo site's data")] = Path(
+        "var/demo"),
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8443,
+    no_tls: Annotated[bool, typer.Option("--no-tls", help="serve plain HTTP")] = False,
+    log_format: Annotated[str, typer.Option(help="json or text")] = "json",
+) -> None:
+    """Run an all-in-one demo site (embedded SQLite) until Ctrl-C."""
+    from infracloud import demo as demo_mod
+    from infracloud.ops import logging as logs
+    from infracloud.runtime import check_port_free, serve
+    from infracloud.services import Services, build_services
+
+    _log_format(log_format)
+    check_port_free(host, port)
+    config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
+                                     log_format=log_format)
+    log_stream = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as the demo
+    logs.configure(config.logging.format, config.logging.level, stream=log_stream)
+    typer.echo(f"infracloud demo: preparing {paths.state_dir} (log: {paths.log})")
+    services = build_services(config)
+    demo_mod.bootstrap(services, paths)
+
+    def ready(s: Services) -> None:
+        typer.echo(f"infracloud demo ready at {s.base_url} — clouds.yaml: {paths.clouds_yaml}")
+        typer.echo(f"  try: source {paths.env_file} && openstack token issue")
+        sys.stdout.flush()
+
+    serve(config, services=services, on_ready=ready)
+    typer.echo("infracloud demo stopped")
+
+
+@app.command()
+def controller(
+    config_file: Annotated[Path, typer.Option("--config", help="controller YAML file")],
+    log_format: Annotated[str | None, typer.Option(help="json or text (overrides the file)")
+                          ] = None,
+) -> None:
+    """Run a site controller configured by a YAML file."""
+    from infracloud.ops import logging as logs
+    from infracloud.runtime import serve
+
+    config = _load(config_file)
+    if log_format:
+        config.logging.format = "text" if _log_format(log_format) == "text" else "json"
+    logs.configure(config.logging.format, config.logging.level)
+    serve(config)
+
+
+@config_app.command("validate")
+def config_validate(config_file: Annotated[Path, typer.Argument(help="controller YAML file")]
+                    ) -> None:
+    """Report every error in a controller config file (exit 2 if there is any)."""
+    _load(config_file)
+    typer.echo(f"{config_file}: ok")
+
+
+@keys_app.command("rotate")
+def keys_rotate(config_file: Annotated[Path, typer.Option("--config", help="controller YAML")]
+                ) -> None:
+    """Add a new primary token key; tokens made with older kept keys stay valid."""
+    from infracloud.services import build_services
+
+    services = build_services(_load(config_file))
+    try:
+        count = services.identity.keys.rotate()
+    finally:
+        services.close()
+    typer.echo(f"rotated: {count} keys active")
+
+
+def main() -> None:
+    try:
+        app()
+    except InfracloudError as exc:
+        typer.echo(f"infracloud: error: {exc.message}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

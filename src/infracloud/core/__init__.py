@@ -1,0 +1,1 @@
+"""Ids, clock, errors, settings types. Imports nothing else from infracloud."""

@@ -1,0 +1,192 @@
+"""The controller's configuration file: pydantic models and a loader that reports every error
+with its path (and line) in the YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from infracloud.core.errors import ConfigError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8443, ge=1, le=65535)
+
+
+class TLSConfig(_Section):
+    cert: Path = Field(description="PEM certificate chain served to clients")
+    key: Path = Field(description="PEM private key of that certificate")
+    ca: Path | None = Field(None, description="CA certificate written into generated clouds.yaml")
+
+
+class DatabaseConfig(_Section):
+    url: str = Field("sqlite:///infracloud.db", description="SQLAlchemy URL: sqlite or postgresql")
+    pool_size: int = Field(10, ge=1, le=200)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:, postgresql: or postgresql+psycopg:")
+        return value
+
+
+class PasswordHashConfig(_Section):
+    """argon2id parameters (RFC 9106 low-memory profile by default)."""
+
+    time_cost: int = Field(3, ge=1, le=20)
+    memory_cost_kib: int = Field(65536, ge=8, le=4 * 1024 * 1024)
+    parallelism: int = Field(4, ge=1, le=64)
+
+
+class IdentityConfig(_Section):
+    token_expiration: int = Field(3600, ge=1, le=7 * 24 * 3600, description="token life, seconds")
+    max_active_keys: int = Field(3, ge=2, le=32, description="Fernet keys kept after rotation")
+    key_rotation_hours: float = Field(
+        24, ge=0, description="rotate the Fernet keys this often; 0 turns automatic rotation off"
+    )
+    validation_cache_seconds: float = Field(
+        2.0, ge=0, le=60, description="how long a controller reuses a validated token"
+    )
+    password_hash: PasswordHashConfig = PasswordHashConfig()
+
+
+class BootstrapConfig(_Section):
+    admin_user: str = Field("admin", pattern=NAME_PATTERN)
+    admin_project: str = Field("admin", pattern=NAME_PATTERN)
+    admin_password_file: Path | None = Field(
+        None, description="file holding the admin password; bootstrap runs when it is set"
+    )
+
+
+class LoggingConfig(_Section):
+    format: Literal["json", "text"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+
+class ControllerConfig(_Section):
+    site: str = Field("default", pattern=NAME_PATTERN)
+    region: str = Field("RegionOne", pattern=NAME_PATTERN)
+    public_url: str | None = Field(
+        None, description="base URL clients reach the controller on; default from listen and tls"
+    )
+    listen: ListenConfig = ListenConfig()
+    tls: TLSConfig | None = None
+    database: DatabaseConfig = DatabaseConfig()
+    identity: IdentityConfig = IdentityConfig()
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        scheme = "https" if self.tls else "http"
+        host = self.listen.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.listen.port}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """Walk a composed YAML node tree along a pydantic error location; return a 1-based line."""
+    best = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if key.value == part:
+                    best = key.start_mark.line + 1
+                    nxt = value
+                    break
+            if nxt is None:
+                return best
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return best
+            node = node.value[part]
+            best = node.start_mark.line + 1
+        else:
+            return best
+    return best
+
+
+def config_errors(path: Path) -> tuple[ControllerConfig | None, list[str]]:
+    """Validate a config file. Returns the config (None on error) and every error, one per line,
+    each as `FILE:LINE: dotted.path: message`."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        return None, [f"{path}: cannot read: {exc.strerror or exc}"]
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, [f"{where}: invalid YAML: {problem}"]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return None, [f"{path}:1: the file must hold a mapping of settings"]
+    try:
+        config = ControllerConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            dotted = ".".join(str(p) for p in loc) or "(top)"
+            line = _line_of(root, loc)
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            errors.append(f"{path}:{line}: {dotted}: {msg}")
+        return None, errors
+    return _resolve_paths(config, path.parent), []
+
+
+def _resolve_paths(config: ControllerConfig, base: Path) -> ControllerConfig:
+    """Relative paths in a config file are relative to the file's folder."""
+
+    def fix(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    if config.tls:
+        config.tls.cert = fix(config.tls.cert)  # type: ignore[assignment]
+        config.tls.key = fix(config.tls.key)  # type: ignore[assignment]
+        config.tls.ca = fix(config.tls.ca)
+    config.bootstrap.admin_password_file = fix(config.bootstrap.admin_password_file)
+    url = config.database.url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        config.database.url = prefix + str((base / url[len(prefix) :]).resolve())
+    return config
+
+
+def load_config(path: Path) -> ControllerConfig:
+    config, errors = config_errors(path)
+    if config is None:
+        raise ConfigError("; ".join(errors))
+    return config

@@ -1,0 +1,129 @@
+"""`infracloud demo`: an all-in-one site in one folder. The first run makes the database, the
+accounts (admin; projects zuul and ci with a member each), a private CA and the client files;
+later runs on the same folder keep all of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from infracloud.api.tls import ensure_certificates
+from infracloud.core.settings import ControllerConfig
+from infracloud.services import Services
+
+REGION = "RegionOne"
+# cloud name in clouds.yaml -> (user, project, role)
+ACCOUNTS = {
+    "infracloud-admin": ("admin", "admin", "admin"),
+    "infracloud": ("zuul", "zuul", "member"),
+    "infracloud-ci": ("ci", "ci", "member"),
+}
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    state_dir: Path
+
+    @property
+    def clouds_yaml(self) -> Path:
+        return self.state_dir / "clouds.yaml"
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "infracloud.env"
+
+    @property
+    def secrets(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    @property
+    def config(self) -> Path:
+        return self.state_dir / "controller.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.state_dir / "controller.log"
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _passwords(paths: DemoPaths) -> dict[str, str]:
+    known: dict[str, str] = {}
+    if paths.secrets.exists():
+        known = json.loads(paths.secrets.read_text())
+    missing = [user for user, _, _ in ACCOUNTS.values() if user not in known]
+    if missing:
+        for user in missing:
+            known[user] = secrets.token_urlsafe(18)
+        _write_private(paths.secrets, json.dumps(known, indent=2) + "\n")
+    return known
+
+
+def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = "json"
+            ) -> tuple[ControllerConfig, DemoPaths]:
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    paths = DemoPaths(state_dir)
+    data: dict = {
+        "site": "demo",
+        "region": REGION,
+        "listen": {"host": host, "port": port},
+        "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
+        "logging": {"format": log_format},
+    }
+    if tls:
+        hosts = [host] + (["localhost"] if host in ("127.0.0.1", "::1") else [])
+        ca, cert, key = ensure_certificates(state_dir / "tls", hosts)
+        data["tls"] = {"cert": str(cert), "key": str(key), "ca": str(ca)}
+    _write_private(paths.config, "# written by `infracloud demo`; an example of a controller "
+                   "config\n" + yaml.safe_dump(data, sort_keys=False))
+    return ControllerConfig.model_validate(data), paths
+
+
+def bootstrap(services: Services, paths: DemoPaths) -> None:
+    """Accounts and client files. Idempotent."""
+    passwords = _passwords(paths)
+    for user, project, role in ACCOUNTS.values():
+        services.identity.ensure_account(user, passwords[user], project, role)
+    write_client_files(services.config, paths, passwords)
+
+
+def write_client_files(config: ControllerConfig, paths: DemoPaths,
+                       passwords: dict[str, str]) -> None:
+    clouds = {}
+    for cloud, (user, project, _role) in ACCOUNTS.items():
+        entry: dict = {
+            "auth": {"auth_url": f"{config.base_url()}/identity", "username": user,
+                     "password": passwords[user], "project_name": project,
+                     "user_domain_name": "Default", "project_domain_name": "Default"},
+            "region_name": config.region,
+            "identity_api_version": 3,
+            "interface": "public",
+        }
+        if config.tls and config.tls.ca:
+            entry["cacert"] = str(config.tls.ca)
+        clouds[cloud] = entry
+    _write_private(paths.clouds_yaml, yaml.safe_dump({"clouds": clouds}, sort_keys=False))
+    write_env(paths, {"OS_CLIENT_CONFIG_FILE": str(paths.clouds_yaml), "OS_CLOUD": "infracloud",
+                      "INFRACLOUD_URL": config.base_url()})
+
+
+def write_env(paths: DemoPaths, env: dict[str, str]) -> None:
+    """KEY=value lines a shell can `source` (the last line exports them all)."""
+    lines = ["# source this file: it points the openstack CLI and SDK at the demo site"]
+    lines += [f"{key}={shlex.quote(value)}" for key, value in env.items()]
+    lines.append("export " + " ".join(env))
+    _write_private(paths.env_file, "\n".join(lines) + "\n")

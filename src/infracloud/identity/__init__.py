@@ -1,0 +1,1 @@
+"""Projects, users, roles, tokens (Fernet), application credentials."""

@@ -1,0 +1,353 @@
+"""Authentication: issue, validate and revoke tokens.
+
+Validation reads the user, project and roles afresh (so disabling a user or removing a role takes
+effect at once) unless this controller validated the same token less than
+`validation_cache_seconds` ago; any identity change made on this controller empties that cache.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from infracloud.core.clock import Clock, as_utc
+from infracloud.core.errors import BadRequest, Forbidden, Unauthorized
+from infracloud.core.settings import IdentityConfig
+from infracloud.identity.passwords import Hasher
+from infracloud.identity.policy import Caller
+from infracloud.identity.tokens import KeyRing, TokenPayload, new_audit_id
+from infracloud.store import Database
+from infracloud.store.models import (
+    DEFAULT_DOMAIN,
+    ApplicationCredential,
+    ApplicationCredentialRole,
+    Assignment,
+    Project,
+    RevocationEvent,
+    Role,
+    RoleImplication,
+    User,
+)
+
+UNAUTHORIZED = "The request you have made requires authentication."
+DEFAULT_DOMAIN_NAME = "Default"
+_CACHE_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference by id, or by name within a domain (given by id or name)."""
+
+    id: str | None = None
+    name: str | None = None
+    domain_id: str | None = None
+    domain_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Named:
+    id: str
+    name: str
+    domain_id: str | None = DEFAULT_DOMAIN
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token: str
+    payload: TokenPayload
+    user: Named
+    project: Named | None
+    roles: tuple[Named, ...]
+    app_cred_unrestricted: bool = True
+    caller: Caller = field(init=False)
+
+    def __post_init__(self) -> None:
+        caller = Caller(
+            user_id=self.user.id,
+            project_id=self.project.id if self.project else None,
+            roles=frozenset(r.name for r in self.roles),
+        )
+        object.__setattr__(self, "caller", caller)
+
+
+def resolve_domain(domain_id: str | None, domain_name: str | None) -> str | None:
+    """The only domain is `default` (named `Default`). Returns None for any other domain."""
+    if domain_id is not None:
+        return DEFAULT_DOMAIN if domain_id == DEFAULT_DOMAIN else None
+    if domain_name is not None:
+        return DEFAULT_DOMAIN if domain_name.lower() == DEFAULT_DOMAIN_NAME.lower() else None
+    return DEFAULT_DOMAIN
+
+
+class Authenticator:
+    def __init__(
+        self, db: Database, keys: KeyRing, hasher: Hasher, config: IdentityConfig, clock: Clock
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.hasher = hasher
+        self.config = config
+        self.clock = clock
+        self._cache: OrderedDict[str, tuple[TokenInfo, float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._implied: dict[str, list[Named]] | None = None
+
+    # ---- issuing -------------------------------------------------------------------------
+
+    def password(self, user: Ref, password: str, scope: Ref | None, unscoped: bool = False
+                 ) -> TokenInfo:
+        with self.db.read() as s:
+            row = self._find_user(s, user)
+            hashed = row.password_hash if row else None
+        if not self.hasher.verify(hashed, password) or row is None or not row.enabled:
+            raise Unauthorized(UNAUTHORIZED)
+        if hashed and self.hasher.needs_rehash(hashed):
+            self._rehash(row.id, password)
+        now = self.clock.now()
+        with self.db.read() as s:
+            project = self._scope(s, row, scope, unscoped)
+            return self._issue(s, row, project, ("password",), now,
+                               now + dt.timedelta(seconds=self.config.token_expiration),
+                               (new_audit_id(),))
+
+    def rescope(self, token: str, scope: Ref | None, unscoped: bool = False) -> TokenInfo:
+        parent = self.validate(token)
+        if parent.payload.app_cred_id:
+            raise Forbidden("A token created from an application credential cannot be rescoped.")
+        methods = tuple(dict.fromkeys(("token", *parent.payload.methods)))
+        with self.db.read() as s:
+            row = s.get(User, parent.user.id)
+            assert row is not None  # validate() checked it
+            project = self._scope(s, row, scope, unscoped)
+            return self._issue(s, row, project, methods, self.clock.now(),
+                               parent.payload.expires_at,
+                               (new_audit_id(), parent.payload.audit_ids[-1]))
+
+    def application_credential(self, cred_id: str | None, name: str | None, secret: str,
+                               user: Ref | None) -> TokenInfo:
+        if not cred_id and not (name and user):
+            raise BadRequest("An application credential needs its id, or its name and its user.")
+        with self.db.read() as s:
+            cred: ApplicationCredential | None
+            if cred_id:
+                cred = s.get(ApplicationCredential, cred_id)
+            else:
+                owner = self._find_user(s, user) if user else None
+                cred = None if owner is None else s.scalar(
+                    select(ApplicationCredential).where(
+                        ApplicationCredential.user_id == owner.id,
+                        ApplicationCredential.name == name))
+            hashed = cred.secret_hash if cred else None
+        if not self.hasher.verify(hashed, secret) or cred is None:
+            raise Unauthorized(UNAUTHORIZED)
+        now = self.clock.now()
+        if cred.expires_at is not None and as_utc(cred.expires_at) <= now:
+            raise Unauthorized(UNAUTHORIZED)
+        expires = now + dt.timedelta(seconds=self.config.token_expiration)
+        if cred.expires_at is not None:
+            expires = min(expires, as_utc(cred.expires_at))
+        with self.db.read() as s:
+            row = s.get(User, cred.user_id)
+            project = s.get(Project, cred.project_id)
+            if row is None or not row.enabled or project is None or not project.enabled:
+                raise Unauthorized(UNAUTHORIZED)
+            return self._issue(s, row, project, ("application_credential",), now, expires,
+                               (new_audit_id(),), cred)
+
+    # ---- validating ----------------------------------------------------------------------
+
+    def validate(self, token: str) -> TokenInfo:
+        now = self.clock.now()
+        hit = self._cache.get(token)
+        if hit is not None and hit[1] > time.monotonic():
+            if hit[0].payload.expires_at <= now:
+                raise Unauthorized(UNAUTHORIZED)
+            return hit[0]
+        payload = self.keys.decrypt(token)
+        if payload.expires_at <= now:
+            raise Unauthorized(UNAUTHORIZED)
+        with self.db.read() as s:
+            if self._revoked(s, payload):
+                raise Unauthorized(UNAUTHORIZED)
+            info = self._load(s, token, payload)
+        self._remember(info)
+        return info
+
+    def revoke(self, info: TokenInfo) -> None:
+        """Revoke a token and every token rescoped from it."""
+        with self.db.write() as s:
+            s.add(RevocationEvent(audit_id=info.payload.audit_ids[0],
+                                  issued_before=self.clock.now(),
+                                  expires_at=info.payload.expires_at))
+        self.invalidate_cache()
+
+    def revoke_user(self, s: Session, user_id: str) -> None:
+        """Revoke every token of a user issued until now (password change, disable)."""
+        s.add(RevocationEvent(user_id=user_id, **self._event_window()))
+
+    def revoke_project(self, s: Session, project_id: str) -> None:
+        s.add(RevocationEvent(project_id=project_id, **self._event_window()))
+
+    def invalidate_cache(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+            self._implied = None
+
+    def purge_revocations(self) -> int:
+        """Events outlive every token they could match by at most one token lifetime."""
+        from sqlalchemy import delete
+
+        with self.db.write() as s:
+            result = s.execute(delete(RevocationEvent).where(
+                RevocationEvent.expires_at < self.clock.now()))
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _event_window(self) -> dict[str, dt.datetime]:
+        now = self.clock.now()
+        return {"issued_before": now,
+                "expires_at": now + dt.timedelta(seconds=self.config.token_expiration)}
+
+    def _remember(self, info: TokenInfo) -> None:
+        ttl = self.config.validation_cache_seconds
+        if ttl <= 0:
+            return
+        with self._cache_lock:
+            self._cache[info.token] = (info, time.monotonic() + ttl)
+            if len(self._cache) > _CACHE_MAX:
+                self._cache.popitem(last=False)
+
+    def _rehash(self, user_id: str, password: str) -> None:
+        new_hash = self.hasher.hash(password)
+        with self.db.write() as s:
+            row = s.get(User, user_id)
+            if row is not None:
+                row.password_hash = new_hash
+
+    def _find_user(self, s: Session, ref: Ref) -> User | None:
+        if ref.id:
+            return s.get(User, ref.id)
+        domain = resolve_domain(ref.domain_id, ref.domain_name)
+        if not ref.name or domain is None:
+            return None
+        return s.scalar(select(User).where(User.name == ref.name, User.domain_id == domain))
+
+    def _scope(self, s: Session, user: User, scope: Ref | None, unscoped: bool) -> Project | None:
+        if unscoped:
+            return None
+        if scope is None:
+            # keystone: with no scope asked for, use the default project if the user has a role
+            if user.default_project_id and self._roles(s, user.id, user.default_project_id):
+                return s.get(Project, user.default_project_id)
+            return None
+        project: Project | None
+        if scope.id:
+            project = s.get(Project, scope.id)
+        else:
+            domain = resolve_domain(scope.domain_id, scope.domain_name)
+            project = None if domain is None or not scope.name else s.scalar(
+                select(Project).where(Project.name == scope.name, Project.domain_id == domain))
+        if project is None or not project.enabled:
+            raise Unauthorized(UNAUTHORIZED)
+        return project
+
+    def _issue(self, s: Session, user: User, project: Project | None, methods: tuple[str, ...],
+               issued: dt.datetime, expires: dt.datetime, audit_ids: tuple[str, ...],
+               cred: ApplicationCredential | None = None) -> TokenInfo:
+        payload = TokenPayload(user_id=user.id, methods=methods,
+                               project_id=project.id if project else None, issued_at=issued,
+                               expires_at=expires, audit_ids=audit_ids,
+                               app_cred_id=cred.id if cred else None)
+        roles = self._token_roles(s, payload)
+        if project is not None and not roles:
+            raise Unauthorized(UNAUTHORIZED)
+        return self._info(self.keys.encrypt(payload), payload, user, project, roles, cred)
+
+    def _load(self, s: Session, token: str, payload: TokenPayload) -> TokenInfo:
+        user = s.get(User, payload.user_id)
+        if user is None or not user.enabled:
+            raise Unauthorized(UNAUTHORIZED)
+        project = None
+        if payload.project_id:
+            project = s.get(Project, payload.project_id)
+            if project is None or not project.enabled:
+                raise Unauthorized(UNAUTHORIZED)
+        cred = None
+        if payload.app_cred_id:
+            cred = s.get(ApplicationCredential, payload.app_cred_id)
+            if cred is None:
+                raise Unauthorized(UNAUTHORIZED)
+        roles = self._token_roles(s, payload)
+        if project is not None and not roles:
+            raise Unauthorized(UNAUTHORIZED)
+        return self._info(token, payload, user, project, roles, cred)
+
+    @staticmethod
+    def _info(token: str, payload: TokenPayload, user: User, project: Project | None,
+              roles: list[Named], cred: ApplicationCredential | None) -> TokenInfo:
+        return TokenInfo(
+            token=token, payload=payload,
+            user=Named(user.id, user.name, user.domain_id),
+            project=Named(project.id, project.name, project.domain_id) if project else None,
+            roles=tuple(roles),
+            app_cred_unrestricted=cred.unrestricted if cred else True)
+
+    def _token_roles(self, s: Session, payload: TokenPayload) -> list[Named]:
+        if not payload.project_id:
+            return []
+        roles = self._roles(s, payload.user_id, payload.project_id)
+        if payload.app_cred_id:
+            granted = {r.id for r in self._expand([
+                Named(rid, "") for rid in s.scalars(
+                    select(ApplicationCredentialRole.role_id).where(
+                        ApplicationCredentialRole.application_credential_id
+                        == payload.app_cred_id))], s)}
+            roles = [r for r in roles if r.id in granted]
+        return roles
+
+    def _roles(self, s: Session, user_id: str, project_id: str) -> list[Named]:
+        """Effective roles of a user on a project: direct assignments and what they imply."""
+        rows = s.execute(
+            select(Role.id, Role.name).join(Assignment, Assignment.role_id == Role.id)
+            .where(Assignment.user_id == user_id, Assignment.project_id == project_id)
+        ).all()
+        return self._expand([Named(r.id, r.name, None) for r in rows], s)
+
+    def _expand(self, roles: list[Named], s: Session) -> list[Named]:
+        implied = self.implications(s)
+        seen: dict[str, Named] = {}
+        stack = list(roles)
+        while stack:
+            role = stack.pop()
+            if role.id in seen:
+                continue
+            seen[role.id] = role
+            stack.extend(implied.get(role.id, ()))
+        return sorted(seen.values(), key=lambda r: r.name)
+
+    def implications(self, s: Session) -> dict[str, list[Named]]:
+        implied = self._implied
+        if implied is None:
+            implied = {}
+            rows = s.execute(select(RoleImplication.prior_role_id, Role.id, Role.name).join(
+                Role, Role.id == RoleImplication.implied_role_id)).all()
+            for prior, rid, name in rows:
+                implied.setdefault(prior, []).append(Named(rid, name, None))
+            self._implied = implied
+        return implied
+
+    def _revoked(self, s: Session, p: TokenPayload) -> bool:
+        conds = [RevocationEvent.audit_id.in_(p.audit_ids),
+                 and_(RevocationEvent.user_id == p.user_id,
+                      RevocationEvent.issued_before >= p.issued_at)]
+        if p.project_id:
+            conds.append(and_(RevocationEvent.project_id == p.project_id,
+                              RevocationEvent.issued_before >= p.issued_at))
+        return s.scalar(select(RevocationEvent.id).where(or_(*conds)).limit(1)) is not None

@@ -1,0 +1,148 @@
+"""Fernet tokens.
+
+A token is a Fernet-encrypted compact JSON payload: who, which project, which methods, when it
+expires and its audit ids. Nothing is stored per token; revocation events are. The keys live in
+the database so every controller of a site shares them; the newest key encrypts, every kept key
+decrypts, so rotation never invalidates a live token.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import delete, func, select
+
+from infracloud.core.clock import Clock, as_utc
+from infracloud.core.errors import Unauthorized
+from infracloud.store import Database
+from infracloud.store.models import FernetKey
+
+METHODS = ("password", "token", "application_credential")
+
+
+@dataclass(frozen=True)
+class TokenPayload:
+    user_id: str
+    methods: tuple[str, ...]
+    project_id: str | None
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    audit_ids: tuple[str, ...]
+    app_cred_id: str | None = None
+
+    def to_json(self) -> bytes:
+        body = {
+            "u": self.user_id,
+            "m": [METHODS.index(m) for m in self.methods],
+            "p": self.project_id,
+            "i": round(self.issued_at.timestamp(), 6),
+            "e": int(self.expires_at.timestamp()),
+            "a": list(self.audit_ids),
+        }
+        if self.app_cred_id:
+            body["c"] = self.app_cred_id
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TokenPayload:
+        b = json.loads(raw)
+        return cls(
+            user_id=b["u"],
+            methods=tuple(METHODS[i] for i in b["m"]),
+            project_id=b.get("p"),
+            issued_at=dt.datetime.fromtimestamp(b["i"], dt.UTC),
+            expires_at=dt.datetime.fromtimestamp(b["e"], dt.UTC),
+            audit_ids=tuple(b["a"]),
+            app_cred_id=b.get("c"),
+        )
+
+
+def new_audit_id() -> str:
+    """22 url-safe characters, like keystone's."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+class KeyRing:
+    """The Fernet keys of a site, loaded from the database and reloaded when a token names a key
+    this controller has not seen yet (another controller rotated)."""
+
+    RELOAD_INTERVAL = 1.0
+
+    def __init__(self, db: Database, clock: Clock, max_active_keys: int = 3) -> None:
+        self.db = db
+        self.clock = clock
+        self.max_active_keys = max_active_keys
+        self._lock = threading.Lock()
+        self._fernet: MultiFernet | None = None
+        self._loaded_at = 0.0
+
+    def ensure(self) -> None:
+        """Create the first key if the site has none, then load."""
+        with self.db.write() as s:
+            if s.scalar(select(func.count()).select_from(FernetKey)) == 0:
+                s.add(FernetKey(key=Fernet.generate_key().decode(), created_at=self.clock.now()))
+        self.load()
+
+    def load(self) -> None:
+        with self.db.read() as s:
+            keys = s.scalars(select(FernetKey.key).order_by(FernetKey.id.desc())).all()
+        if not keys:
+            raise RuntimeError("no Fernet keys: KeyRing.ensure() was not called")
+        with self._lock:
+            self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+            self._loaded_at = time.monotonic()
+
+    def rotate(self) -> int:
+        """Add a new primary key and prune the oldest beyond max_active_keys. Returns the count."""
+        with self.db.write() as s:
+            s.add(FernetKey(key=Fernet.generate_key().decode(), created_at=self.clock.now()))
+            s.flush()
+            keep = s.scalars(
+                select(FernetKey.id).order_by(FernetKey.id.desc()).limit(self.max_active_keys)
+            ).all()
+            s.execute(delete(FernetKey).where(FernetKey.id.not_in(keep)))
+        self.load()
+        return len(keep)
+
+    def rotate_if_due(self, every_hours: float) -> bool:
+        if every_hours <= 0:
+            return False
+        with self.db.read() as s:
+            newest = s.scalar(select(func.max(FernetKey.created_at)))
+        if newest is not None and self.clock.now() - as_utc(newest) < dt.timedelta(
+            hours=every_hours
+        ):
+            return False
+        self.rotate()
+        return True
+
+    def encrypt(self, payload: TokenPayload) -> str:
+        assert self._fernet is not None, "KeyRing.load() first"
+        return self._fernet.encrypt(payload.to_json()).decode().rstrip("=")
+
+    def decrypt(self, token: str) -> TokenPayload:
+        assert self._fernet is not None, "KeyRing.load() first"
+        raw = (token + "=" * (-len(token) % 4)).encode()
+        try:
+            data = self._fernet.decrypt(raw)
+        except (InvalidToken, ValueError, TypeError):
+            if time.monotonic() - self._loaded_at < self.RELOAD_INTERVAL:
+                raise Unauthorized("The request you have made requires authentication.") from None
+            self.load()
+            try:
+                data = self._fernet.decrypt(raw)
+            except (InvalidToken, ValueError, TypeError):
+                raise Unauthorized(
+                    "The request you have made requires authentication."
+                ) from None
+        try:
+            return TokenPayload.from_json(data)
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise Unauthorized("The request you have made requires authentication.") from None

@@ -1,0 +1,1 @@
+"""Metrics, structured logs, events, reports, health, dashboard."""

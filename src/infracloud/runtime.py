@@ -1,0 +1,101 @@
+"""Run a controller: build the services, serve the API with uvicorn, and run the periodic
+maintenance (key rotation, pruning of revocation events) until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+from infracloud.api.app import create_app
+from infracloud.core.errors import ConfigError
+from infracloud.core.settings import ControllerConfig
+from infracloud.services import Services, build_services
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_SECONDS = 60.0
+
+
+def check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"{host}:{port} is already in use (is another controller "
+                                  f"running? choose another with --port)") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def bootstrap_admin(services: Services) -> None:
+    b = services.config.bootstrap
+    if b.admin_password_file is None:
+        return
+    try:
+        password = b.admin_password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"bootstrap.admin_password_file: cannot read "
+                          f"{b.admin_password_file}: {exc.strerror}") from None
+    if not password:
+        raise ConfigError(f"bootstrap.admin_password_file {b.admin_password_file} is empty")
+    services.identity.ensure_account(b.admin_user, password, b.admin_project, "admin")
+
+
+async def _maintenance(services: Services) -> None:
+    while True:
+        await asyncio.sleep(MAINTENANCE_SECONDS)
+        try:
+            await asyncio.to_thread(services.identity.maintenance)
+        except Exception:  # keep serving; the next round tries again
+            log.exception("maintenance failed")
+
+
+def serve(config: ControllerConfig, *, services: Services | None = None,
+          on_ready: Callable[[Services], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. `on_ready` runs once the socket accepts connections."""
+    check_port_free(config.listen.host, config.listen.port)
+    services = services or build_services(config)
+    bootstrap_admin(services)
+    services.identity.maintenance()
+    app = create_app(services)
+    uv = uvicorn.Config(
+        app, host=config.listen.host.strip("[]"), port=config.listen.port, log_config=None,
+        access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=30,
+        ssl_certfile=str(config.tls.cert) if config.tls else None,
+        ssl_keyfile=str(config.tls.key) if config.tls else None)
+    server = uvicorn.Server(uv)
+
+    async def main() -> None:
+        maint = asyncio.create_task(_maintenance(services))
+
+        async def announce() -> None:
+            while not server.started:
+                if server.should_exit:
+                    return
+                await asyncio.sleep(0.02)
+            log.info("controller serving", extra={"url": services.base_url,
+                                                  "site": config.site})
+            if on_ready:
+                on_ready(services)
+
+        ready = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            maint.cancel()
+            ready.cancel()
+
+    try:
+        asyncio.run(main())
+    finally:
+        services.close()
+    if not server.started:
+        raise ConfigError(f"the controller could not start on {config.listen.host}:"
+                          f"{config.listen.port} (see the log above)")
