@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import signal
 import socket
 from collections.abc import Callable
 
@@ -57,6 +58,22 @@ async def _maintenance(services: Services) -> None:
             log.exception("maintenance failed")
 
 
+class _Server(uvicorn.Server):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Idle keep-alive connections are dropped at once: a TLS close waits up to 30 s for
+        # a client that is not reading. Requests in flight still finish (graceful timeout).
+        for conn in list(self.server_state.connections):
+            cycle = getattr(conn, "cycle", None)
+            transport = getattr(conn, "transport", None)
+            if transport is not None and (cycle is None or cycle.response_complete):
+                transport.abort()
+        await super().shutdown(sockets)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(config: ControllerConfig, *, services: Services | None = None,
           on_ready: Callable[[Services], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. `on_ready` runs once the socket accepts connections."""
@@ -68,9 +85,10 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     uv = uvicorn.Config(
         app, host=config.listen.host.strip("[]"), port=config.listen.port, log_config=None,
         access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=30,
+        timeout_graceful_shutdown=30,
         ssl_certfile=str(config.tls.cert) if config.tls else None,
         ssl_keyfile=str(config.tls.key) if config.tls else None)
-    server = uvicorn.Server(uv)
+    server = _Server(uv)
 
     async def main() -> None:
         maint = asyncio.create_task(_maintenance(services))
@@ -92,9 +110,15 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
             maint.cancel()
             ready.cancel()
 
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; both end
+    # up here as KeyboardInterrupt, which is a normal stop (exit code 0).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         services.close()
     if not server.started:
         raise ConfigError(f"the controller could not start on {config.listen.host}:"

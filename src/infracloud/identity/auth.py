@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, as_utc
@@ -38,6 +38,29 @@ from infracloud.store.models import (
 UNAUTHORIZED = "The request you have made requires authentication."
 DEFAULT_DOMAIN_NAME = "Default"
 _CACHE_MAX = 20_000
+
+_user, _project = User.__table__, Project.__table__
+_assignment, _role, _event = Assignment.__table__, Role.__table__, RevocationEvent.__table__
+_REVOKED = (
+    select(_event.c.id)
+    .where(or_(_event.c.audit_id.in_(bindparam("audits", expanding=True)),
+               and_(_event.c.user_id == bindparam("uid"),
+                    _event.c.issued_before >= bindparam("iat")),
+               and_(_event.c.project_id == bindparam("pid"),
+                    _event.c.issued_before >= bindparam("iat"))))
+    .limit(1).scalar_subquery())
+# A row per role the user holds on the project (one row with NULL roles when none).
+_VALIDATE = (
+    select(_user.c.name, _user.c.domain_id, _user.c.enabled,
+           _project.c.name.label("p_name"), _project.c.domain_id.label("p_domain"),
+           _project.c.enabled.label("p_enabled"), _role.c.id.label("role_id"),
+           _role.c.name.label("role_name"), _REVOKED.label("revoked"))
+    .select_from(
+        _user.outerjoin(_project, _project.c.id == bindparam("pid"))
+        .outerjoin(_assignment, and_(_assignment.c.user_id == _user.c.id,
+                                     _assignment.c.project_id == _project.c.id))
+        .outerjoin(_role, _role.c.id == _assignment.c.role_id))
+    .where(_user.c.id == bindparam("uid")))
 
 
 @dataclass(frozen=True)
@@ -162,20 +185,23 @@ class Authenticator:
 
     # ---- validating ----------------------------------------------------------------------
 
-    def validate(self, token: str) -> TokenInfo:
-        now = self.clock.now()
+    def cached(self, token: str) -> TokenInfo | None:
+        """The token's recent validation, if this controller has one (no I/O)."""
         hit = self._cache.get(token)
-        if hit is not None and hit[1] > time.monotonic():
-            if hit[0].payload.expires_at <= now:
-                raise Unauthorized(UNAUTHORIZED)
-            return hit[0]
-        payload = self.keys.decrypt(token)
-        if payload.expires_at <= now:
+        if hit is None or hit[1] <= time.monotonic():
+            return None
+        if hit[0].payload.expires_at <= self.clock.now():
             raise Unauthorized(UNAUTHORIZED)
-        with self.db.read() as s:
-            if self._revoked(s, payload):
-                raise Unauthorized(UNAUTHORIZED)
-            info = self._load(s, token, payload)
+        return hit[0]
+
+    def validate(self, token: str) -> TokenInfo:
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
+        payload = self.keys.decrypt(token)
+        if payload.expires_at <= self.clock.now():
+            raise Unauthorized(UNAUTHORIZED)
+        info = self._load(token, payload)
         self._remember(info)
         return info
 
@@ -270,24 +296,44 @@ class Authenticator:
             raise Unauthorized(UNAUTHORIZED)
         return self._info(self.keys.encrypt(payload), payload, user, project, roles, cred)
 
-    def _load(self, s: Session, token: str, payload: TokenPayload) -> TokenInfo:
-        user = s.get(User, payload.user_id)
-        if user is None or not user.enabled:
-            raise Unauthorized(UNAUTHORIZED)
-        project = None
-        if payload.project_id:
-            project = s.get(Project, payload.project_id)
-            if project is None or not project.enabled:
+    def _load(self, token: str, payload: TokenPayload) -> TokenInfo:
+        """One round trip for the user, the project, the roles held there and whether a
+        revocation event matches; one more for application-credential tokens."""
+        with self.db.connect() as conn:
+            rows = conn.execute(_VALIDATE, {
+                "uid": payload.user_id, "pid": payload.project_id,
+                "audits": list(payload.audit_ids), "iat": payload.issued_at}).all()
+            if not rows or not rows[0].enabled or rows[0].revoked is not None:
                 raise Unauthorized(UNAUTHORIZED)
-        cred = None
-        if payload.app_cred_id:
-            cred = s.get(ApplicationCredential, payload.app_cred_id)
-            if cred is None:
-                raise Unauthorized(UNAUTHORIZED)
-        roles = self._token_roles(s, payload)
+            first = rows[0]
+            project = None
+            if payload.project_id:
+                if first.p_name is None or not first.p_enabled:
+                    raise Unauthorized(UNAUTHORIZED)
+                project = Named(payload.project_id, first.p_name, first.p_domain)
+            roles = self._expand([Named(r.role_id, r.role_name, None) for r in rows
+                                  if r.role_id is not None], conn)
+            unrestricted = True
+            if payload.app_cred_id:
+                roles, unrestricted = self._app_cred_roles(conn, payload.app_cred_id, roles)
         if project is not None and not roles:
             raise Unauthorized(UNAUTHORIZED)
-        return self._info(token, payload, user, project, roles, cred)
+        return TokenInfo(token=token, payload=payload,
+                         user=Named(payload.user_id, first.name, first.domain_id),
+                         project=project, roles=tuple(roles),
+                         app_cred_unrestricted=unrestricted)
+
+    def _app_cred_roles(self, conn: Session | Connection, cred_id: str, roles: list[Named]
+                        ) -> tuple[list[Named], bool]:
+        """The user's roles cut down to those the credential delegates (and what they imply).
+        A deleted credential delegates nothing."""
+        rows = conn.execute(
+            select(ApplicationCredential.unrestricted, ApplicationCredentialRole.role_id)
+            .join(ApplicationCredentialRole, ApplicationCredentialRole.application_credential_id
+                  == ApplicationCredential.id)
+            .where(ApplicationCredential.id == cred_id)).all()
+        granted = {r.id for r in self._expand([Named(row.role_id, "") for row in rows], conn)}
+        return [r for r in roles if r.id in granted], bool(rows and rows[0].unrestricted)
 
     @staticmethod
     def _info(token: str, payload: TokenPayload, user: User, project: Project | None,
@@ -304,12 +350,7 @@ class Authenticator:
             return []
         roles = self._roles(s, payload.user_id, payload.project_id)
         if payload.app_cred_id:
-            granted = {r.id for r in self._expand([
-                Named(rid, "") for rid in s.scalars(
-                    select(ApplicationCredentialRole.role_id).where(
-                        ApplicationCredentialRole.application_credential_id
-                        == payload.app_cred_id))], s)}
-            roles = [r for r in roles if r.id in granted]
+            roles, _ = self._app_cred_roles(s, payload.app_cred_id, roles)
         return roles
 
     def _roles(self, s: Session, user_id: str, project_id: str) -> list[Named]:
@@ -320,7 +361,7 @@ class Authenticator:
         ).all()
         return self._expand([Named(r.id, r.name, None) for r in rows], s)
 
-    def _expand(self, roles: list[Named], s: Session) -> list[Named]:
+    def _expand(self, roles: list[Named], s: Session | Connection) -> list[Named]:
         implied = self.implications(s)
         seen: dict[str, Named] = {}
         stack = list(roles)
@@ -332,7 +373,7 @@ class Authenticator:
             stack.extend(implied.get(role.id, ()))
         return sorted(seen.values(), key=lambda r: r.name)
 
-    def implications(self, s: Session) -> dict[str, list[Named]]:
+    def implications(self, s: Session | Connection) -> dict[str, list[Named]]:
         implied = self._implied
         if implied is None:
             implied = {}
@@ -342,12 +383,3 @@ class Authenticator:
                 implied.setdefault(prior, []).append(Named(rid, name, None))
             self._implied = implied
         return implied
-
-    def _revoked(self, s: Session, p: TokenPayload) -> bool:
-        conds = [RevocationEvent.audit_id.in_(p.audit_ids),
-                 and_(RevocationEvent.user_id == p.user_id,
-                      RevocationEvent.issued_before >= p.issued_at)]
-        if p.project_id:
-            conds.append(and_(RevocationEvent.project_id == p.project_id,
-                              RevocationEvent.issued_before >= p.issued_at))
-        return s.scalar(select(RevocationEvent.id).where(or_(*conds)).limit(1)) is not None

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -73,6 +73,12 @@ class Database:
         finally:
             # close() (not rollback()) so loaded objects stay readable after the block
             session.close()
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A plain Core connection for hot read paths (no ORM bookkeeping)."""
+        with self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def write(self) -> Iterator[Session]:

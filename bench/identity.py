@@ -1,0 +1,148 @@
+"""Identity benchmark: tokens issued and validated per second, each as a ratio to an empty
+endpoint (GET /healthz) of the same controller measured in the same run.
+
+    .venv/bin/python bench/identity.py [--seconds 5] [--clients 8]
+
+Starts two real controllers on 127.0.0.1 (plain HTTP, SQLite, default argon2 settings): one
+with the default validation cache, one with it off, so both the warm and the cold validation
+path are measured. The client shares the machine's cores with the server, as a CI launcher on
+the same host would; only the ratios are meant to be compared between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+BIN = Path(sys.executable).parent
+PASSWORD = "bench-admin-password"
+
+
+def start(folder: Path, port: int, cache_seconds: float) -> subprocess.Popen[bytes]:
+    (folder / "pw").write_text(PASSWORD)
+    config = {"listen": {"host": "127.0.0.1", "port": port},
+              "database": {"url": f"sqlite:///{folder / 'bench.db'}"},
+              "identity": {"validation_cache_seconds": cache_seconds},
+              "bootstrap": {"admin_password_file": str(folder / "pw")},
+              "logging": {"access_log": False, "level": "warning"}}
+    (folder / "c.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([str(BIN / "infracloud"), "controller", "--config",
+                             str(folder / "c.yaml")], stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("controller did not start")
+
+
+def auth_body(method: str, token: str = "") -> dict:
+    identity: dict = {"methods": [method]}
+    if method == "password":
+        identity["password"] = {"user": {"name": "admin", "domain": {"id": "default"},
+                                         "password": PASSWORD}}
+    else:
+        identity["token"] = {"id": token}
+    return {"auth": {"identity": identity,
+                     "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+
+
+def measure(base: str, seconds: float, clients: int,
+            request: Callable[[httpx.Client, int], httpx.Response], expect: int) -> float:
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            for i in itertools.count():
+                if time.monotonic() >= stop:
+                    return
+                r = request(c, i)
+                if r.status_code != expect:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                    return
+                counts[n] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"unexpected answer: {errors[0]}")
+    return sum(counts) / (time.monotonic() - started)
+
+
+def run(seconds: float, clients: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        warm_dir, cold_dir = Path(tmp, "warm"), Path(tmp, "cold")
+        warm_dir.mkdir()
+        cold_dir.mkdir()
+        procs = [start(warm_dir, 18901, 2.0), start(cold_dir, 18902, 0.0)]
+        try:
+            warm, cold = "http://127.0.0.1:18901", "http://127.0.0.1:18902"
+            tokens = {}
+            for base in (warm, cold):
+                r = httpx.post(base + "/identity/v3/auth/tokens", json=auth_body("password"))
+                tokens[base] = r.headers["X-Subject-Token"]
+            subjects = [httpx.post(warm + "/identity/v3/auth/tokens",
+                                   json=auth_body("token", tokens[warm]))
+                        .headers["X-Subject-Token"] for _ in range(200)]
+
+            def validate(base: str) -> Callable[[httpx.Client, int], httpx.Response]:
+                return lambda c, i: c.get("/identity/v3/auth/tokens?nocatalog", headers={
+                    "X-Auth-Token": tokens[base], "X-Subject-Token": subjects[i % 200]})
+
+            rows = [
+                ("empty endpoint (baseline)", measure(
+                    warm, seconds, clients, lambda c, i: c.get("/healthz"), 200)),
+                ("issue: password (argon2id)", measure(
+                    warm, seconds, clients, lambda c, i: c.post(
+                        "/identity/v3/auth/tokens", json=auth_body("password")), 201)),
+                ("issue: token (rescope)", measure(
+                    warm, seconds, clients, lambda c, i: c.post(
+                        "/identity/v3/auth/tokens",
+                        json=auth_body("token", tokens[warm])), 201)),
+                ("validate (cache on)", measure(warm, seconds, clients, validate(warm), 200)),
+                ("authenticated GET /v3/projects", measure(
+                    warm, seconds, clients, lambda c, i: c.get(
+                        "/identity/v3/projects", headers={"X-Auth-Token": tokens[warm]}), 200)),
+            ]
+            # the cold controller needs subject tokens of its own
+            subjects[:] = [httpx.post(cold + "/identity/v3/auth/tokens",
+                                      json=auth_body("token", tokens[cold]))
+                           .headers["X-Subject-Token"] for _ in range(200)]
+            rows.append(("validate (cache off)",
+                         measure(cold, seconds, clients, validate(cold), 200)))
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(30)
+    baseline = rows[0][1]
+    print(f"identity benchmark: {clients} client threads, {seconds:g} s per row, "
+          f"ratios against the empty endpoint of the same controller")
+    print(f"{'scenario':34} {'req/s':>10} {'ratio':>8}")
+    for name, rate in rows:
+        print(f"{name:34} {rate:10.1f} {rate / baseline:8.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    run(args.seconds, args.clients)

@@ -1,0 +1,168 @@
+"""`infracloud controller --config` on SQLite and PostgreSQL, config validation and the CLI's
+error contract (one line on stderr, exit code 2)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import create_pg_database
+from tests.servers import Running, free_port, infracloud, start_controller
+
+
+def _write_config(folder: Path, db_url: str, **identity: object) -> tuple[Path, str]:
+    port = free_port()
+    (folder / "admin-password").write_text("admin-secret\n")
+    config = {
+        "site": "vanilla",
+        "region": "vanilla",
+        "listen": {"host": "127.0.0.1", "port": port},
+        "database": {"url": db_url},
+        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 1024,
+                                       "parallelism": 1}, **identity},
+        "bootstrap": {"admin_password_file": "admin-password"},
+        "logging": {"format": "json"},
+    }
+    path = folder / "controller.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, f"http://127.0.0.1:{port}"
+
+
+def _login(c: Running, password: str = "admin-secret") -> str:
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+    with c.http() as h:
+        r = h.post("/identity/v3/auth/tokens", json=body)
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
+
+
+@pytest.fixture
+def short_lived(tmp_path: Path) -> Iterator[Running]:
+    path, url = _write_config(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", token_expiration=2,
+                              validation_cache_seconds=0)
+    running = start_controller(path, url)
+    yield running
+    assert running.stop() == 0
+
+
+def test_expired_token_is_401(short_lived: Running) -> None:
+    token = _login(short_lived)
+    with short_lived.http() as h:
+        assert h.get("/identity/v3/projects", headers={"X-Auth-Token": token}).status_code == 200
+        time.sleep(2.5)
+        r = h.get("/identity/v3/projects", headers={"X-Auth-Token": token})
+    assert r.status_code == 401
+    assert r.json()["error"] == {"code": 401, "title": "Unauthorized", "message":
+                                 "The request you have made requires authentication."}
+
+
+def test_catalog_uses_the_configured_region(short_lived: Running) -> None:
+    token = _login(short_lived)
+    with short_lived.http() as h:
+        body = h.get("/identity/v3/auth/catalog", headers={"X-Auth-Token": token}).json()
+    (svc,) = body["catalog"]
+    assert {e["region_id"] for e in svc["endpoints"]} == {"vanilla"}
+    assert {e["url"] for e in svc["endpoints"]} == {short_lived.base_url + "/identity"}
+
+
+@pytest.mark.pg
+def test_controller_on_postgresql_keeps_data_across_restarts(tmp_path: Path,
+                                                             pg_admin_url: str) -> None:
+    from tests.servers import sdk
+
+    path, url = _write_config(tmp_path, create_pg_database(pg_admin_url))
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(yaml.safe_dump({"clouds": {"pg": {
+        "auth": {"auth_url": url + "/identity", "username": "admin",
+                 "password": "admin-secret", "project_name": "admin",
+                 "user_domain_name": "Default", "project_domain_name": "Default"},
+        "region_name": "vanilla", "identity_api_version": 3}}}))
+    first = start_controller(path, url)
+    try:
+        conn = sdk(clouds, "pg")
+        project = conn.identity.create_project(name="chocolate-ci")
+        user = conn.identity.create_user(name="np", password="np-pw",
+                                         default_project_id=project.id)
+        conn.identity.assign_project_role_to_user(project, user,
+                                                  conn.identity.find_role("member"))
+    finally:
+        assert first.stop() == 0
+    second = start_controller(path, url)
+    try:
+        conn = sdk(clouds, "pg", auth={"username": "np", "password": "np-pw",
+                                       "project_name": "chocolate-ci"})
+        assert conn.current_project_id == project.id
+    finally:
+        assert second.stop() == 0
+
+
+def test_config_validate_reports_every_error_with_its_place(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site: vanilla\nlisten:\n  port: 99999\n  hots: x\n"
+                   "identity:\n  token_expiration: -5\ndatabase:\n  url: mysql://x\n")
+    r = infracloud("config", "validate", str(bad))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert any(f"{bad}:3: listen.port:" in line for line in lines), lines
+    assert any(f"{bad}:4: listen.hots: unknown setting" in line for line in lines), lines
+    assert any(f"{bad}:6: identity.token_expiration:" in line for line in lines), lines
+    assert any(f"{bad}:8: database.url:" in line for line in lines), lines
+    assert "Traceback" not in r.stderr
+
+
+def test_config_validate_accepts_a_good_file(tmp_path: Path) -> None:
+    path, _ = _write_config(tmp_path, "sqlite:///x.db")
+    r = infracloud("config", "validate", str(path))
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok")
+
+
+def test_invalid_yaml_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("site: [unclosed\n")
+    r = infracloud("config", "validate", str(bad))
+    assert r.returncode == 2 and "invalid YAML" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("controller", "--config", "/nonexistent/controller.yaml"),
+    ("demo", "--port", "0"),
+    ("demo", "--log-format", "xml"),
+    ("no-such-command",),
+])
+def test_cli_errors_exit_2_without_traceback(args: tuple[str, ...], tmp_path: Path) -> None:
+    r = infracloud(*args, "--state-dir", str(tmp_path)) if args[0] == "demo" else infracloud(
+        *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.strip()
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = infracloud("demo", "--state-dir", str(tmp_path), "--port", str(port))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "already in use" in r.stderr
+
+
+@pytest.mark.parametrize("command", [(), ("demo",), ("controller",), ("config",),
+                                     ("config", "validate"), ("keys", "rotate"), ("version",)])
+def test_every_command_has_help(command: tuple[str, ...]) -> None:
+    r = infracloud(*command, "--help")
+    assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def test_keys_rotate(tmp_path: Path) -> None:
+    path, _ = _write_config(tmp_path, f"sqlite:///{tmp_path / 'k.db'}")
+    assert infracloud("keys", "rotate", "--config", str(path)).stdout.strip() == (
+        "rotated: 2 keys active")
+    assert "3 keys" in infracloud("keys", "rotate", "--config", str(path)).stdout
+    assert "3 keys" in infracloud("keys", "rotate", "--config", str(path)).stdout

@@ -1,0 +1,64 @@
+"""`infracloud demo`: the files it writes, the ready line, and a restart on the same folder."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.servers import openstack_cli, sdk, start_demo
+
+
+def test_demo_restarts_with_its_data_intact(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    first = start_demo(state)
+    try:
+        ready = next(line for line in first.lines if "ready" in line)
+        assert first.base_url.startswith("https://127.0.0.1:")
+        assert first.base_url in ready and str(state / "clouds.yaml") in ready
+        for name in ("clouds.yaml", "infracloud.env", "secrets.json"):
+            assert stat.S_IMODE(os.stat(state / name).st_mode) == 0o600, name
+        clouds = yaml.safe_load((state / "clouds.yaml").read_text())["clouds"]
+        assert set(clouds) == {"infracloud", "infracloud-ci", "infracloud-admin"}
+        assert {c["auth"]["project_name"] for c in clouds.values()} == {"zuul", "ci", "admin"}
+        assert all(c["cacert"] == str(state / "tls" / "ca.pem") for c in clouds.values())
+        admin = sdk(state / "clouds.yaml", "infracloud-admin")
+        kept = admin.identity.create_project(name="kept-across-restarts")
+        ci = sdk(state / "clouds.yaml", "infracloud-ci")
+        assert ci.current_project_id == admin.identity.find_project("ci").id
+    finally:
+        assert first.stop() == 0
+    assert "stopped" in first.lines[-1]
+    passwords = (state / "secrets.json").read_text()
+
+    second = start_demo(state)
+    try:
+        assert (state / "secrets.json").read_text() == passwords
+        admin = sdk(state / "clouds.yaml", "infracloud-admin")
+        assert admin.identity.find_project("kept-across-restarts").id == kept.id
+        r = openstack_cli(state / "clouds.yaml", "--os-cloud", "infracloud", "token", "issue")
+        assert r.returncode == 0, r.stderr
+    finally:
+        assert second.stop() == 0
+
+
+def test_env_file_sets_up_a_shell(tmp_path: Path) -> None:
+    state = tmp_path / "demo"
+    running = start_demo(state, "--no-tls")
+    try:
+        assert running.base_url.startswith("http://")
+        bindir = Path(os.sys.executable).parent  # type: ignore[attr-defined]
+        script = (f"source {state / 'infracloud.env'} && "
+                  f"{bindir / 'openstack'} token issue -f value -c project_id && "
+                  "echo $OS_CLOUD")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        project_id, cloud = r.stdout.split()
+        assert cloud == "infracloud" and len(project_id) == 32
+    finally:
+        assert running.stop() == 0

@@ -1,0 +1,132 @@
+"""Start real infracloud processes for integration tests and stop them cleanly."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[str]
+    base_url: str
+    state_dir: Path | None = None
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def clouds_yaml(self) -> Path:
+        assert self.state_dir is not None
+        return self.state_dir / "clouds.yaml"
+
+    @property
+    def cacert(self) -> str | bool:
+        if self.state_dir is not None and (self.state_dir / "tls" / "ca.pem").exists():
+            return str(self.state_dir / "tls" / "ca.pem")
+        return True
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, verify=self.cacert, timeout=30, **kwargs)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def _reader(proc: subprocess.Popen[str], lines: list[str], q: queue.Queue[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        q.put(line)
+
+
+def infracloud(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+               ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "infracloud"), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_demo(state_dir: Path, *args: str, port: int | None = None,
+               timeout: float = 90) -> Running:
+    port = port or free_port()
+    proc = subprocess.Popen([str(BIN / "infracloud"), "demo", "--state-dir", str(state_dir),
+                             "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    q: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_reader, args=(proc, lines, q), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = q.get(timeout=0.2)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        if "ready" in line:
+            m = re.search(r"(https?://\S+)", line)
+            assert m, line
+            return Running(proc, m.group(1), state_dir, lines)
+    proc.kill()
+    raise AssertionError("demo did not become ready:\n" + "".join(lines))
+
+
+def start_controller(config_file: Path, base_url: str, timeout: float = 90) -> Running:
+    proc = subprocess.Popen([str(BIN / "infracloud"), "controller", "--config", str(config_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=_reader, args=(proc, lines, queue.Queue()), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+                return Running(proc, base_url, None, lines)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("controller did not start:\n" + "".join(lines))
+
+
+def openstack_cli(clouds_yaml: Path, *args: str, timeout: float = 120
+                  ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds_yaml)}
+    for key in ("OS_CLOUD", "OS_AUTH_URL", "OS_PASSWORD", "OS_USERNAME", "OS_PROJECT_NAME"):
+        env.pop(key, None)
+    return subprocess.run([str(BIN / "openstack"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def sdk(clouds_yaml: Path, cloud: str, **overrides: Any) -> Any:
+    import openstack.config
+    import openstack.connection
+
+    config = openstack.config.OpenStackConfig(config_files=[str(clouds_yaml)])
+    return openstack.connection.Connection(config=config.get_one(cloud, **overrides))
