@@ -7,6 +7,7 @@ import queue
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -45,7 +46,9 @@ class Running:
         return True
 
     def http(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, verify=self.cacert, timeout=30, **kwargs)
+        ca = self.cacert
+        verify = ssl.create_default_context(cafile=ca) if isinstance(ca, str) else True
+        return httpx.Client(base_url=self.base_url, verify=verify, timeout=30, **kwargs)
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:

@@ -243,22 +243,23 @@ def list_services(services: ServicesDep, caller: TokenDep, request: Request,
     return {"services": found, "links": collection_links(services.base_url, "services")}
 
 
+def _pick(items: list[dict[str, Any]], ident: str, label: str) -> dict[str, Any]:
+    for item in items:
+        if item["id"] == ident:
+            return item
+    raise NotFound(f"Could not find {label}: {ident}.")
+
+
 @router.get("/identity/v3/services/{service_id}")
 def get_service(caller: TokenDep, request: Request, service_id: str) -> dict[str, Any]:
     enforce(caller.caller, "identity:list_services")
-    for found in request.app.state.catalog.services():
-        if found["id"] == service_id:
-            return {"service": found}
-    raise NotFound(f"Could not find service: {service_id}.")
+    return {"service": _pick(request.app.state.catalog.services(), service_id, "service")}
 
 
 @router.get("/identity/v3/endpoints/{endpoint_id}")
 def get_endpoint(caller: TokenDep, request: Request, endpoint_id: str) -> dict[str, Any]:
     enforce(caller.caller, "identity:list_services")
-    for found in request.app.state.catalog.endpoints():
-        if found["id"] == endpoint_id:
-            return {"endpoint": found}
-    raise NotFound(f"Could not find endpoint: {endpoint_id}.")
+    return {"endpoint": _pick(request.app.state.catalog.endpoints(), endpoint_id, "endpoint")}
 
 
 @router.get("/identity/v3/endpoints")

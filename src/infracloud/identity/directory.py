@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from infracloud.store import Database
 from infracloud.store.models import DEFAULT_DOMAIN, Assignment, Project, Role, User
 
 _UNSET: Any = object()
+_Named = TypeVar("_Named", Project, User, Role)
 
 
 @dataclass(frozen=True)
@@ -68,31 +69,16 @@ class Directory:
         return project
 
     def get_project(self, project_id: str) -> Project:
-        with self.db.read() as s:
-            project = s.get(Project, project_id)
-        if project is None:
-            raise NotFound(f"Could not find project: {project_id}.")
-        return project
+        return self._get(Project, project_id, "project")
 
     def find_project(self, name_or_id: str) -> Project:
-        with self.db.read() as s:
-            project = s.get(Project, name_or_id) or s.scalar(
-                select(Project).where(Project.name == name_or_id,
-                                      Project.domain_id == DEFAULT_DOMAIN))
-        if project is None:
-            raise NotFound(f"Could not find project: {name_or_id}.")
-        return project
+        return self._find(Project, name_or_id, "project")
 
     def list_projects(self, *, name: str | None = None, enabled: bool | None = None,
                       domain_id: str | None = None, ids: list[str] | None = None
                       ) -> list[Project]:
-        q = select(Project).order_by(Project.name)
-        if name is not None:
-            q = q.where(Project.name == name)
-        if enabled is not None:
-            q = q.where(Project.enabled == enabled)
-        if domain_id is not None:
-            q = q.where(Project.domain_id == domain_id)
+        q = self._filtered(select(Project), Project, name=name, enabled=enabled,
+                           domain_id=domain_id)
         if ids is not None:
             q = q.where(Project.id.in_(ids))
         with self.db.read() as s:
@@ -147,31 +133,16 @@ class Directory:
         return user
 
     def get_user(self, user_id: str) -> User:
-        with self.db.read() as s:
-            user = s.get(User, user_id)
-        if user is None:
-            raise NotFound(f"Could not find user: {user_id}.")
-        return user
+        return self._get(User, user_id, "user")
 
     def find_user(self, name_or_id: str) -> User:
-        with self.db.read() as s:
-            user = s.get(User, name_or_id) or s.scalar(
-                select(User).where(User.name == name_or_id, User.domain_id == DEFAULT_DOMAIN))
-        if user is None:
-            raise NotFound(f"Could not find user: {name_or_id}.")
-        return user
+        return self._find(User, name_or_id, "user")
 
     def list_users(self, *, name: str | None = None, enabled: bool | None = None,
                    domain_id: str | None = None) -> list[User]:
-        q = select(User).order_by(User.name)
-        if name is not None:
-            q = q.where(User.name == name)
-        if enabled is not None:
-            q = q.where(User.enabled == enabled)
-        if domain_id is not None:
-            q = q.where(User.domain_id == domain_id)
         with self.db.read() as s:
-            return list(s.scalars(q))
+            return list(s.scalars(self._filtered(select(User), User, name=name,
+                                                 enabled=enabled, domain_id=domain_id)))
 
     def update_user(self, user_id: str, **changes: Any) -> User:
         password = changes.pop("password", None)
@@ -218,25 +189,14 @@ class Directory:
         return role
 
     def get_role(self, role_id: str) -> Role:
-        with self.db.read() as s:
-            role = s.get(Role, role_id)
-        if role is None:
-            raise NotFound(f"Could not find role: {role_id}.")
-        return role
+        return self._get(Role, role_id, "role")
 
     def find_role(self, name_or_id: str) -> Role:
-        with self.db.read() as s:
-            role = s.get(Role, name_or_id) or s.scalar(select(Role).where(Role.name == name_or_id))
-        if role is None:
-            raise NotFound(f"Could not find role: {name_or_id}.")
-        return role
+        return self._find(Role, name_or_id, "role")
 
     def list_roles(self, *, name: str | None = None) -> list[Role]:
-        q = select(Role).order_by(Role.name)
-        if name is not None:
-            q = q.where(Role.name == name)
         with self.db.read() as s:
-            return list(s.scalars(q))
+            return list(s.scalars(self._filtered(select(Role), Role, name=name)))
 
     def delete_role(self, role_id: str) -> None:
         with self._change("role") as s:
@@ -304,6 +264,32 @@ class Directory:
         return u, p, r
 
     # ---- helpers -------------------------------------------------------------------------
+
+    def _get(self, model: type[_Named], ident: str, label: str) -> _Named:
+        with self.db.read() as s:
+            found = s.get(model, ident)
+        if found is None:
+            raise NotFound(f"Could not find {label}: {ident}.")
+        return found
+
+    def _find(self, model: type[_Named], name_or_id: str, label: str) -> _Named:
+        """By id, else by name (in the default domain for domain-owned resources)."""
+        q = select(model).where(model.name == name_or_id)
+        if hasattr(model, "domain_id"):
+            q = q.where(model.domain_id == DEFAULT_DOMAIN)
+        with self.db.read() as s:
+            found = s.get(model, name_or_id) or s.scalar(q)
+        if found is None:
+            raise NotFound(f"Could not find {label}: {name_or_id}.")
+        return found
+
+    @staticmethod
+    def _filtered(q: Select[Any], model: type[Any], **filters: Any) -> Select[Any]:
+        """Equality filters; None means no filter. Ordered by name."""
+        for key, value in filters.items():
+            if value is not None:
+                q = q.where(getattr(model, key) == value)
+        return q.order_by(model.name)
 
     @staticmethod
     def _domain(domain_id: str | None) -> str:
