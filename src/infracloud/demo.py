@@ -82,6 +82,7 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
         "region": REGION,
         "listen": {"host": host, "port": port},
         "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
+        "images": {"store_path": str(state_dir / "images")},
         "logging": {"format": log_format},
     }
     if tls:

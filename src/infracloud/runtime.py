@@ -53,7 +53,7 @@ async def _maintenance(services: Services) -> None:
     while True:
         await asyncio.sleep(MAINTENANCE_SECONDS)
         try:
-            await asyncio.to_thread(services.identity.maintenance)
+            await asyncio.to_thread(services.maintenance)
         except Exception:  # keep serving; the next round tries again
             log.exception("maintenance failed")
 
@@ -80,7 +80,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     check_port_free(config.listen.host, config.listen.port)
     services = services or build_services(config)
     bootstrap_admin(services)
-    services.identity.maintenance()
+    services.maintenance()
     app = create_app(services)
     uv = uvicorn.Config(
         app, host=config.listen.host.strip("[]"), port=config.listen.port, log_config=None,

@@ -67,9 +67,11 @@ def test_catalog_uses_the_configured_region(short_lived: Running) -> None:
     token = _login(short_lived)
     with short_lived.http() as h:
         body = h.get("/identity/v3/auth/catalog", headers={"X-Auth-Token": token}).json()
-    (svc,) = body["catalog"]
-    assert {e["region_id"] for e in svc["endpoints"]} == {"vanilla"}
-    assert {e["url"] for e in svc["endpoints"]} == {short_lived.base_url + "/identity"}
+    by_type = {svc["type"]: svc for svc in body["catalog"]}
+    assert set(by_type) == {"identity", "image"}
+    for kind, svc in by_type.items():
+        assert {e["region_id"] for e in svc["endpoints"]} == {"vanilla"}
+        assert {e["url"] for e in svc["endpoints"]} == {f"{short_lived.base_url}/{kind}"}
 
 
 @pytest.mark.pg

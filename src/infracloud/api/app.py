@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from infracloud import __version__
-from infracloud.api import errors, identity_admin, identity_auth
+from infracloud.api import errors, identity_admin, identity_auth, image
 from infracloud.api.catalog import Catalog, ServiceEntry
 from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.services import Services
 
 # What this controller serves. The catalog lists these and only these.
-SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3")]
+SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),
+          ServiceEntry("image", "glance", "/image", "Image v2")]
 
 
 def create_app(services: Services) -> FastAPI:
@@ -25,6 +26,7 @@ def create_app(services: Services) -> FastAPI:
     errors.install(app)
     app.include_router(identity_auth.router)
     app.include_router(identity_admin.router)
+    app.include_router(image.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -49,9 +49,6 @@ def error_body(style: str, status: int, message: str, title: str | None = None) 
         return {"error_message": json.dumps(
             {"faultstring": message, "faultcode": "Client" if status < 500 else "Server",
              "debuginfo": None})}
-    if style == "glance":
-        return {"code": status, "title": title, "message": message,
-                "error": {"code": status, "title": title, "message": message}}
     return {"error": {"code": status, "title": title, "message": message}}
 
 

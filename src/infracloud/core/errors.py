@@ -45,9 +45,24 @@ class Conflict(InfracloudError):
     title = "Conflict"
 
 
+class Gone(InfracloudError):
+    status = 410
+    title = "Gone"
+
+
 class OverLimit(InfracloudError):
     status = 413
     title = "Request Entity Too Large"
+
+
+class UnsupportedMediaType(InfracloudError):
+    status = 415
+    title = "Unsupported Media Type"
+
+
+class RangeNotSatisfiable(InfracloudError):
+    status = 416
+    title = "Requested Range Not Satisfiable"
 
 
 class ServiceUnavailable(InfracloudError):

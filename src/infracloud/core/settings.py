@@ -65,6 +65,26 @@ class IdentityConfig(_Section):
     password_hash: PasswordHashConfig = PasswordHashConfig()
 
 
+GIB = 1024**3
+
+
+class ImageQuotaConfig(_Section):
+    """Per project; -1 means unlimited."""
+
+    images: int = Field(100, ge=-1)
+    bytes: int = Field(1024 * GIB, ge=-1)
+
+
+class ImagesConfig(_Section):
+    store_path: Path = Field(Path("images"), description="folder of the filesystem image store")
+    max_image_size: int = Field(100 * GIB, ge=1, description="bytes")
+    quota: ImageQuotaConfig = ImageQuotaConfig()
+    stale_upload_seconds: int = Field(
+        300, ge=10, description="an upload with no progress this long is killed")
+    gc_grace_seconds: int = Field(
+        600, ge=0, description="unreferenced image data is deleted after this long")
+
+
 class BootstrapConfig(_Section):
     admin_user: str = Field("admin", pattern=NAME_PATTERN)
     admin_project: str = Field("admin", pattern=NAME_PATTERN)
@@ -81,6 +101,8 @@ class LoggingConfig(_Section):
 
 class ControllerConfig(_Section):
     site: str = Field("default", pattern=NAME_PATTERN)
+    controller_id: str | None = Field(
+        None, description="stable name of this controller; default: hostname:port")
     region: str = Field("RegionOne", pattern=NAME_PATTERN)
     public_url: str | None = Field(
         None, description="base URL clients reach the controller on; default from listen and tls"
@@ -89,6 +111,7 @@ class ControllerConfig(_Section):
     tls: TLSConfig | None = None
     database: DatabaseConfig = DatabaseConfig()
     identity: IdentityConfig = IdentityConfig()
+    images: ImagesConfig = ImagesConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -181,6 +204,7 @@ def _resolve_paths(config: ControllerConfig, base: Path) -> ControllerConfig:
         config.tls.key = fix(config.tls.key)  # type: ignore[assignment]
         config.tls.ca = fix(config.tls.ca)
     config.bootstrap.admin_password_file = fix(config.bootstrap.admin_password_file)
+    config.images.store_path = fix(config.images.store_path)  # type: ignore[assignment]
     url = config.database.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:

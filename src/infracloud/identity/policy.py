@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from infracloud.core.context import ADMIN_ROLE, Caller
 from infracloud.core.errors import Forbidden
 
-ADMIN_ROLE = "admin"
+__all__ = ["ADMIN_ROLE", "BUILTIN_ROLES", "Caller", "allowed", "enforce"]
 MEMBER_ROLE = "member"
 READER_ROLE = "reader"
 BUILTIN_ROLES = (ADMIN_ROLE, MEMBER_ROLE, READER_ROLE)
 # prior role -> implied role (keystone's bootstrap makes the same chain)
 IMPLIED_ROLES = {ADMIN_ROLE: MEMBER_ROLE, MEMBER_ROLE: READER_ROLE}
-
-
-@dataclass(frozen=True)
-class Caller:
-    user_id: str
-    project_id: str | None
-    roles: frozenset[str]
-
-    @property
-    def is_admin(self) -> bool:
-        return ADMIN_ROLE in self.roles
 
 
 # rule meanings:

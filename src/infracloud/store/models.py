@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -177,3 +178,50 @@ class RevocationEvent(Base):
     project_id: Mapped[str | None] = mapped_column(String(32), index=True)
     issued_before: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class Image(Base):
+    """An image record. Its data lives in the image store under `blob` (the sha512 hex digest
+    of the content: identical uploads share one blob)."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_owner_created", "owner", "created_at"),
+                      Index("ix_images_created_id", "created_at", "id"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255), index=True)
+    owner: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    visibility: Mapped[str] = mapped_column(String(16), default="shared")
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    os_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    disk_format: Mapped[str | None] = mapped_column(String(16))
+    container_format: Mapped[str | None] = mapped_column(String(16))
+    min_disk: Mapped[int] = mapped_column(Integer, default=0)
+    min_ram: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    virtual_size: Mapped[int | None] = mapped_column(BigInteger)
+    checksum: Mapped[str | None] = mapped_column(String(32))
+    os_hash_algo: Mapped[str | None] = mapped_column(String(16))
+    os_hash_value: Mapped[str | None] = mapped_column(String(128), index=True)
+    properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # which controller is receiving the data, and when it last made progress
+    upload_owner: Mapped[str | None] = mapped_column(String(255))
+    upload_heartbeat: Mapped[dt.datetime | None]
+
+
+class ImageMember(Base):
+    """A project an image is shared with (visibility `shared`)."""
+
+    __tablename__ = "image_members"
+
+    image_id: Mapped[str] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,235 @@
+"""Image v2 (shared/specs/openstack-api.md section 3): records, streamed data upload and
+download, members, tags. Compute hosts fetch image data through GET .../file (see docs/api.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from infracloud.api.deps import ServicesDep, TokenDep, parse_bool
+from infracloud.api.image_views import image_schema, image_view, member_view
+from infracloud.core.errors import BadRequest, UnsupportedMediaType
+from infracloud.images import patch
+from infracloud.images.service import ListQuery, parse_in
+
+router = APIRouter(prefix="/image")
+MAX_LIMIT = 1000
+
+
+def _versions(base: str) -> dict[str, Any]:
+    href = f"{base}/image/v2/"
+    return {"versions": [
+        {"id": f"v2.{minor}", "status": "CURRENT" if minor == 16 else "SUPPORTED",
+         "links": [{"rel": "self", "href": href}]} for minor in range(16, 0, -1)]}
+
+
+@router.get("")
+@router.get("/")
+@router.get("/v2")
+@router.get("/v2/")
+def versions(services: ServicesDep) -> JSONResponse:
+    return JSONResponse(_versions(services.base_url), status_code=300)
+
+
+@router.get("/v2/schemas/image")
+def schema_image() -> dict[str, Any]:
+    return image_schema()
+
+
+@router.get("/v2/schemas/images")
+def schema_images() -> dict[str, Any]:
+    return {"name": "images", "properties": {"images": {"type": "array",
+                                                        "items": image_schema()}},
+            "links": [{"rel": "first", "href": "{first}"}, {"rel": "next", "href": "{next}"},
+                      {"rel": "describedby", "href": "{schema}"}]}
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"null")
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.") from None
+
+
+@router.post("/v2/images", status_code=201)
+async def create_image(services: ServicesDep, caller: TokenDep, request: Request
+                       ) -> JSONResponse:
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    image = await run_in_threadpool(services.images.create, caller.caller, body)
+    return JSONResponse(image_view(image), status_code=201,
+                        headers={"Location": f"{services.base_url}/image/v2/images/{image.id}"})
+
+
+@router.get("/v2/images")
+def list_images(services: ServicesDep, caller: TokenDep, request: Request) -> dict[str, Any]:
+    q = request.query_params
+    try:
+        limit = min(int(q.get("limit", 200)), MAX_LIMIT)
+        size_min = int(q["size_min"]) if "size_min" in q else None
+        size_max = int(q["size_max"]) if "size_max" in q else None
+    except ValueError:
+        raise BadRequest("limit, size_min and size_max must be whole numbers.") from None
+    if limit < 0:
+        raise BadRequest("limit must be at least 0.")
+    sort_key, sort_dir = q.get("sort_key", "created_at"), q.get("sort_dir", "desc")
+    if "sort" in q:  # the newer sort=key:dir form
+        sort_key, _, direction = q["sort"].split(",")[0].partition(":")
+        sort_dir = direction or "desc"
+    query = ListQuery(
+        name=parse_in(q.get("name")), ids=parse_in(q.get("id")), status=q.get("status"),
+        visibility=q.get("visibility") if q.get("visibility") != "all" else None,
+        owner=q.get("owner"), member_status=q.get("member_status", "accepted"),
+        tags=q.getlist("tag"), os_hidden=bool(parse_bool(q.get("os_hidden"))),
+        disk_format=q.get("disk_format"), container_format=q.get("container_format"),
+        protected=parse_bool(q.get("protected")), size_min=size_min, size_max=size_max,
+        limit=limit, marker=q.get("marker"), sort_key=sort_key, sort_dir=sort_dir)
+    images, next_marker = services.images.list_images(caller.caller, query)
+    body: dict[str, Any] = {"images": [image_view(i) for i in images],
+                            "first": "/v2/images", "schema": "/v2/schemas/images"}
+    if next_marker:
+        keep = [(k, v) for k, v in q.multi_items() if k not in ("marker", "limit")]
+        keep += [("limit", str(limit)), ("marker", next_marker)]
+        from urllib.parse import urlencode
+
+        body["next"] = "/v2/images?" + urlencode(keep)
+    return body
+
+
+@router.get("/v2/images/{image_id}")
+def show_image(services: ServicesDep, caller: TokenDep, image_id: str) -> dict[str, Any]:
+    return image_view(services.images.get(caller.caller, image_id))
+
+
+@router.patch("/v2/images/{image_id}")
+async def update_image(services: ServicesDep, caller: TokenDep, request: Request,
+                       image_id: str) -> dict[str, Any]:
+    media = request.headers.get("content-type", "").split(";")[0].strip()
+    if media not in patch.MEDIA_TYPES:
+        raise UnsupportedMediaType(f"Unsupported Content-Type: {media or 'none'}; use "
+                                   f"{patch.MEDIA_TYPES[0]}.")
+    changes, removed = patch.parse(await _json(request))
+    image = await run_in_threadpool(services.images.update, caller.caller, image_id, changes,
+                                    removed)
+    return image_view(image)
+
+
+@router.delete("/v2/images/{image_id}", status_code=204)
+def delete_image(services: ServicesDep, caller: TokenDep, image_id: str) -> Response:
+    services.images.delete(caller.caller, image_id)
+    return Response(status_code=204)
+
+
+@router.post("/v2/images/{image_id}/actions/{action}", status_code=204)
+def image_action(services: ServicesDep, caller: TokenDep, image_id: str, action: str
+                 ) -> Response:
+    if action not in ("deactivate", "reactivate"):
+        raise BadRequest(f"Unknown action: {action}")
+    services.images.set_status(caller.caller, image_id, action)
+    return Response(status_code=204)
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+def _declared_size(request: Request) -> int | None:
+    for header in ("x-openstack-image-size", "content-length"):
+        if header in request.headers:
+            try:
+                return int(request.headers[header])
+            except ValueError:
+                raise BadRequest(f"Invalid {header} header.") from None
+    return None
+
+
+@router.put("/v2/images/{image_id}/file", status_code=204)
+async def upload(services: ServicesDep, caller: TokenDep, request: Request,
+                 image_id: str) -> Response:
+    data = services.image_data
+    ticket = await run_in_threadpool(data.begin, caller.caller, image_id,
+                                     _declared_size(request))
+    try:
+        await data.receive(ticket, request.stream())
+    except ClientDisconnect:
+        raise BadRequest("The client went away during the upload; the image is killed.") from None
+    return Response(status_code=204)
+
+
+@router.get("/v2/images/{image_id}/file")
+def download(services: ServicesDep, caller: TokenDep, image_id: str,
+             range_: Annotated[str | None, Header(alias="range")] = None) -> Response:
+    found = services.image_data.download(caller.caller, image_id, range_)
+    if found is None:
+        return Response(status_code=204)
+    image = found.image
+    headers = {"Content-Length": str(found.length), "Accept-Ranges": "bytes",
+               "Content-MD5": image.checksum or "",
+               "X-Image-Meta-Os-Hash-Algo": image.os_hash_algo or "",
+               "X-Image-Meta-Os-Hash-Value": image.os_hash_value or ""}
+    if found.partial:
+        headers["Content-Range"] = (f"bytes {found.start}-{found.start + found.length - 1}/"
+                                    f"{found.total}")
+    return StreamingResponse(found.chunks, status_code=206 if found.partial else 200,
+                             media_type="application/octet-stream", headers=headers)
+
+
+# ---- tags and members ---------------------------------------------------------------------
+
+@router.put("/v2/images/{image_id}/tags/{tag}", status_code=204)
+def add_tag(services: ServicesDep, caller: TokenDep, image_id: str, tag: str) -> Response:
+    services.images.add_tag(caller.caller, image_id, tag)
+    return Response(status_code=204)
+
+
+@router.delete("/v2/images/{image_id}/tags/{tag}", status_code=204)
+def remove_tag(services: ServicesDep, caller: TokenDep, image_id: str, tag: str) -> Response:
+    services.images.remove_tag(caller.caller, image_id, tag)
+    return Response(status_code=204)
+
+
+@router.get("/v2/images/{image_id}/members")
+def list_members(services: ServicesDep, caller: TokenDep, image_id: str) -> dict[str, Any]:
+    return {"members": [member_view(m) for m in services.images.members(caller.caller,
+                                                                        image_id)],
+            "schema": "/v2/schemas/members"}
+
+
+@router.post("/v2/images/{image_id}/members")
+async def add_member(services: ServicesDep, caller: TokenDep, request: Request,
+                     image_id: str) -> dict[str, Any]:
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("member"), str):
+        raise BadRequest("Expected {\"member\": \"<project id>\"}.")
+    member = await run_in_threadpool(services.images.add_member, caller.caller, image_id,
+                                     body["member"])
+    return member_view(member)
+
+
+@router.get("/v2/images/{image_id}/members/{member_id}")
+def show_member(services: ServicesDep, caller: TokenDep, image_id: str, member_id: str
+                ) -> dict[str, Any]:
+    return member_view(services.images.get_member(caller.caller, image_id, member_id))
+
+
+@router.put("/v2/images/{image_id}/members/{member_id}")
+async def update_member(services: ServicesDep, caller: TokenDep, request: Request,
+                        image_id: str, member_id: str) -> dict[str, Any]:
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+        raise BadRequest("Expected {\"status\": \"accepted|rejected|pending\"}.")
+    member = await run_in_threadpool(services.images.set_member_status, caller.caller,
+                                     image_id, member_id, body["status"])
+    return member_view(member)
+
+
+@router.delete("/v2/images/{image_id}/members/{member_id}", status_code=204)
+def remove_member(services: ServicesDep, caller: TokenDep, image_id: str, member_id: str
+                  ) -> Response:
+    services.images.remove_member(caller.caller, image_id, member_id)
+    return Response(status_code=204)

@@ -1,0 +1,110 @@
+"""State machines as data. Each resource kind lists its states (stable or in progress, failure
+or not, with a timeout for every in-progress state) and its allowed transitions; code changes a
+resource's state only through `Machine.next`, and the tables print themselves for the docs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from infracloud.core.errors import Conflict
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    stable: bool
+    failure: bool = False
+    timeout: float | None = None  # seconds, for in-progress states
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: str
+    event: str
+    target: str
+
+
+class Machine:
+    def __init__(self, kind: str, states: Iterable[State], transitions: Iterable[Transition]
+                 ) -> None:
+        self.kind = kind
+        self.states = {s.name: s for s in states}
+        self.transitions = list(transitions)
+        self._next = {(t.source, t.event): t.target for t in self.transitions}
+        self._check()
+
+    def _check(self) -> None:
+        for t in self.transitions:
+            for name in (t.source, t.target):
+                if name not in self.states:
+                    raise ValueError(f"{self.kind}: transition names unknown state {name!r}")
+        for s in self.states.values():
+            out = [t for t in self.transitions if t.source == s.name]
+            if not s.stable and s.timeout is None:
+                raise ValueError(f"{self.kind}: in-progress state {s.name!r} has no timeout")
+            if not s.stable and not any(self.states[t.target].failure for t in out):
+                raise ValueError(f"{self.kind}: in-progress state {s.name!r} cannot fail")
+            if s.failure and not out:
+                raise ValueError(f"{self.kind}: failure state {s.name!r} has no way out")
+
+    def next(self, source: str, event: str) -> str:
+        target = self._next.get((source, event))
+        if target is None:
+            raise Conflict(f"{self.kind.capitalize()} status transition from {source} "
+                           f"({event}) is not allowed.")
+        return target
+
+    def allows(self, source: str, event: str) -> bool:
+        return (source, event) in self._next
+
+    def table(self) -> list[tuple[str, str, str]]:
+        return [(t.source, t.event, t.target) for t in self.transitions]
+
+    def dot(self) -> str:
+        lines = [f"digraph {self.kind} {{"]
+        for s in self.states.values():
+            shape = "doubleoctagon" if s.failure else ("box" if s.stable else "ellipse")
+            lines.append(f'  "{s.name}" [shape={shape}];')
+        for t in self.transitions:
+            lines.append(f'  "{t.source}" -> "{t.target}" [label="{t.event}"];')
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def _t(spec: str) -> list[Transition]:
+    """'a --event--> b' lines."""
+    out = []
+    for line in spec.strip().splitlines():
+        left, _, target = line.partition("-->")
+        source, _, event = left.strip().partition(" --")
+        out.append(Transition(source.strip(), event.strip(), target.strip()))
+    return out
+
+
+IMAGE = Machine(
+    "image",
+    [State("queued", stable=True, description="record made, no data yet"),
+     State("saving", stable=False, timeout=300, description="data being received"),
+     State("active", stable=True, description="data stored and checksummed"),
+     State("killed", stable=True, failure=True,
+           description="upload failed (client gone, size mismatch, controller restart)"),
+     State("deactivated", stable=True, description="data kept, downloads refused"),
+     State("deleted", stable=True, description="gone; data collected later")],
+    _t("""
+        queued --upload--> saving
+        saving --stored--> active
+        saving --fail--> killed
+        saving --refuse--> queued
+        active --deactivate--> deactivated
+        deactivated --reactivate--> active
+        queued --delete--> deleted
+        saving --delete--> deleted
+        active --delete--> deleted
+        killed --delete--> deleted
+        deactivated --delete--> deleted
+    """),
+)
+
+MACHINES = {m.kind: m for m in (IMAGE,)}

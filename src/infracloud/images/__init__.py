@@ -1,0 +1,1 @@
+"""Image records, streamed upload with checksums, and the stores that hold image data."""
