@@ -25,7 +25,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python bench/identity.py $(ARGS)
+	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/images.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info src/*.egg-info

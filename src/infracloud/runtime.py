@@ -70,6 +70,15 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (uvicorn[standard] brings it), as uvicorn would choose."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -114,7 +123,8 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     # up here as KeyboardInterrupt, which is a normal stop (exit code 0).
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     except KeyboardInterrupt:
         pass
     finally:

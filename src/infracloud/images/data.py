@@ -1,10 +1,10 @@
 """Image data: the streamed upload, downloads with ranges, recovery after a restart, and
 garbage collection of data no image refers to.
 
-The upload never holds an image in memory: chunks are gathered into batches of BATCH bytes;
-while one batch is hashed (md5 and sha512, each on its own worker thread: hashlib releases the
-GIL) and written to disk (a third thread), the next batch is received. So at most two batches
-are held, and receiving, hashing and writing overlap.
+The upload never holds an image in memory: chunks are gathered into blocks of BLOCK bytes and
+fanned out to three consumers on their own threads (md5, sha512, the disk writer; see
+images/pipeline.py) while the next blocks are received. At most IN_FLIGHT bytes wait for the
+slowest consumer; beyond that the upload stops reading from the socket until they catch up.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from infracloud.core.errors import (
 )
 from infracloud.core.settings import ImagesConfig
 from infracloud.core.states import IMAGE
+from infracloud.images.pipeline import Fanout
 from infracloud.images.service import ImageService
 from infracloud.images.store import BlobWriter, ImageStore
 from infracloud.store import Database
@@ -40,7 +41,8 @@ from infracloud.store.models import Image
 
 log = logging.getLogger(__name__)
 
-BATCH = 4 * 1024 * 1024
+BLOCK = 1024 * 1024  # chunks from the socket are gathered into blocks of this size
+IN_FLIGHT = 16 * 1024 * 1024  # at most this much waits for the slowest consumer
 HEARTBEAT_SECONDS = 10.0
 HASH_ALGO = "sha512"
 
@@ -72,11 +74,6 @@ class Download:
 
 class TooLarge(OverLimit):
     pass
-
-
-def _update(hasher: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        hasher.update(chunk)
 
 
 class ImageData:
@@ -125,7 +122,8 @@ class ImageData:
         writer: BlobWriter = await loop.run_in_executor(self.executor, self.store.writer,
                                                         ticket.image_id)
         md5, sha = hashlib.md5(), hashlib.sha512()
-        pending: asyncio.Future[Any] | None = None
+        fan = Fanout([md5.update, sha.update, lambda block: writer.write([block])],
+                     limit=IN_FLIGHT, name=f"upload-{ticket.image_id[:8]}")
         batch: list[bytes] = []
         batched = size = 0
         beat = time.monotonic()
@@ -138,28 +136,18 @@ class ImageData:
                     raise self._too_large(ticket, size)
                 batch.append(chunk)
                 batched += len(chunk)
-                if batched >= BATCH:
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.gather(
-                        loop.run_in_executor(self.executor, _update, md5, batch),
-                        loop.run_in_executor(self.executor, _update, sha, batch),
-                        loop.run_in_executor(self.executor, writer.write, batch))
+                if batched >= BLOCK:
+                    await fan.put(b"".join(batch) if len(batch) > 1 else batch[0])
                     batch, batched = [], 0
                     if time.monotonic() - beat > HEARTBEAT_SECONDS:
                         beat = time.monotonic()
                         await loop.run_in_executor(self.executor, self._heartbeat, ticket)
-            if pending is not None:
-                await pending
             if batch:
-                await asyncio.gather(
-                    loop.run_in_executor(self.executor, _update, md5, batch),
-                    loop.run_in_executor(self.executor, _update, sha, batch),
-                    loop.run_in_executor(self.executor, writer.write, batch))
+                await fan.put(b"".join(batch))
+            await fan.close()
             await loop.run_in_executor(self.executor, writer.sync)
         except BaseException as exc:
-            if pending is not None and not pending.done():
-                pending.cancel()
+            fan.abandon()
             writer.abort()
             event = "refuse" if isinstance(exc, TooLarge) else "fail"
             self.end_upload(ticket, event)

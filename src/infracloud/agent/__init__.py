@@ -1,0 +1,1 @@
+"""The compute-host agent and its hypervisor drivers."""

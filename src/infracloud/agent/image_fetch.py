@@ -1,0 +1,88 @@
+"""How a compute host gets an image: stream GET /image/v2/images/{id}/file to a local file,
+hashing while writing, resuming with a Range request when the connection drops, and renaming
+into place only when the sha512 matches what the controller recorded. Never more than one
+chunk in memory. See docs/api.md, "Image data for compute hosts"."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+CHUNK = 1024 * 1024
+
+
+class ImageFetchError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    size: int
+    sha512: str
+    resumed_from: int
+
+
+def _verify(cacert: str | bool) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=cacert) if isinstance(cacert, str) else cacert
+
+
+def fetch_image(image_url: str, token: str, dest: Path, *, cacert: str | bool = True,
+                attempts: int = 4, timeout: float = 60) -> Fetched:
+    """`image_url` is the image endpoint from the catalog plus /v2/images/<id>.
+
+    A `dest.part` left by an earlier try is continued where it stopped (its bytes are hashed
+    again first). On a hash mismatch nothing is left behind."""
+    part = dest.with_name(dest.name + ".part")
+    with httpx.Client(verify=_verify(cacert), timeout=timeout,
+                      headers={"X-Auth-Token": token}) as client:
+        meta = client.get(image_url)
+        if meta.status_code != 200:
+            raise ImageFetchError(f"image lookup failed: HTTP {meta.status_code} {meta.text}")
+        image = meta.json()
+        if image.get("status") != "active" or image.get("os_hash_algo") != "sha512":
+            raise ImageFetchError(f"image {image.get('id')} is {image.get('status')}, "
+                                  f"not active with a sha512 hash")
+        expected, size = image["os_hash_value"], int(image["size"])
+        sha = hashlib.sha512()
+        have = 0
+        if part.exists():
+            with open(part, "rb") as f:
+                while block := f.read(CHUNK):
+                    sha.update(block)
+                    have += len(block)
+            if have > size:
+                part.unlink()
+                sha, have = hashlib.sha512(), 0
+        resumed_from = have
+        last_error: Exception | None = None
+        for _ in range(attempts):
+            if have >= size:
+                break
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with client.stream("GET", image_url + "/file", headers=headers) as r, \
+                        open(part, "ab") as out:
+                    if r.status_code not in (200, 206) or (have and r.status_code != 206):
+                        raise ImageFetchError(f"download failed: HTTP {r.status_code}")
+                    for block in r.iter_bytes(CHUNK):
+                        out.write(block)
+                        sha.update(block)
+                        have += len(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except (httpx.TransportError, OSError) as exc:  # dropped: continue from `have`
+                last_error = exc
+        if have != size:
+            raise ImageFetchError(f"download incomplete after {attempts} attempts: {have} of "
+                                  f"{size} bytes ({last_error})")
+    if sha.hexdigest() != expected:
+        part.unlink(missing_ok=True)
+        raise ImageFetchError(f"sha512 mismatch for {dest.name}: the data is not the image")
+    os.replace(part, dest)
+    return Fetched(dest, size, expected, resumed_from)
