@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,41 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import yaml
 
-BIN = Path(sys.executable).parent
-PASSWORD = "bench-admin-password"
-
-
-def start(folder: Path, port: int, cache_seconds: float) -> subprocess.Popen[bytes]:
-    (folder / "pw").write_text(PASSWORD)
-    config = {"listen": {"host": "127.0.0.1", "port": port},
-              "database": {"url": f"sqlite:///{folder / 'bench.db'}"},
-              "identity": {"validation_cache_seconds": cache_seconds},
-              "bootstrap": {"admin_password_file": str(folder / "pw")},
-              "logging": {"access_log": False, "level": "warning"}}
-    (folder / "c.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([str(BIN / "infracloud"), "controller", "--config",
-                             str(folder / "c.yaml")], stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("controller did not start")
-
-
-def auth_body(method: str, token: str = "") -> dict:
-    identity: dict = {"methods": [method]}
-    if method == "password":
-        identity["password"] = {"user": {"name": "admin", "domain": {"id": "default"},
-                                         "password": PASSWORD}}
-    else:
-        identity["token"] = {"id": token}
-    return {"auth": {"identity": identity,
-                     "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+from common import admin_token, auth_body, start_controller
 
 
 def measure(base: str, seconds: float, clients: int,
@@ -92,13 +57,13 @@ def run(seconds: float, clients: int) -> None:
         warm_dir, cold_dir = Path(tmp, "warm"), Path(tmp, "cold")
         warm_dir.mkdir()
         cold_dir.mkdir()
-        procs = [start(warm_dir, 18901, 2.0), start(cold_dir, 18902, 0.0)]
+        procs = [start_controller(warm_dir, 18901, identity={"validation_cache_seconds": 2.0}),
+                 start_controller(cold_dir, 18902, identity={"validation_cache_seconds": 0.0})]
         try:
             warm, cold = "http://127.0.0.1:18901", "http://127.0.0.1:18902"
             tokens = {}
             for base in (warm, cold):
-                r = httpx.post(base + "/identity/v3/auth/tokens", json=auth_body("password"))
-                tokens[base] = r.headers["X-Subject-Token"]
+                tokens[base] = admin_token(base)
             subjects = [httpx.post(warm + "/identity/v3/auth/tokens",
                                    json=auth_body("token", tokens[warm]))
                         .headers["X-Subject-Token"] for _ in range(200)]

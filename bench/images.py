@@ -16,15 +16,14 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import yaml
 
-BIN = Path(sys.executable).parent
+from common import admin_token, start_controller
+
 MiB = 1024 * 1024
 
 
@@ -56,26 +55,6 @@ def hash_rate(name: str, path: Path, limit: int = 512 * MiB) -> float:
         data = f.read(limit)
     seconds = timed(lambda: [h.update(data[i:i + MiB]) for i in range(0, len(data), MiB)])
     return len(data) / seconds / 1e6
-
-
-def start_controller(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    (folder / "pw").write_text("bench-password")
-    (folder / "c.yaml").write_text(yaml.safe_dump({
-        "listen": {"host": "127.0.0.1", "port": port},
-        "database": {"url": "sqlite:///bench.db"},
-        "images": {"store_path": "images"},
-        "bootstrap": {"admin_password_file": "pw"},
-        "logging": {"access_log": False, "level": "warning"}}))
-    proc = subprocess.Popen([str(BIN / "infracloud"), "controller", "--config",
-                             str(folder / "c.yaml")], stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("controller did not start")
 
 
 def upload(base: str, token: str, image_id: str, src: Path) -> None:
@@ -124,11 +103,7 @@ def main() -> None:
         proc = start_controller(work, port)
         base = f"http://127.0.0.1:{port}"
         try:
-            auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-                "name": "admin", "domain": {"id": "default"}, "password": "bench-password"}}},
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-            token = httpx.post(base + "/identity/v3/auth/tokens",
-                               json=auth).headers["X-Subject-Token"]
+            token = admin_token(base)
             headers = {"X-Auth-Token": token}
             image = httpx.post(base + "/image/v2/images", headers=headers, json={
                 "name": "bench", "disk_format": "raw", "container_format": "bare"}).json()

@@ -254,3 +254,47 @@ def test_size_and_quota_limits_answer_413(limited: Running, tmp_path: Path) -> N
         r = c.post("/image/v2/images", json={"name": "four"}, headers=headers)
         assert r.status_code == 413 and "Quota exceeded for images" in r.json()["error"][
             "message"]
+
+
+def test_controller_killed_mid_upload_leaves_a_killed_image_after_restart(
+        tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "pw").write_text("admin-secret")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": {"host": "127.0.0.1", "port": port}, "controller_id": "ctl-a",
+        "database": {"url": "sqlite:///c.db"}, "bootstrap": {"admin_password_file": "pw"}}))
+    base = f"http://127.0.0.1:{port}"
+    first = start_controller(config, base)
+    try:
+        clouds = tmp_path / "clouds.yaml"
+        clouds.write_text(yaml.safe_dump({"clouds": {"c": {
+            "auth": {"auth_url": base + "/identity", "username": "admin",
+                     "password": "admin-secret", "project_name": "admin",
+                     "user_domain_name": "Default", "project_domain_name": "Default"}}}}))
+        conn = sdk(clouds, "c")
+        image = conn.image.create_image(name="crash", disk_format="raw",
+                                        container_format="bare", allow_duplicates=True)
+        sock = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        sock.putrequest("PUT", f"/image/v2/images/{image.id}/file")
+        sock.putheader("X-Auth-Token", conn.auth_token)
+        sock.putheader("Content-Type", "application/octet-stream")
+        sock.putheader("Content-Length", str(50 * MiB))
+        sock.endheaders()
+        sock.send(os.urandom(20 * MiB))
+        deadline = time.monotonic() + 30
+        while conn.image.get_image(image.id).status != "saving":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        first.proc.kill()  # no goodbye: the controller dies mid-upload
+        first.proc.wait()
+        sock.close()
+        assert list((tmp_path / "images" / "tmp").glob(f"{image.id}.*")), "partial data"
+    finally:
+        first.stop()
+    second = start_controller(config, base)
+    try:
+        assert sdk(clouds, "c").image.get_image(image.id).status == "killed"
+        assert list((tmp_path / "images" / "tmp").glob(f"{image.id}.*")) == []
+    finally:
+        assert second.stop() == 0

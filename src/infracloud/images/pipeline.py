@@ -49,8 +49,14 @@ class Fanout:
                     self.error = exc
                 self.done[i] += len(item)  # type: ignore[arg-type]
             if self._waiting:
-                self.loop.call_soon_threadsafe(self._room.set)
-        self.loop.call_soon_threadsafe(self._finished[i].set)
+                self._notify(self._room)
+        self._notify(self._finished[i])
+
+    def _notify(self, event: asyncio.Event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
     def _behind(self) -> int:
         return self.sent - min(self.done)
