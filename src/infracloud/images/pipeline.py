@@ -10,6 +10,7 @@ stops reading from the socket, so memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -53,10 +54,9 @@ class Fanout:
         self._notify(self._finished[i])
 
     def _notify(self, event: asyncio.Event) -> None:
-        try:
+        # a closed loop (RuntimeError) means nobody is waiting any more
+        with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(event.set)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
     def _behind(self) -> int:
         return self.sent - min(self.done)
