@@ -1,0 +1,1 @@
+"""Hypervisor drivers: how a compute host makes an instance exist."""
