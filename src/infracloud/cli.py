@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -56,14 +57,23 @@ def demo(
     port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8443,
     no_tls: Annotated[bool, typer.Option("--no-tls", help="serve plain HTTP")] = False,
     log_format: Annotated[str, typer.Option(help="json or text")] = "json",
+    hosts: Annotated[int, typer.Option(help="compute hosts to run", min=0, max=64)] = 4,
+    driver: Annotated[str, typer.Option(help="sandbox (SSH works) or fake")] = "sandbox",
+    ssh_port: Annotated[int | None, typer.Option(
+        help="port of the sandbox servers' SSH (default 22 as root, else 2222)")] = None,
 ) -> None:
-    """Run an all-in-one demo site (embedded SQLite) until Ctrl-C."""
+    """Run an all-in-one demo site (embedded SQLite, compute hosts) until Ctrl-C."""
     from infracloud import demo as demo_mod
+    from infracloud.agent.hosts import AgentThreads
     from infracloud.ops import logging as logs
     from infracloud.runtime import check_port_free, serve
     from infracloud.services import Services, build_services
 
     _log_format(log_format)
+    if driver not in ("sandbox", "fake"):
+        fail(f"--driver must be sandbox or fake, not {driver!r}")
+    if ssh_port is None:
+        ssh_port = 22 if os.geteuid() == 0 else 2222
     check_port_free(host, port)
     config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
                                      log_format=log_format)
@@ -73,12 +83,23 @@ def demo(
     services = build_services(config)
     demo_mod.bootstrap(services, paths)
 
+    agents: list[AgentThreads] = []
+
     def ready(s: Services) -> None:
+        if hosts:
+            agents.append(demo_mod.start_hosts(s, paths, hosts, driver, ssh_port))
+            typer.echo(f"  {hosts} compute hosts ({driver} driver), servers on "
+                       f"{demo_mod.DEMO_CIDR}" + (f", SSH port {ssh_port}" if driver ==
+                                                  "sandbox" else ""))
         typer.echo(f"infracloud demo ready at {s.base_url} — clouds.yaml: {paths.clouds_yaml}")
-        typer.echo(f"  try: source {paths.env_file} && openstack token issue")
+        typer.echo(f"  try: source {paths.env_file} && openstack server list")
         sys.stdout.flush()
 
-    serve(config, services=services, on_ready=ready)
+    try:
+        serve(config, services=services, on_ready=ready)
+    finally:
+        for a in agents:
+            a.stop()
     typer.echo("infracloud demo stopped")
 
 
@@ -97,6 +118,54 @@ def controller(
         config.logging.format = "text" if _log_format(log_format) == "text" else "json"
     logs.configure(config.logging.format, config.logging.level)
     serve(config)
+
+
+@app.command()
+def agent(
+    controller_url: Annotated[str, typer.Option("--controller", help="controller base URL")],
+    token: Annotated[str | None, typer.Option(
+        help="the site's agent token (or INFRACLOUD_AGENT_TOKEN)")] = None,
+    driver: Annotated[str, typer.Option(help="sandbox or fake")] = "sandbox",
+    name: Annotated[str | None, typer.Option(help="host name (default: this machine's)")
+                    ] = None,
+    availability_zone: Annotated[str, typer.Option("--az", help="availability zone")] = "nova",
+    state_dir: Annotated[Path, typer.Option(help="where instances live")] = Path(
+        "var/agent"),
+    vcpus: Annotated[int | None, typer.Option(help="vCPUs to offer (default: all)")] = None,
+    ram_mb: Annotated[int | None, typer.Option(help="RAM to offer, MiB (default: all)")
+                      ] = None,
+    disk_gb: Annotated[int | None, typer.Option(help="disk to offer, GiB (default: free)")
+                       ] = None,
+    cacert: Annotated[str | None, typer.Option(help="CA file to trust for the controller")
+                      ] = None,
+    ssh_port: Annotated[int, typer.Option(help="sandbox: SSH port of servers")] = 22,
+) -> None:
+    """Run a compute host's agent until Ctrl-C."""
+    import socket
+
+    from infracloud.agent.hosts import host_info, machine_capacity, make_driver
+    from infracloud.agent.runner import Agent
+    from infracloud.ops import logging as logs
+
+    token = token or os.environ.get("INFRACLOUD_AGENT_TOKEN")
+    if not token:
+        fail("an agent token is needed: --token or INFRACLOUD_AGENT_TOKEN")
+    if driver not in ("sandbox", "fake"):
+        fail(f"--driver must be sandbox or fake, not {driver!r}")
+    logs.configure("json", "info")
+    cpus, ram, disk = machine_capacity(state_dir)
+    info = host_info(name or socket.gethostname(), vcpus or cpus, ram_mb or ram,
+                     disk_gb if disk_gb is not None else disk, availability_zone)
+    runner = Agent(controller_url, str(token), make_driver(driver, state_dir,
+                                                           ssh_port=ssh_port),
+                   info, state_dir, cacert=cacert or True)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.close()
+        runner.driver.close()
 
 
 @config_app.command("validate")

@@ -8,16 +8,23 @@ import json
 import os
 import secrets
 import shlex
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from infracloud.agent.hosts import AgentThreads, host_info, make_driver
+from infracloud.agent.runner import Agent
 from infracloud.api.tls import ensure_certificates
 from infracloud.core.settings import ControllerConfig
 from infracloud.services import Services
 
 REGION = "RegionOne"
+# sandbox servers get loopback addresses, so SSH to them works on any Linux machine
+DEMO_CIDR = "127.100.0.0/16"
+DEMO_HOST = {"vcpus": 24, "ram_mb": 96 * 1024, "disk_gb": 1800}  # a "vanilla" machine (seed 001)
+DEMO_IMAGE = "demo"
 # cloud name in clouds.yaml -> (user, project, role)
 ACCOUNTS = {
     "infracloud-admin": ("admin", "admin", "admin"),
@@ -50,6 +57,13 @@ class DemoPaths:
     def log(self) -> Path:
         return self.state_dir / "controller.log"
 
+    @property
+    def agent_token(self) -> Path:
+        return self.state_dir / "agent-token"
+
+    def host_dir(self, name: str) -> Path:
+        return self.state_dir / "hosts" / name
+
 
 def _write_private(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -77,12 +91,16 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     paths = DemoPaths(state_dir)
+    if not paths.agent_token.exists():
+        _write_private(paths.agent_token, secrets.token_urlsafe(32) + "\n")
     data: dict = {
         "site": "demo",
         "region": REGION,
         "listen": {"host": host, "port": port},
         "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
         "images": {"store_path": str(state_dir / "images")},
+        "compute": {"network": {"name": "demo-net", "cidr": DEMO_CIDR},
+                    "agent_token_file": str(paths.agent_token)},
         "logging": {"format": log_format},
     }
     if tls:
@@ -99,7 +117,56 @@ def bootstrap(services: Services, paths: DemoPaths) -> None:
     passwords = _passwords(paths)
     for user, project, role in ACCOUNTS.values():
         services.identity.ensure_account(user, passwords[user], project, role)
+    ensure_demo_image(services)
     write_client_files(services.config, paths, passwords)
+
+
+def ensure_demo_image(services: Services) -> None:
+    """A small public image called `demo` (the sandbox driver does not boot it; the libvirt
+    driver will)."""
+    import asyncio
+
+    from infracloud.core.context import Caller
+    from infracloud.images.service import ListQuery
+
+    admin = services.identity.directory.find_user("admin")
+    project = services.identity.directory.find_project("admin")
+    caller = Caller(admin.id, project.id, frozenset({"admin", "member", "reader"}))
+    found, _ = services.images.list_images(caller, ListQuery(name=[DEMO_IMAGE],
+                                                             visibility="public"))
+    if any(i.status == "active" for i in found):
+        return
+    image = services.images.create(caller, {"name": DEMO_IMAGE, "visibility": "public",
+                                            "disk_format": "raw", "container_format": "bare",
+                                            "min_disk": 1})
+    data = b"infracloud demo image\n".ljust(1024 * 1024, b"\0")
+
+    async def upload() -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data
+
+        ticket = services.image_data.begin(caller, image.id, len(data))
+        await services.image_data.receive(ticket, chunks())
+
+    asyncio.run(upload())
+
+
+def start_hosts(services: Services, paths: DemoPaths, count: int, driver: str,
+                ssh_port: int) -> AgentThreads:
+    """`count` compute hosts in this process, each an agent with its own driver."""
+    assert services.agent_token is not None
+    threads = AgentThreads()
+    cacert = str(services.config.tls.ca) if services.config.tls and services.config.tls.ca \
+        else True
+    for n in range(1, count + 1):
+        name = f"{services.config.site}-compute-{n:02d}"
+        root = paths.host_dir(name)
+        agent = Agent(services.base_url, services.agent_token,
+                      make_driver(driver, root, ssh_port=ssh_port),
+                      host_info(name, DEMO_HOST["vcpus"], DEMO_HOST["ram_mb"],
+                                DEMO_HOST["disk_gb"]), root, cacert=cacert, poll_wait=10)
+        threads.start(agent)
+    return threads
 
 
 def write_client_files(config: ControllerConfig, paths: DemoPaths,

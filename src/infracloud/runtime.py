@@ -49,13 +49,13 @@ def bootstrap_admin(services: Services) -> None:
     services.identity.ensure_account(b.admin_user, password, b.admin_project, "admin")
 
 
-async def _maintenance(services: Services) -> None:
+async def _every(seconds: float, job: Callable[[], object], what: str) -> None:
     while True:
-        await asyncio.sleep(MAINTENANCE_SECONDS)
+        await asyncio.sleep(seconds)
         try:
-            await asyncio.to_thread(services.maintenance)
+            await asyncio.to_thread(job)
         except Exception:  # keep serving; the next round tries again
-            log.exception("maintenance failed")
+            log.exception("%s failed", what)
 
 
 class _Server(uvicorn.Server):
@@ -100,7 +100,11 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     server = _Server(uv)
 
     async def main() -> None:
-        maint = asyncio.create_task(_maintenance(services))
+        services.signals.bind(asyncio.get_running_loop())
+        maint = asyncio.create_task(_every(MAINTENANCE_SECONDS, services.maintenance,
+                                           "maintenance"))
+        reaper = asyncio.create_task(_every(config.compute.reap_seconds, services.reap,
+                                            "reaper"))
 
         async def announce() -> None:
             while not server.started:
@@ -117,6 +121,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
             await server.serve()
         finally:
             maint.cancel()
+            reaper.cancel()
             ready.cancel()
 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; both end

@@ -6,12 +6,20 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from infracloud.compute.flavors import FlavorService
+from infracloud.compute.hosts import HostService
+from infracloud.compute.keypairs import KeypairService
+from infracloud.compute.quotas import Quotas
+from infracloud.compute.servers import ServerService
+from infracloud.compute.signals import HostSignals
 from infracloud.core.clock import Clock
+from infracloud.core.errors import ConfigError
 from infracloud.core.settings import ControllerConfig
 from infracloud.identity.service import IdentityService
 from infracloud.images.data import ImageData
 from infracloud.images.service import ImageService
 from infracloud.images.store import FilesystemStore
+from infracloud.network.service import NetworkService
 from infracloud.store import Database
 
 
@@ -22,6 +30,14 @@ class Services:
     identity: IdentityService
     images: ImageService
     image_data: ImageData
+    network: NetworkService
+    flavors: FlavorService
+    keypairs: KeypairService
+    quotas: Quotas
+    servers: ServerService
+    hosts: HostService
+    signals: HostSignals
+    agent_token: str | None
     clock: Clock
 
     @property
@@ -32,6 +48,10 @@ class Services:
         """Periodic housekeeping of every service (runs in a worker thread)."""
         self.identity.maintenance()
         self.image_data.maintenance()
+
+    def reap(self) -> None:
+        """Frequent housekeeping: host liveness and server timeouts."""
+        self.hosts.reap()
 
     def close(self) -> None:
         self.image_data.close()
@@ -52,5 +72,33 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     image_data = ImageData(db, images, FilesystemStore(config.images.store_path),
                            config.images, clock, holder)
     image_data.recover()
+    c = config.compute
+    network = NetworkService(db, c.network, clock)
+    network.ensure()
+    flavors = FlavorService(db, clock)
+    flavors.ensure(c.flavors)
+    keypairs = KeypairService(db, clock, c.quota.key_pairs)
+    quotas = Quotas(db, c.quota)
+    signals = HostSignals()
+    servers = ServerService(db, c, clock, flavors, keypairs, quotas, network, images.get,
+                            signals.notify)
+    hosts = HostService(db, c, clock, servers, signals.notify)
     return Services(config=config, db=db, identity=identity, images=images,
-                    image_data=image_data, clock=clock)
+                    image_data=image_data, network=network, flavors=flavors,
+                    keypairs=keypairs, quotas=quotas, servers=servers, hosts=hosts,
+                    signals=signals, agent_token=_agent_token(config), clock=clock)
+
+
+def _agent_token(config: ControllerConfig) -> str | None:
+    path = config.compute.agent_token_file
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"compute.agent_token_file: cannot read {path}: {exc.strerror}"
+                          ) from None
+    if len(token) < 16:
+        raise ConfigError(f"compute.agent_token_file {path}: the token must have at least 16 "
+                          f"characters")
+    return token

@@ -8,14 +8,27 @@ from typing import Any
 from fastapi import FastAPI
 
 from infracloud import __version__
-from infracloud.api import errors, identity_admin, identity_auth, image
+from infracloud.api import (
+    agent,
+    compute,
+    errors,
+    identity_admin,
+    identity_auth,
+    image,
+    network,
+    volume,
+)
 from infracloud.api.catalog import Catalog, ServiceEntry
 from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.services import Services
 
 # What this controller serves. The catalog lists these and only these.
 SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),
-          ServiceEntry("image", "glance", "/image", "Image v2")]
+          ServiceEntry("compute", "nova", "/compute/v2.1", "Compute v2.1"),
+          ServiceEntry("image", "glance", "/image", "Image v2"),
+          ServiceEntry("network", "neutron", "/network", "Network v2.0"),
+          ServiceEntry("block-storage", "cinder", "/volume/v3/{project_id}",
+                       "Block Storage v3 (limits only: no volumes)")]
 
 
 def create_app(services: Services) -> FastAPI:
@@ -27,6 +40,10 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity_auth.router)
     app.include_router(identity_admin.router)
     app.include_router(image.router)
+    app.include_router(compute.router)
+    app.include_router(network.router)
+    app.include_router(volume.router)
+    app.include_router(agent.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -85,6 +85,71 @@ class ImagesConfig(_Section):
         600, ge=0, description="unreferenced image data is deleted after this long")
 
 
+class FlavorConfig(_Section):
+    name: str = Field(pattern=NAME_PATTERN)
+    vcpus: int = Field(ge=1)
+    ram_mb: int = Field(ge=64)
+    disk_gb: int = Field(ge=0)
+
+
+DEFAULT_FLAVORS = [
+    FlavorConfig(name="ci.8g", vcpus=8, ram_mb=8192, disk_gb=80),
+    FlavorConfig(name="ci.8g-30", vcpus=8, ram_mb=8192, disk_gb=30),
+    FlavorConfig(name="ci.small", vcpus=1, ram_mb=1024, disk_gb=10),
+]
+
+
+class ComputeQuotaConfig(_Section):
+    """Per project unless a project has its own limit; -1 means unlimited."""
+
+    instances: int = Field(100, ge=-1)
+    cores: int = Field(800, ge=-1)
+    ram_mb: int = Field(800 * 1024, ge=-1)
+    key_pairs: int = Field(100, ge=-1)
+
+
+class NetworkConfig(_Section):
+    """The site's one provider network. The demo uses part of 127.0.0.0/8 so that sandbox
+    instances are reachable on loopback."""
+
+    name: str = Field("provider", pattern=NAME_PATTERN)
+    cidr: str = "10.42.0.0/16"
+    gateway: str | None = None
+    pool_start: str | None = Field(None, description="default: the second usable address")
+    pool_end: str | None = Field(None, description="default: the last usable address")
+    dns: list[str] = []
+    mtu: int = Field(1500, ge=576, le=9216)
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        import ipaddress
+
+        net = ipaddress.ip_network(value, strict=False)
+        if net.version != 4 or net.num_addresses < 4:
+            raise ValueError("must be an IPv4 network with room for at least 2 servers")
+        return str(net)
+
+
+class ComputeConfig(_Section):
+    flavors: list[FlavorConfig] = list(DEFAULT_FLAVORS)
+    quota: ComputeQuotaConfig = ComputeQuotaConfig()
+    network: NetworkConfig = NetworkConfig()
+    scheduler: Literal["spread", "pack"] = "spread"
+    cpu_allocation_ratio: float = Field(1.0, gt=0, description="1.0: no overcommit")
+    ram_allocation_ratio: float = Field(1.0, gt=0)
+    disk_allocation_ratio: float = Field(1.0, gt=0)
+    agent_token_file: Path | None = Field(
+        None, description="file holding the secret agents present (X-Agent-Token)")
+    heartbeat_seconds: float = Field(5, gt=0, description="how often agents check in")
+    host_down_after: float = Field(30, gt=0, description="seconds without a heartbeat")
+    instance_error_after: float = Field(
+        60, ge=0, description="seconds a host may stay down before its servers go to ERROR")
+    spawn_timeout: float = Field(900, gt=0)
+    reap_seconds: float = Field(2, gt=0, description="how often timeouts are checked")
+    availability_zones: list[str] = ["nova"]
+
+
 class BootstrapConfig(_Section):
     admin_user: str = Field("admin", pattern=NAME_PATTERN)
     admin_project: str = Field("admin", pattern=NAME_PATTERN)
@@ -112,6 +177,7 @@ class ControllerConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     identity: IdentityConfig = IdentityConfig()
     images: ImagesConfig = ImagesConfig()
+    compute: ComputeConfig = ComputeConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -205,6 +271,7 @@ def _resolve_paths(config: ControllerConfig, base: Path) -> ControllerConfig:
         config.tls.ca = fix(config.tls.ca)
     config.bootstrap.admin_password_file = fix(config.bootstrap.admin_password_file)
     config.images.store_path = fix(config.images.store_path)  # type: ignore[assignment]
+    config.compute.agent_token_file = fix(config.compute.agent_token_file)
     url = config.database.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:

@@ -107,4 +107,50 @@ IMAGE = Machine(
     """),
 )
 
-MACHINES = {m.kind: m for m in (IMAGE,)}
+# Servers. Scheduling and networking happen inside the create request; spawning is the
+# agent's part. API status: scheduling/networking/spawning are BUILD, deleting keeps the status
+# it had (with task_state "deleting").
+INSTANCE = Machine(
+    "instance",
+    [State("scheduling", stable=False, timeout=60, description="choosing a host"),
+     State("networking", stable=False, timeout=60, description="allocating the address"),
+     State("spawning", stable=False, timeout=900, description="the host's agent boots it"),
+     State("active", stable=True, description="running"),
+     State("error", stable=True, failure=True, description="failed; the fault says why"),
+     State("deleting", stable=False, timeout=300, description="the agent removes it"),
+     State("deleted", stable=True, description="gone (the record is removed)")],
+    _t("""
+        scheduling --scheduled--> networking
+        scheduling --no_host--> error
+        networking --networked--> spawning
+        networking --fail--> error
+        spawning --booted--> active
+        spawning --fail--> error
+        spawning --timeout--> error
+        active --host_lost--> error
+        active --vanished--> error
+        error --recovered--> active
+        scheduling --delete--> deleting
+        spawning --delete--> deleting
+        active --delete--> deleting
+        error --delete--> deleting
+        deleting --delete--> deleting
+        deleting --destroyed--> deleted
+        deleting --timeout--> deleted
+        deleting --fail--> error
+    """),
+)
+
+# Compute hosts as the controller sees them through their agents' heartbeats.
+HOST = Machine(
+    "host",
+    [State("up", stable=True, description="heartbeats arrive"),
+     State("down", stable=True, failure=True,
+           description="heartbeats stopped; no new servers; its servers fail after a grace")],
+    _t("""
+        up --missed_heartbeats--> down
+        down --heartbeat--> up
+    """),
+)
+
+MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST)}

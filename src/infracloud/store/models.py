@@ -225,3 +225,152 @@ class ImageMember(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Flavor(Base):
+    __tablename__ = "flavors"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    ephemeral_gb: Mapped[int] = mapped_column(Integer, default=0)
+    swap_mb: Mapped[int] = mapped_column(Integer, default=0)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Keypair(Base):
+    """SSH public keys belong to users, as in nova."""
+
+    __tablename__ = "keypairs"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(16), default="ssh")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Host(Base):
+    """A compute host, as its agent registered it. `used_*` are the claims of the instances
+    placed on it; the scheduler changes them only with conditional updates."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (Index("ix_hosts_sched", "enabled", "state", "availability_zone"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    availability_zone: Mapped[str] = mapped_column(String(255), default="nova")
+    driver: Mapped[str] = mapped_column(String(32))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    reserved_vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_ram_mb: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_ratio: Mapped[float] = mapped_column(default=1.0)
+    ram_ratio: Mapped[float] = mapped_column(default=1.0)
+    disk_ratio: Mapped[float] = mapped_column(default=1.0)
+    used_vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    used_ram_mb: Mapped[int] = mapped_column(Integer, default=0)
+    used_disk_gb: Mapped[int] = mapped_column(Integer, default=0)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="up")
+    last_heartbeat: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    down_since: Mapped[dt.datetime | None]
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_project_created", "project_id", "created_at"),
+                      Index("ix_instances_host_state", "host_id", "state"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    project_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    flavor_id: Mapped[str] = mapped_column(String(64), index=True)
+    image_id: Mapped[str | None] = mapped_column(String(36))
+    key_name: Mapped[str | None] = mapped_column(String(255))
+    key_data: Mapped[str | None] = mapped_column(Text)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    availability_zone: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    config_drive: Mapped[bool] = mapped_column(Boolean, default=True)
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    mac_address: Mapped[str | None] = mapped_column(String(17))
+    network_name: Mapped[str | None] = mapped_column(String(255))
+    fault: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    console: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    launched_at: Mapped[dt.datetime | None]
+
+
+class Network(Base):
+    __tablename__ = "networks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    physical_network: Mapped[str] = mapped_column(String(64), default="provider")
+    mtu: Mapped[int] = mapped_column(Integer, default=1500)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Subnet(Base):
+    __tablename__ = "subnets"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))
+    cidr: Mapped[str] = mapped_column(String(64))
+    gateway_ip: Mapped[str | None] = mapped_column(String(45))
+    pool_start: Mapped[int] = mapped_column(BigInteger)
+    pool_end: Mapped[int] = mapped_column(BigInteger)
+    dns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Port(Base):
+    """An address handed out by IPAM. One per server; the unique key is what makes two
+    servers never share an address, whatever the concurrency."""
+
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("subnet_id", "ip_int", name="uq_ports_subnet_ip"),
+                      UniqueConstraint("mac_address", name="uq_ports_mac"))
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id", ondelete="CASCADE"))
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id", ondelete="CASCADE"))
+    ip_address: Mapped[str] = mapped_column(String(45))
+    ip_int: Mapped[int] = mapped_column(BigInteger)
+    mac_address: Mapped[str] = mapped_column(String(17))
+    device_id: Mapped[str] = mapped_column(String(36), index=True, default="")
+    device_owner: Mapped[str] = mapped_column(String(64), default="")
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="DOWN")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class QuotaLimit(Base):
+    """A project's own limit for a resource; projects without one use the configured default."""
+
+    __tablename__ = "quota_limits"
+
+    project_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hard_limit: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,79 @@
+"""A driver that only remembers: no processes, no files, nothing on the network. For unit
+tests and scale tests with thousands of instances, so every call is cheap and thread-safe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from infracloud.agent.drivers.base import DriverError, InstanceSpec
+
+
+@dataclass(frozen=True)
+class _Booted:
+    spec: InstanceSpec
+    booted_at: float
+
+
+class FakeDriver:
+    name = "fake"
+    needs_image = False
+
+    def __init__(self, boot_delay: float = 0.0, fail_names: set[str] | None = None) -> None:
+        self.boot_delay = boot_delay
+        self.fail_names = set(fail_names or ())
+        self._lock = threading.Lock()
+        self._instances: dict[str, _Booted] = {}
+
+    def validate(self) -> None:
+        return None
+
+    def spawn(self, spec: InstanceSpec) -> None:
+        with self._lock:
+            if spec.id in self._instances:
+                return
+        if self.boot_delay > 0:
+            time.sleep(self.boot_delay)
+        if spec.name in self.fail_names:
+            raise DriverError(f"instance {spec.name}: simulated failure (fake driver)")
+        with self._lock:
+            self._instances.setdefault(spec.id, _Booted(spec, time.time()))
+
+    def destroy(self, instance_id: str) -> None:
+        with self._lock:
+            self._instances.pop(instance_id, None)
+
+    def list(self) -> list[str]:
+        with self._lock:
+            return list(self._instances)
+
+    def spec(self, instance_id: str) -> InstanceSpec | None:
+        """What the instance was spawned with (for tests), None if unknown."""
+        with self._lock:
+            booted = self._instances.get(instance_id)
+        return booted.spec if booted else None
+
+    def console(self, instance_id: str, length: int | None = None) -> str:
+        with self._lock:
+            booted = self._instances.get(instance_id)
+        if booted is None:
+            raise DriverError(f"no instance {instance_id} on this host")
+        spec, net = booted.spec, booted.spec.network
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(booted.booted_at))
+        lines = [
+            f"[    0.000000] Linux version 6.1.0-fake (infracloud fake driver) {stamp}",
+            f"[    0.100000] Memory: {spec.ram_mb}M available, {spec.vcpus} CPUs",
+            f"[    1.000000] cloud-init: datasource ConfigDrive found for {spec.id}",
+            f"[    1.100000] cloud-init: set hostname to {spec.name}",
+            f"[    1.200000] cloud-init: eth0 {net.mac} {net.ip}/{net.prefix}"
+            f" gateway {net.gateway or '-'}",
+            f"[    1.300000] cloud-init: {spec.name} finished booting, ssh ready on {net.ip}",
+            f"{spec.name} login: ",
+        ]
+        if length is not None:
+            lines = lines[-length:] if length > 0 else []
+        return "".join(line + "\n" for line in lines)
+
+    def close(self) -> None:
+        return None

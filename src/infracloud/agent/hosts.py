@@ -1,0 +1,62 @@
+"""Helpers to run agents: build a driver by name and run agents on threads (the demo runs
+its compute hosts inside its own process this way)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from infracloud.agent.drivers.base import Driver
+from infracloud.agent.runner import Agent, HostInfo
+
+DRIVERS = ("sandbox", "fake")
+
+
+def make_driver(name: str, root: Path, *, ssh_port: int = 22, boot_delay: float = 0.0
+                ) -> Driver:
+    if name == "sandbox":
+        from infracloud.agent.drivers.sandbox import SandboxDriver
+
+        return SandboxDriver(root / "instances", ssh_port=ssh_port)
+    if name == "fake":
+        from infracloud.agent.drivers.fake import FakeDriver
+
+        return FakeDriver(boot_delay=boot_delay)
+    raise ValueError(f"unknown driver {name!r}; drivers: {', '.join(DRIVERS)}")
+
+
+def machine_capacity(path: Path) -> tuple[int, int, int]:
+    """vCPUs, RAM (MiB) and free disk (GiB) of this machine."""
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    path.mkdir(parents=True, exist_ok=True)
+    return os.cpu_count() or 1, pages // (1024 * 1024), shutil.disk_usage(path).free // 1024**3
+
+
+class AgentThreads:
+    """Several agents on daemon threads, stopped together."""
+
+    def __init__(self) -> None:
+        self.agents: list[Agent] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, agent: Agent) -> None:
+        t = threading.Thread(target=agent.run, name=f"agent-{agent.host.name}", daemon=True)
+        self.agents.append(agent)
+        self.threads.append(t)
+        t.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        for a in self.agents:
+            a.stop()
+        for t in self.threads:
+            t.join(timeout)
+        for a in self.agents:
+            a.close()
+            a.driver.close()
+
+
+def host_info(name: str, vcpus: int, ram_mb: int, disk_gb: int, az: str = "nova") -> HostInfo:
+    return HostInfo(name=name, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb,
+                    availability_zone=az)

@@ -1,0 +1,228 @@
+"""The compute-host agent: registers its host, long-polls the controller for the servers the
+host should run, makes the host match through its driver, and reports back. It reconciles
+from scratch on every answer, so a restart of the agent, of the controller, or a network
+outage needs nothing special: whatever runs and should not is destroyed, whatever should run
+and does not is spawned, and what runs is reported."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from infracloud.agent import configdrive
+from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
+
+log = logging.getLogger(__name__)
+CONSOLE_LINES = 400
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    name: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    availability_zone: str = "nova"
+    reserved_vcpus: int = 0
+    reserved_ram_mb: int = 0
+    reserved_disk_gb: int = 0
+
+
+class Agent:
+    def __init__(self, controller: str, token: str, driver: Driver, host: HostInfo,
+                 workdir: Path, *, cacert: str | bool = True, poll_wait: float = 20,
+                 workers: int = 4) -> None:
+        self.controller = controller.rstrip("/")
+        self.driver = driver
+        self.host = host
+        self.workdir = workdir
+        self.poll_wait = poll_wait
+        verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=cacert)
+                                         if isinstance(cacert, str) else cacert)
+        self.http = httpx.Client(base_url=self.controller + "/agent/v1", verify=verify,
+                                 timeout=httpx.Timeout(10, read=poll_wait + 30),
+                                 headers={"X-Agent-Token": token})
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-work")
+        self.host_id: str | None = None
+        self.generation = -1
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+        self._consoles: dict[str, str] = {}
+        self.stop_event = threading.Event()
+        (workdir / "configdrives").mkdir(parents=True, exist_ok=True)
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until `stop()`: keeps going through controller outages, with backoff."""
+        self.driver.validate()
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            try:
+                if self.host_id is None:
+                    self.register()
+                self.step(self.poll_wait)
+                backoff = 1.0
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 404:
+                    self.host_id = None  # the controller forgot us: register again
+                else:
+                    log.warning("controller answered %s", exc.response.status_code)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 10)
+            except httpx.HTTPError as exc:
+                log.warning("controller unreachable: %s", exc)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 10)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.stop()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.http.close()
+
+    def register(self) -> None:
+        h = self.host
+        r = self.http.post("/hosts", json={
+            "name": h.name, "driver": self.driver.name, "vcpus": h.vcpus, "ram_mb": h.ram_mb,
+            "disk_gb": h.disk_gb, "availability_zone": h.availability_zone,
+            "reserved_vcpus": h.reserved_vcpus, "reserved_ram_mb": h.reserved_ram_mb,
+            "reserved_disk_gb": h.reserved_disk_gb})
+        r.raise_for_status()
+        body = r.json()
+        self.host_id = body["host"]["id"]
+        self.poll_wait = min(self.poll_wait, float(body.get("poll_seconds", self.poll_wait)))
+        self.generation = -1
+        log.info("registered", extra={"host": h.name, "host_id": self.host_id})
+
+    def step(self, wait: float) -> None:
+        """One long-poll and one reconciliation."""
+        r = self.http.get(f"/hosts/{self.host_id}/desired",
+                          params={"generation": self.generation, "wait": wait})
+        r.raise_for_status()
+        body = r.json()
+        self.generation = body["generation"]
+        self.reconcile(body["instances"], body.get("remove", []))
+
+    def reconcile(self, wanted: list[dict[str, Any]], remove: list[str]) -> None:
+        present = set(self.driver.list())
+        want = {w["id"]: w for w in wanted}
+        reports: list[dict[str, Any]] = []
+        for inst_id in sorted((present - set(want)) | (set(remove) - set(want))):
+            self._start(inst_id, self._destroy, inst_id)
+        for inst_id, w in want.items():
+            if inst_id in present:
+                if w["state"] == "spawning":
+                    reports.append({"id": inst_id, "state": "running",
+                                    "console": self._console(inst_id, force=True)})
+                else:
+                    console = self._console(inst_id)
+                    if console is not None:
+                        reports.append({"id": inst_id, "state": "running", "console": console})
+            else:
+                self._start(inst_id, self._spawn, w)
+        if reports:
+            self._report(reports)
+
+    # ---- work on worker threads --------------------------------------------------------------
+
+    def _start(self, inst_id: str, fn: Callable[[Any], None], arg: Any) -> None:
+        with self._lock:
+            if inst_id in self._busy:
+                return
+            self._busy.add(inst_id)
+
+        def run() -> None:
+            try:
+                fn(arg)
+            except Exception:
+                log.exception("agent work on %s failed", inst_id)
+            finally:
+                with self._lock:
+                    self._busy.discard(inst_id)
+
+        self.pool.submit(run)
+
+    def _spawn(self, w: dict[str, Any]) -> None:
+        inst_id = w["id"]
+        try:
+            spec = self._spec(w)
+            self.driver.spawn(spec)
+        except (DriverError, OSError, ValueError, KeyError) as exc:
+            log.warning("spawn failed", extra={"instance_id": inst_id, "fault": str(exc)})
+            self._report([{"id": inst_id, "state": "failed", "fault": str(exc)[:1000],
+                           "console": self._console(inst_id, force=True)}])
+            return
+        self._report([{"id": inst_id, "state": "running",
+                       "console": self._console(inst_id, force=True)}])
+
+    def _destroy(self, inst_id: str) -> None:
+        try:
+            self.driver.destroy(inst_id)
+        except DriverError as exc:
+            log.warning("destroy failed", extra={"instance_id": inst_id, "fault": str(exc)})
+            return
+        (self.workdir / "configdrives" / f"{inst_id}.iso").unlink(missing_ok=True)
+        self._consoles.pop(inst_id, None)
+        self._report([{"id": inst_id, "state": "absent"}])
+
+    def _spec(self, w: dict[str, Any]) -> InstanceSpec:
+        n, c = w["network"], w["config"]
+        iso = self.workdir / "configdrives" / f"{w['id']}.iso"
+        user_data = base64.b64decode(c["user_data"]) if c.get("user_data") else None
+        configdrive.build(
+            iso,
+            meta_data=configdrive.meta_data(
+                uuid=w["id"], name=w["name"], project_id=c["project_id"],
+                hostname=c.get("hostname"), availability_zone=c.get("availability_zone") or
+                "nova", meta=c.get("meta") or {}, public_keys=c.get("public_keys") or {}),
+            network_data=configdrive.network_data(
+                n["ip"], int(n["prefix"]), n.get("gateway"), n["mac"], n.get("dns") or [],
+                network_id=n.get("network_id") or ""),
+            user_data=user_data)
+        return InstanceSpec(id=w["id"], name=w["name"], vcpus=int(w["vcpus"]),
+                            ram_mb=int(w["ram_mb"]), disk_gb=int(w["disk_gb"]),
+                            network=NetworkInfo(ip=n["ip"], prefix=int(n["prefix"]),
+                                                gateway=n.get("gateway"), mac=n["mac"],
+                                                dns=tuple(n.get("dns") or ())),
+                            config_drive=iso, image=None,
+                            metadata=dict(c.get("meta") or {}))
+
+    def _console(self, inst_id: str, force: bool = False) -> str | None:
+        """The console tail, or None when it has not changed since it was last sent."""
+        try:
+            text = self.driver.console(inst_id, CONSOLE_LINES)
+        except DriverError:
+            return None
+        digest = hashlib.sha1(text.encode()).hexdigest()
+        if not force and self._consoles.get(inst_id) == digest:
+            return None
+        self._consoles[inst_id] = digest
+        return text
+
+    def _report(self, items: list[dict[str, Any]]) -> None:
+        if self.host_id is None:
+            return
+        for attempt in range(5):
+            try:
+                r = self.http.post(f"/hosts/{self.host_id}/report", json={"instances": items})
+                r.raise_for_status()
+                return
+            except httpx.HTTPError as exc:
+                if self.stop_event.is_set():
+                    return
+                log.warning("report failed (%s), retrying", exc)
+                time.sleep(min(2 ** attempt, 10))

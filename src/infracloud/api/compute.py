@@ -1,0 +1,407 @@
+"""Compute v2.1 (shared/specs/openstack-api.md §2): discovery, flavors, keypairs, servers,
+limits, availability zones, quota sets."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
+from infracloud.api.deps import ServicesDep, TokenDep, parse_bool
+from infracloud.compute.servers import CreateRequest
+from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.services import Services
+from infracloud.store.models import Instance
+
+router = APIRouter(prefix="/compute")
+MAX_LIMIT = 1000
+VERSION = {"id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
+           "updated": "2013-07-23T11:33:21Z",
+           "media-types": [{"base": "application/json",
+                            "type": "application/vnd.openstack.compute+json;version=2.1"}]}
+HEADERS = {"OpenStack-API-Version": "compute 2.1", "X-OpenStack-Nova-API-Version": "2.1",
+           "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version"}
+
+
+def reply(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
+
+
+@router.get("/")
+@router.get("")
+def versions(services: ServicesDep) -> JSONResponse:
+    base = services.base_url
+    return reply({"versions": [
+        {"id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+         "updated": "2011-01-21T11:33:21Z",
+         "links": [{"rel": "self", "href": f"{base}/compute/v2/"}]},
+        {**VERSION, "links": [{"rel": "self", "href": f"{base}{C}/"}]}]})
+
+
+@router.get("/v2.1")
+@router.get("/v2.1/")
+def version(services: ServicesDep) -> JSONResponse:
+    return reply({"version": {**VERSION, "links": [
+        {"rel": "self", "href": f"{services.base_url}{C}/"}]}})
+
+
+async def _body(request: Request, key: str) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("Malformed request body.") from None
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise BadRequest(f"Invalid input: expected an object under '{key}'.")
+    return body[key]
+
+
+def _limit(request: Request) -> int | None:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest("limit must be an integer.") from None
+    if value < 0:
+        raise BadRequest("limit must be at least 0.")
+    return min(value, MAX_LIMIT)
+
+
+def _next_link(services: Services, request: Request, path: str, marker: str,
+               limit: int) -> list[dict[str, str]]:
+    from urllib.parse import urlencode
+
+    keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("marker",
+                                                                               "limit")]
+    keep += [("limit", str(limit)), ("marker", marker)]
+    return [{"rel": "next", "href": f"{services.base_url}{C}/{path}?{urlencode(keep)}"}]
+
+
+# ---- flavors ------------------------------------------------------------------------------
+
+def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse:
+    q = request.query_params
+    found = services.flavors.list(public=parse_bool(q.get("is_public")) if q.get(
+        "is_public") not in (None, "None") else None)
+    if "minRam" in q:
+        found = [f for f in found if f.ram_mb >= int(q["minRam"])]
+    if "minDisk" in q:
+        found = [f for f in found if f.disk_gb >= int(q["minDisk"])]
+    if q.get("marker"):
+        ids = [f.id for f in found]
+        if q["marker"] not in ids:
+            raise BadRequest(f"marker [{q['marker']}] not found")
+        found = found[ids.index(q["marker"]) + 1:]
+    limit = _limit(request)
+    body: dict[str, Any] = {}
+    if limit is not None and len(found) > limit:
+        found = found[:limit]
+        body["flavors_links"] = _next_link(services, request, "flavors/detail" if detail
+                                           else "flavors", found[-1].id, limit)
+    body["flavors"] = [flavor_view(services.base_url, f, detail) for f in found]
+    return reply(body)
+
+
+@router.get("/v2.1/flavors")
+def list_flavors(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
+    return _flavors(services, request, detail=False)
+
+
+@router.get("/v2.1/flavors/detail")
+def list_flavors_detail(services: ServicesDep, caller: TokenDep, request: Request
+                        ) -> JSONResponse:
+    return _flavors(services, request, detail=True)
+
+
+@router.get("/v2.1/flavors/{flavor_id}")
+def show_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> JSONResponse:
+    return reply({"flavor": flavor_view(services.base_url, services.flavors.get(flavor_id))})
+
+
+@router.get("/v2.1/flavors/{flavor_id}/os-extra_specs")
+def flavor_extra_specs(services: ServicesDep, caller: TokenDep, flavor_id: str
+                       ) -> JSONResponse:
+    services.flavors.get(flavor_id)
+    return reply({"extra_specs": {}})
+
+
+@router.post("/v2.1/flavors")
+async def create_flavor(services: ServicesDep, caller: TokenDep, request: Request
+                        ) -> JSONResponse:
+    f = await _body(request, "flavor")
+    try:
+        kwargs: dict[str, Any] = {"name": str(f["name"]), "vcpus": int(f["vcpus"]),
+                                  "ram_mb": int(f["ram"]),
+                  "disk_gb": int(f.get("disk", 0)), "flavor_id": f.get("id"),
+                  "ephemeral_gb": int(f.get("OS-FLV-EXT-DATA:ephemeral", 0) or 0),
+                  "swap_mb": int(f.get("swap", 0) or 0),
+                  "is_public": bool(f.get("os-flavor-access:is_public", True)),
+                  "description": f.get("description")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"Invalid flavor: {exc}") from None
+    flavor = await run_in_threadpool(lambda: services.flavors.create(caller.caller, **kwargs))
+    return reply({"flavor": flavor_view(services.base_url, flavor)})
+
+
+@router.delete("/v2.1/flavors/{flavor_id}", status_code=202)
+def delete_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> Response:
+    services.flavors.delete(caller.caller, flavor_id)
+    return Response(status_code=202, headers=HEADERS)
+
+
+# ---- keypairs -----------------------------------------------------------------------------
+
+@router.get("/v2.1/os-keypairs")
+def list_keypairs(services: ServicesDep, caller: TokenDep) -> JSONResponse:
+    return reply({"keypairs": [{"keypair": keypair_view(k)}
+                               for k in services.keypairs.list(caller.caller)]})
+
+
+@router.post("/v2.1/os-keypairs")
+async def create_keypair(services: ServicesDep, caller: TokenDep, request: Request
+                         ) -> JSONResponse:
+    k = await _body(request, "keypair")
+    if not isinstance(k.get("name"), str):
+        raise BadRequest("Invalid input for field/attribute name.")
+    pair, private = await run_in_threadpool(services.keypairs.create, caller.caller, k["name"],
+                                            k.get("public_key"), k.get("type", "ssh"))
+    body = {**keypair_view(pair), "user_id": pair.user_id}
+    if private:
+        body["private_key"] = private
+    return reply({"keypair": body})
+
+
+@router.get("/v2.1/os-keypairs/{name}")
+def show_keypair(services: ServicesDep, caller: TokenDep, name: str) -> JSONResponse:
+    return reply({"keypair": keypair_view(services.keypairs.get(caller.caller, name), True)})
+
+
+@router.delete("/v2.1/os-keypairs/{name}", status_code=202)
+def delete_keypair(services: ServicesDep, caller: TokenDep, name: str) -> Response:
+    services.keypairs.delete(caller.caller, name)
+    return Response(status_code=202, headers=HEADERS)
+
+
+# ---- servers ------------------------------------------------------------------------------
+
+def _host_names(services: Services, rows: list[Instance]) -> dict[str, str]:
+    ids = {r.host_id for r in rows if r.host_id}
+    if not ids:
+        return {}
+    return {h.id: h.name for h in services.hosts.list_hosts() if h.id in ids}
+
+
+def _servers(services: Services, caller: TokenDep, request: Request, detail: bool
+             ) -> JSONResponse:
+    q = request.query_params
+    limit = _limit(request)
+    all_projects = bool(parse_bool(q.get("all_tenants")) or parse_bool(q.get("all_projects")))
+    rows, marker = services.servers.list_servers(
+        caller.caller, name=q.get("name"), status=q.get("status"), limit=limit,
+        marker=q.get("marker"), all_projects=all_projects, project_id=q.get("project_id") or
+        q.get("tenant_id"))
+    base = services.base_url
+    body: dict[str, Any] = {}
+    if detail:
+        names = _host_names(services, rows)
+        admin = caller.caller.is_admin
+        body["servers"] = [server_view(base, r, names.get(r.host_id or ""), admin)
+                           for r in rows]
+    else:
+        body["servers"] = [{"id": r.id, "name": r.name,
+                            "links": server_view(base, r, None, False)["links"]} for r in rows]
+    if marker and limit is not None:
+        body["servers_links"] = _next_link(services, request, "servers/detail" if detail
+                                           else "servers", marker, limit)
+    return reply(body)
+
+
+@router.get("/v2.1/servers")
+def list_servers(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
+    return _servers(services, caller, request, detail=False)
+
+
+@router.get("/v2.1/servers/detail")
+def list_servers_detail(services: ServicesDep, caller: TokenDep, request: Request
+                        ) -> JSONResponse:
+    return _servers(services, caller, request, detail=True)
+
+
+@router.post("/v2.1/servers")
+async def create_server(services: ServicesDep, caller: TokenDep, request: Request
+                        ) -> JSONResponse:
+    s = await _body(request, "server")
+    for bdm in s.get("block_device_mapping_v2") or []:
+        if isinstance(bdm, dict) and bdm.get("destination_type") == "volume":
+            raise BadRequest("Booting from a volume is not supported.")
+    image = s.get("imageRef") or next(
+        (b.get("uuid") for b in s.get("block_device_mapping_v2") or []
+         if isinstance(b, dict) and b.get("source_type") == "image"), None)
+    try:
+        req = CreateRequest(
+            name=str(s.get("name") or ""), flavor_ref=str(s.get("flavorRef") or ""),
+            image_ref=image, key_name=s.get("key_name"),
+            availability_zone=s.get("availability_zone"), metadata=s.get("metadata") or {},
+            user_data=s.get("user_data"), config_drive=True, networks=s.get("networks"),
+            count=max(int(s.get("min_count", 1)), 1) if int(s.get("max_count", 1)) <= 1
+            else int(s.get("max_count", 1)))
+    except (TypeError, ValueError):
+        raise BadRequest("Invalid input for min_count or max_count.") from None
+    inst = await run_in_threadpool(services.servers.create, caller.caller, req)
+    base = services.base_url
+    body = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
+                       "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
+                       "adminPass": secrets.token_urlsafe(12)}}
+    return reply(body, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
+
+
+@router.get("/v2.1/servers/{server_id}")
+def show_server(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
+    inst = services.servers.get(caller.caller, server_id)
+    names = _host_names(services, [inst])
+    return reply({"server": server_view(services.base_url, inst, names.get(inst.host_id or ""),
+                                        caller.caller.is_admin)})
+
+
+@router.delete("/v2.1/servers/{server_id}", status_code=204)
+def delete_server(services: ServicesDep, caller: TokenDep, server_id: str) -> Response:
+    services.servers.delete(caller.caller, server_id)
+    return Response(status_code=204, headers=HEADERS)
+
+
+@router.post("/v2.1/servers/{server_id}/action")
+async def server_action(services: ServicesDep, caller: TokenDep, request: Request,
+                        server_id: str) -> JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("Malformed request body.") from None
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("An action body holds exactly one action.")
+    (action, args), = body.items()
+    if action == "os-getConsoleOutput":
+        length = (args or {}).get("length") if isinstance(args, dict) else None
+        try:
+            length = None if length in (None, -1, "-1") else int(length)
+        except (TypeError, ValueError):
+            raise BadRequest("length must be an integer.") from None
+        out = await run_in_threadpool(services.servers.console, caller.caller, server_id,
+                                      length)
+        return reply({"output": out})
+    services.servers.get(caller.caller, server_id)  # 404 first, as nova does
+    raise BadRequest(f"The action {action} is not supported by this cloud; servers are "
+                     f"created and deleted.")
+
+
+@router.get("/v2.1/servers/{server_id}/metadata")
+def get_metadata(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
+    return reply({"metadata": dict(services.servers.get(caller.caller, server_id).metadata_)})
+
+
+@router.post("/v2.1/servers/{server_id}/metadata")
+@router.put("/v2.1/servers/{server_id}/metadata")
+async def set_metadata(services: ServicesDep, caller: TokenDep, request: Request,
+                       server_id: str) -> JSONResponse:
+    meta = await _body(request, "metadata")
+    merged = await run_in_threadpool(lambda: services.servers.set_metadata(
+        caller.caller, server_id, meta, replace=request.method == "PUT"))
+    return reply({"metadata": merged})
+
+
+@router.put("/v2.1/servers/{server_id}/metadata/{key}")
+async def set_metadata_item(services: ServicesDep, caller: TokenDep, request: Request,
+                            server_id: str, key: str) -> JSONResponse:
+    meta = await _body(request, "meta")
+    if list(meta) != [key]:
+        raise BadRequest("Request body and URI mismatch")
+    await run_in_threadpool(lambda: services.servers.set_metadata(caller.caller, server_id,
+                                                                  meta, replace=False))
+    return reply({"meta": meta})
+
+
+@router.delete("/v2.1/servers/{server_id}/metadata/{key}", status_code=204)
+def delete_metadata_item(services: ServicesDep, caller: TokenDep, server_id: str, key: str
+                         ) -> Response:
+    services.servers.delete_metadata(caller.caller, server_id, key)
+    return Response(status_code=204, headers=HEADERS)
+
+
+# ---- limits, zones, quotas ----------------------------------------------------------------
+
+@router.get("/v2.1/limits")
+def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
+    project = request.query_params.get("tenant_id") if caller.caller.is_admin else None
+    project = project or caller.caller.project_id or ""
+    lim, used = services.quotas.show(project)
+    return reply({"limits": {"rate": [], "absolute": {
+        "maxTotalInstances": lim["instances"], "maxTotalCores": lim["cores"],
+        "maxTotalRAMSize": lim["ram"], "totalInstancesUsed": used.instances,
+        "totalCoresUsed": used.cores, "totalRAMUsed": used.ram,
+        "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
+        "maxPersonalitySize": 10240, "maxTotalKeypairs": lim["key_pairs"],
+        "maxServerGroups": 10, "maxServerGroupMembers": 10, "totalServerGroupsUsed": 0,
+        "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "totalSecurityGroupsUsed": 0,
+        "maxTotalFloatingIps": 0, "totalFloatingIpsUsed": 0}}})
+
+
+@router.get("/v2.1/os-availability-zone")
+def availability_zones(services: ServicesDep, caller: TokenDep) -> JSONResponse:
+    return reply({"availabilityZoneInfo": [
+        {"zoneName": z, "zoneState": {"available": True}, "hosts": None}
+        for z in services.servers.availability_zones()]})
+
+
+def _quota_set(project_id: str, lim: dict[str, int], used: Any | None) -> dict[str, Any]:
+    values = {"instances": lim["instances"], "cores": lim["cores"], "ram": lim["ram"],
+              "key_pairs": lim["key_pairs"], "metadata_items": 128, "server_groups": 10,
+              "server_group_members": 10, "injected_files": 5,
+              "injected_file_content_bytes": 10240, "injected_file_path_bytes": 255}
+    if used is None:
+        return {"id": project_id, **values}
+    in_use = {"instances": used.instances, "cores": used.cores, "ram": used.ram}
+    return {"id": project_id, **{k: {"limit": v, "in_use": in_use.get(k, 0), "reserved": 0}
+                                 for k, v in values.items()}}
+
+
+def _quota_project(caller: TokenDep, project_id: str) -> str:
+    if project_id != caller.caller.project_id and not caller.caller.is_admin:
+        raise Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:show to be "
+                        "performed.")
+    return project_id
+
+
+@router.get("/v2.1/os-quota-sets/{project_id}")
+def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> JSONResponse:
+    lim, _ = services.quotas.show(_quota_project(caller, project_id))
+    return reply({"quota_set": _quota_set(project_id, lim, None)})
+
+
+@router.get("/v2.1/os-quota-sets/{project_id}/detail")
+def show_quota_detail(services: ServicesDep, caller: TokenDep, project_id: str
+                      ) -> JSONResponse:
+    lim, used = services.quotas.show(_quota_project(caller, project_id))
+    return reply({"quota_set": _quota_set(project_id, lim, used)})
+
+
+@router.get("/v2.1/os-quota-sets/{project_id}/defaults")
+def show_quota_defaults(services: ServicesDep, caller: TokenDep, project_id: str
+                        ) -> JSONResponse:
+    d = services.config.compute.quota
+    lim = {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
+           "key_pairs": d.key_pairs}
+    return reply({"quota_set": _quota_set(project_id, lim, None)})
+
+
+@router.put("/v2.1/os-quota-sets/{project_id}")
+async def update_quota(services: ServicesDep, caller: TokenDep, request: Request,
+                       project_id: str) -> JSONResponse:
+    values = await _body(request, "quota_set")
+    values.pop("force", None)
+    await run_in_threadpool(services.quotas.set, caller.caller, project_id, values)
+    lim, _ = services.quotas.show(project_id)
+    return reply({"quota_set": _quota_set(project_id, lim, None)})

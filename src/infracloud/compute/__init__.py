@@ -1,0 +1,1 @@
+"""Flavors, keypairs, servers, the scheduler, compute hosts and quotas."""

@@ -1,0 +1,248 @@
+"""Compute hosts as the controller sees them through their agents.
+
+Agents pull: they register, then ask for the servers their host should run (`desired`, a
+long-poll keyed by the host's generation, which every change bumps) and report what they
+have (`report`). Each request is a heartbeat. `reap` runs every few seconds: a host silent for
+`host_down_after` goes down (no new servers); when it has been down `instance_error_after`,
+its servers go to ERROR with a fault. Servers stuck spawning or deleting past their state's
+timeout fail or are removed. When the agent is back, it destroys what it should no longer run
+and reports the rest (reconciliation)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from infracloud.compute.servers import ServerService, fault
+from infracloud.core.clock import Clock
+from infracloud.core.context import Caller
+from infracloud.core.errors import Forbidden, NotFound
+from infracloud.core.settings import ComputeConfig
+from infracloud.core.states import HOST, INSTANCE
+from infracloud.store import Database
+from infracloud.store.models import Host, Instance
+
+log = logging.getLogger(__name__)
+PRESENT = ("spawning", "active")
+MAX_CONSOLE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    driver: str
+    vcpus: int
+    ram_mb: int
+    disk_gb: int
+    availability_zone: str = "nova"
+    reserved_vcpus: int = 0
+    reserved_ram_mb: int = 0
+    reserved_disk_gb: int = 0
+
+
+@dataclass(frozen=True)
+class Report:
+    id: str
+    state: str  # running | failed | absent
+    fault: str | None = None
+    console: str | None = None
+
+
+class HostService:
+    def __init__(self, db: Database, config: ComputeConfig, clock: Clock,
+                 servers: ServerService, notify: Callable[[str], None]) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.servers = servers
+        self.notify = notify
+
+    def register(self, reg: Registration) -> Host:
+        now = self.clock.now()
+        c = self.config
+        with self.db.write() as s:
+            host = s.scalar(select(Host).where(Host.name == reg.name))
+            if host is None:
+                host = Host(id=uuid.uuid4().hex, name=reg.name, created_at=now, generation=0,
+                            used_vcpus=0, used_ram_mb=0, used_disk_gb=0, enabled=True,
+                            state="up")
+                s.add(host)
+            host.driver = reg.driver
+            host.availability_zone = reg.availability_zone
+            host.vcpus, host.ram_mb, host.disk_gb = reg.vcpus, reg.ram_mb, reg.disk_gb
+            host.reserved_vcpus = reg.reserved_vcpus
+            host.reserved_ram_mb = reg.reserved_ram_mb
+            host.reserved_disk_gb = reg.reserved_disk_gb
+            host.cpu_ratio = c.cpu_allocation_ratio
+            host.ram_ratio = c.ram_allocation_ratio
+            host.disk_ratio = c.disk_allocation_ratio
+            self._alive(s, host, now)
+        log.info("host registered", extra={"host": reg.name, "event": "host.register"})
+        return host
+
+    def heartbeat(self, host_id: str) -> Host:
+        with self.db.write() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                raise NotFound(f"Host {host_id} is not registered; register again.")
+            self._alive(s, host, self.clock.now())
+        return host
+
+    def _alive(self, s: Session, host: Host, now: dt.datetime) -> None:
+        host.last_heartbeat = now
+        if host.state != "up":
+            host.state = HOST.next(host.state, "heartbeat")
+            host.down_since = None
+            host.generation = (host.generation or 0) + 1
+            log.warning("host is back", extra={"host": host.name, "event": "host.up"})
+
+    def generation(self, host_id: str) -> int:
+        with self.db.read() as s:
+            gen = s.scalar(select(Host.generation).where(Host.id == host_id))
+        if gen is None:
+            raise NotFound(f"Host {host_id} is not registered; register again.")
+        return int(gen)
+
+    def desired(self, host_id: str) -> tuple[int, list[Instance]]:
+        """The host's generation and the servers it should run (the agent destroys the rest)."""
+        with self.db.read() as s:
+            gen = s.scalar(select(Host.generation).where(Host.id == host_id))
+            if gen is None:
+                raise NotFound(f"Host {host_id} is not registered; register again.")
+            rows = list(s.scalars(select(Instance).where(Instance.host_id == host_id,
+                                                         Instance.state.in_(PRESENT))))
+        return int(gen), rows
+
+    def removing(self, host_id: str) -> list[str]:
+        """Servers placed on the host that it must not run: being deleted, or failed."""
+        with self.db.read() as s:
+            return list(s.scalars(select(Instance.id).where(
+                Instance.host_id == host_id, Instance.state.in_(("deleting", "error")))))
+
+    def report(self, host_id: str, items: list[Report]) -> None:
+        now = self.clock.now()
+        changed = False
+        with self.db.write() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                raise NotFound(f"Host {host_id} is not registered; register again.")
+            self._alive(s, host, now)
+            ids = [i.id for i in items]
+            found = {i.id: i for i in s.scalars(select(Instance).where(
+                Instance.id.in_(ids), Instance.host_id == host_id))}
+            for item in items:
+                inst = found.get(item.id)
+                if inst is None:
+                    continue
+                if item.console is not None:
+                    inst.console = item.console[-MAX_CONSOLE:]
+                changed |= self._apply(s, inst, item, now)
+            if changed:
+                host.generation += 1
+        if changed:
+            self.notify(host_id)
+
+    def _apply(self, s: Session, inst: Instance, item: Report, now: dt.datetime) -> bool:
+        def to(event: str) -> None:
+            inst.state = INSTANCE.next(inst.state, event)
+            inst.state_changed_at = inst.updated_at = now
+
+        if item.state == "running" and inst.state == "spawning":
+            to("booted")
+            inst.launched_at = now
+            self.servers.network.set_status(s, inst.id, "ACTIVE")
+            log.info("server active", extra={"instance_id": inst.id, "event": "server.active"})
+            return False
+        if item.state == "failed" and inst.state == "spawning":
+            to("fail")
+            inst.fault = fault(500, item.fault or "The host failed to spawn the server.", now)
+            log.warning("server failed", extra={"instance_id": inst.id, "fault": item.fault,
+                                                "event": "server.error"})
+            return True
+        if item.state == "absent" and inst.state == "deleting":
+            to("destroyed")
+            self.servers.remove(s, inst)
+            return True
+        if item.state == "absent" and inst.state == "active":
+            to("vanished")
+            inst.fault = fault(500, "The server disappeared from its host.", now)
+            return True
+        return False
+
+    def reap(self) -> dict[str, int]:
+        """Timeouts: hosts going down, servers of long-down hosts, stuck spawns and deletes."""
+        now = self.clock.now()
+        c = self.config
+        counts = {"hosts_down": 0, "servers_failed": 0, "spawn_timeouts": 0, "deleted": 0}
+        touched: set[str] = set()
+        with self.db.write() as s:
+            silent = now - dt.timedelta(seconds=c.host_down_after)
+            for host in s.scalars(select(Host).where(Host.state == "up",
+                                                     Host.last_heartbeat < silent)):
+                host.state = HOST.next(host.state, "missed_heartbeats")
+                host.down_since = now
+                counts["hosts_down"] += 1
+                log.error("host is down", extra={"host": host.name, "event": "host.down"})
+            grace = now - dt.timedelta(seconds=c.instance_error_after)
+            for host in s.scalars(select(Host).where(Host.state == "down",
+                                                     Host.down_since <= grace)):
+                for inst in s.scalars(select(Instance).where(Instance.host_id == host.id,
+                                                             Instance.state.in_(PRESENT))):
+                    inst.state = INSTANCE.next(inst.state, "host_lost" if inst.state ==
+                                               "active" else "fail")
+                    inst.state_changed_at = inst.updated_at = now
+                    inst.fault = fault(500, f"Compute host {host.name} is down: no heartbeat "
+                                            f"since {host.last_heartbeat:%Y-%m-%d %H:%M:%S}Z.",
+                                       now)
+                    counts["servers_failed"] += 1
+                    touched.add(host.id)
+            spawn_limit = now - dt.timedelta(seconds=c.spawn_timeout)
+            for inst in s.scalars(select(Instance).where(Instance.state == "spawning",
+                                                         Instance.state_changed_at < spawn_limit)):
+                inst.state = INSTANCE.next(inst.state, "timeout")
+                inst.state_changed_at = inst.updated_at = now
+                inst.fault = fault(500, f"Timed out after {c.spawn_timeout:.0f} s while "
+                                        f"spawning.", now)
+                counts["spawn_timeouts"] += 1
+                touched.add(inst.host_id or "")
+            delete_limit = now - dt.timedelta(seconds=INSTANCE.states["deleting"].timeout or 300)
+            for inst in s.scalars(select(Instance).where(Instance.state == "deleting",
+                                                         Instance.state_changed_at < delete_limit)):
+                inst.state = INSTANCE.next(inst.state, "timeout")
+                touched.add(inst.host_id or "")
+                self.servers.remove(s, inst)
+                counts["deleted"] += 1
+            touched.discard("")
+            if touched:
+                s.execute(update(Host).where(Host.id.in_(touched))
+                          .values(generation=Host.generation + 1)
+                          .execution_options(synchronize_session=False))
+        for host_id in touched:
+            self.notify(host_id)
+        return counts
+
+    # ---- operators ---------------------------------------------------------------------------
+
+    def list_hosts(self) -> list[Host]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Host).order_by(Host.name)))
+
+    def set_enabled(self, caller: Caller, name_or_id: str, enabled: bool,
+                    reason: str | None = None) -> Host:
+        if not caller.is_admin:
+            raise Forbidden("Only administrators can enable or disable compute hosts.")
+        with self.db.write() as s:
+            host = s.get(Host, name_or_id) or s.scalar(select(Host).where(Host.name ==
+                                                                          name_or_id))
+            if host is None:
+                raise NotFound(f"Compute host {name_or_id} could not be found.")
+            host.enabled = enabled
+            host.disabled_reason = None if enabled else reason
+        return host
+

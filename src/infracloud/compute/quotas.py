@@ -1,0 +1,90 @@
+"""Compute quotas per project: instances, cores, RAM (and key pairs per user). Limits come
+from the configuration unless a project has its own (os-quota-sets); -1 means unlimited."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from infracloud.core.context import Caller
+from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.core.settings import ComputeQuotaConfig
+from infracloud.store import Database
+from infracloud.store.models import Instance, QuotaLimit
+
+RESOURCES = ("instances", "cores", "ram", "key_pairs")
+
+
+@dataclass(frozen=True)
+class Usage:
+    instances: int
+    cores: int
+    ram: int
+
+
+class Quotas:
+    def __init__(self, db: Database, defaults: ComputeQuotaConfig) -> None:
+        self.db = db
+        self.defaults = defaults
+
+    def _defaults(self) -> dict[str, int]:
+        d = self.defaults
+        return {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
+                "key_pairs": d.key_pairs}
+
+    def limits(self, s: Session, project_id: str) -> dict[str, int]:
+        limits = self._defaults()
+        for row in s.scalars(select(QuotaLimit).where(QuotaLimit.project_id == project_id)):
+            limits[row.resource] = row.hard_limit
+        return limits
+
+    @staticmethod
+    def usage(s: Session, project_id: str) -> Usage:
+        n, cores, ram = s.execute(
+            select(func.count(), func.coalesce(func.sum(Instance.vcpus), 0),
+                   func.coalesce(func.sum(Instance.ram_mb), 0))
+            .where(Instance.project_id == project_id)).one()
+        return Usage(int(n), int(cores), int(ram))
+
+    def lock(self, s: Session, project_id: str) -> None:
+        """Serialise quota checks of one project for the rest of the transaction (PostgreSQL;
+        SQLite write transactions are serial already)."""
+        if not self.db.is_sqlite:
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                      {"k": zlib.crc32(project_id.encode())})
+
+    def check(self, s: Session, project_id: str, *, count: int, cores: int, ram: int) -> None:
+        """Raise the 403 nova answers (nodepool looks for 'Quota exceeded')."""
+        limits = self.limits(s, project_id)
+        used = self.usage(s, project_id)
+        for resource, want, have in (("instances", count, used.instances),
+                                     ("cores", cores, used.cores), ("ram", ram, used.ram)):
+            limit = limits[resource]
+            if limit >= 0 and have + want > limit:
+                raise Forbidden(f"Quota exceeded for {resource}: Requested {want}, but already "
+                                f"used {have} of {limit} {resource}")
+
+    def show(self, project_id: str) -> tuple[dict[str, int], Usage]:
+        with self.db.read() as s:
+            return self.limits(s, project_id), self.usage(s, project_id)
+
+    def set(self, caller: Caller, project_id: str, values: dict[str, int]) -> None:
+        if not caller.is_admin:
+            raise Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:update to be "
+                            "performed.")
+        with self.db.write() as s:
+            for resource, value in values.items():
+                if resource not in RESOURCES:
+                    continue
+                if not isinstance(value, int) or value < -1:
+                    raise BadRequest(f"Quota limit {value!r} for {resource} must be an integer "
+                                     f"of at least -1.")
+                row = s.get(QuotaLimit, (project_id, resource))
+                if row is None:
+                    s.add(QuotaLimit(project_id=project_id, resource=resource,
+                                     hard_limit=value))
+                else:
+                    row.hard_limit = value

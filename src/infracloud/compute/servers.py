@@ -1,0 +1,354 @@
+"""Servers: create (quota, scheduling and addressing in one transaction), list, show, delete,
+console and metadata. What the compute hosts do with them is in compute/hosts.py."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from infracloud.compute import scheduler
+from infracloud.compute.flavors import FlavorService
+from infracloud.compute.keypairs import KeypairService
+from infracloud.compute.quotas import Quotas
+from infracloud.core.clock import Clock, isoformat
+from infracloud.core.context import Caller
+from infracloud.core.errors import BadRequest, NotFound
+from infracloud.core.settings import ComputeConfig
+from infracloud.core.states import INSTANCE
+from infracloud.network.service import AddressesExhausted, NetworkService
+from infracloud.store import Database
+from infracloud.store.models import Host, Instance
+
+log = logging.getLogger(__name__)
+NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
+MAX_METADATA = 128
+
+
+class ImageLookup(Protocol):
+    def __call__(self, caller: Caller, image_id: str) -> Any: ...
+
+
+@dataclass
+class CreateRequest:
+    name: str
+    flavor_ref: str
+    image_ref: str | None = None
+    key_name: str | None = None
+    availability_zone: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    user_data: str | None = None
+    config_drive: bool = True
+    networks: list[dict[str, Any]] | str | None = None
+    count: int = 1
+
+
+def fault(code: int, message: str, now: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, "created": isoformat(now)}
+
+
+def check_metadata(meta: Any) -> dict[str, str]:
+    if not isinstance(meta, dict):
+        raise BadRequest("Invalid input for field/attribute metadata: must be an object.")
+    if len(meta) > MAX_METADATA:
+        raise BadRequest(f"Quota exceeded for metadata_items: at most {MAX_METADATA} items.")
+    for k, v in meta.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 255 or len(
+                v) > 255:
+            raise BadRequest(f"Invalid metadata item {k!r}: keys and values are strings of at "
+                             f"most 255 characters.")
+    return dict(meta)
+
+
+class ServerService:
+    def __init__(self, db: Database, config: ComputeConfig, clock: Clock,
+                 flavors: FlavorService, keypairs: KeypairService, quotas: Quotas,
+                 network: NetworkService, find_image: ImageLookup,
+                 notify: Callable[[str], None]) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.flavors = flavors
+        self.keypairs = keypairs
+        self.quotas = quotas
+        self.network = network
+        self.find_image = find_image
+        self.notify = notify
+
+    # ---- create ------------------------------------------------------------------------------
+
+    def create(self, caller: Caller, req: CreateRequest) -> Instance:
+        if caller.project_id is None:
+            raise BadRequest("Creating a server needs a project-scoped token.")
+        if not req.name or len(req.name) > 255:
+            raise BadRequest("Invalid input for field/attribute name: 1 to 255 characters.")
+        if req.count != 1:
+            raise BadRequest("Creating several servers in one request is not supported; send "
+                             "one request per server.")
+        meta = check_metadata(req.metadata)
+        if req.user_data is not None:
+            try:
+                if len(base64.b64decode(req.user_data, validate=True)) > 65535:
+                    raise BadRequest("User data too large: at most 65535 bytes.")
+            except (binascii.Error, ValueError):
+                raise BadRequest("User data needs to be valid base 64.") from None
+        try:
+            flavor = self.flavors.get(req.flavor_ref)
+        except NotFound:
+            raise BadRequest(f"Flavor {req.flavor_ref} could not be found.") from None
+        image_id = None
+        if req.image_ref:
+            try:
+                image = self.find_image(caller, req.image_ref)
+            except NotFound:
+                raise BadRequest(f"Image {req.image_ref} could not be found.") from None
+            if image.status != "active":
+                raise BadRequest(f"Image {req.image_ref} is not active.")
+            if image.min_ram and image.min_ram > flavor.ram_mb:
+                raise BadRequest("Flavor's memory is too small for requested image.")
+            if image.min_disk and flavor.disk_gb and image.min_disk > flavor.disk_gb:
+                raise BadRequest("Flavor's disk is too small for requested image.")
+            image_id = image.id
+        else:
+            raise BadRequest("An image is required: boot from volume is not supported.")
+        key_data = None
+        if req.key_name:
+            try:
+                key_data = self.keypairs.get(caller, req.key_name).public_key
+            except NotFound:
+                raise BadRequest("Invalid key_name provided.") from None
+        az = req.availability_zone or None
+        if az and az not in self.availability_zones():
+            raise BadRequest(f"The requested availability zone is not available: {az}")
+        self._check_networks(req.networks)
+        for _attempt in range(8):
+            try:
+                instance = self._place(caller, req, flavor, image_id, key_data, meta, az)
+                break
+            except IntegrityError:  # another controller took the same address: again
+                continue
+        else:
+            raise BadRequest("Could not allocate an address; try again.")
+        if instance.host_id:
+            self.notify(instance.host_id)
+        log.info("server created", extra={"instance_id": instance.id, "event":
+                                          "server.create", "host_id": instance.host_id,
+                                          "state": instance.state, "project_id":
+                                          caller.project_id, "user_id": caller.user_id})
+        return instance
+
+    def _check_networks(self, networks: Any) -> None:
+        if networks in (None, "auto", "none") or networks == []:
+            return
+        if not isinstance(networks, list):
+            raise BadRequest("Invalid input for field/attribute networks.")
+        net = self.network.network
+        assert net is not None
+        for item in networks:
+            if not isinstance(item, dict):
+                raise BadRequest("Invalid input for field/attribute networks.")
+            if item.get("port"):
+                raise BadRequest("Booting with a pre-made port is not supported.")
+            if item.get("fixed_ip"):
+                raise BadRequest("Choosing a fixed IP is not supported.")
+            if item.get("uuid") not in (net.id, None):
+                raise BadRequest(f"Network {item.get('uuid')} could not be found.")
+
+    def _place(self, caller: Caller, req: CreateRequest, flavor: Any, image_id: str,
+               key_data: str | None, meta: dict[str, str], az: str | None) -> Instance:
+        now = self.clock.now()
+        assert caller.project_id is not None
+        with self.db.write() as s:
+            self.quotas.lock(s, caller.project_id)
+            self.quotas.check(s, caller.project_id, count=1, cores=flavor.vcpus,
+                              ram=flavor.ram_mb)
+            inst = Instance(id=str(uuid.uuid4()), name=req.name, project_id=caller.project_id,
+                            user_id=caller.user_id, flavor_id=flavor.id, image_id=image_id,
+                            key_name=req.key_name, key_data=key_data, availability_zone=az,
+                            state="scheduling", vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
+                            disk_gb=flavor.disk_gb, metadata_=meta, user_data=req.user_data,
+                            config_drive=req.config_drive, created_at=now, updated_at=now,
+                            state_changed_at=now)
+            host = scheduler.claim(
+                s, scheduler.Request(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, az), now=now,
+                down_after=self.config.host_down_after, strategy=self.config.scheduler)
+            if host is None:
+                self._to(inst, "no_host", now)
+                inst.fault = fault(500, NO_VALID_HOST, now)
+            else:
+                inst.host_id = host.id
+                inst.availability_zone = host.availability_zone
+                self._to(inst, "scheduled", now)
+                try:
+                    port = self.network.allocate(s, inst.id, caller.project_id)
+                except AddressesExhausted as exc:
+                    scheduler.release(s, host.id, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+                    inst.host_id = None
+                    self._to(inst, "fail", now)
+                    inst.fault = fault(500, str(exc), now)
+                else:
+                    inst.ip_address, inst.mac_address = port.ip_address, port.mac_address
+                    inst.network_name = self.network.config.name
+                    self._to(inst, "networked", now)
+            s.add(inst)
+        return inst
+
+    @staticmethod
+    def _to(inst: Instance, event: str, now: Any) -> None:
+        inst.state = INSTANCE.next(inst.state, event)
+        inst.state_changed_at = now
+        inst.updated_at = now
+
+    # ---- read --------------------------------------------------------------------------------
+
+    def get(self, caller: Caller, server_id: str) -> Instance:
+        with self.db.read() as s:
+            inst = s.get(Instance, server_id)
+        if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
+            raise NotFound(f"Instance {server_id} could not be found.")
+        return inst
+
+    def list_servers(self, caller: Caller, *, name: str | None = None,
+                     status: str | None = None,
+             limit: int | None = None, marker: str | None = None, all_projects: bool = False,
+             project_id: str | None = None, host_id: str | None = None
+             ) -> tuple[list[Instance], str | None]:
+        """A page of servers (newest first) and the marker of the next page, if any."""
+        q = select(Instance)
+        if not (caller.is_admin and (all_projects or project_id)):
+            q = q.where(Instance.project_id == caller.project_id)
+        elif project_id:
+            q = q.where(Instance.project_id == project_id)
+        if host_id and caller.is_admin:
+            q = q.where(Instance.host_id == host_id)
+        q = q.order_by(Instance.created_at.desc(), Instance.id.desc())
+        pattern = None
+        if name:
+            try:
+                pattern = re.compile(name)
+            except re.error:
+                raise BadRequest(f"Invalid regular expression for name: {name}") from None
+        with self.db.read() as s:
+            if marker and pattern is None and status is None:
+                mark = s.get(Instance, marker)
+                if mark is None:
+                    raise BadRequest(f"marker [{marker}] not found")
+                q = q.where(or_(Instance.created_at < mark.created_at,
+                                and_(Instance.created_at == mark.created_at,
+                                     Instance.id < mark.id)))
+                marker = None
+            if limit is not None and pattern is None and status is None:
+                q = q.limit(limit + 1)
+            rows = list(s.scalars(q))
+        if pattern is not None:
+            rows = [r for r in rows if pattern.search(r.name)]
+        if status is not None:
+            rows = [r for r in rows if api_status(r) == status.upper()]
+        if marker:
+            ids = [r.id for r in rows]
+            if marker not in ids:
+                raise BadRequest(f"marker [{marker}] not found")
+            rows = rows[ids.index(marker) + 1:]
+        if limit is not None and len(rows) > limit:
+            return rows[:limit], rows[limit - 1].id
+        return rows, None
+
+    def console(self, caller: Caller, server_id: str, length: int | None) -> str:
+        text = self.get(caller, server_id).console or ""
+        if length is not None and length >= 0:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-length:]) if length else ""
+        return text
+
+    # ---- change ------------------------------------------------------------------------------
+
+    def delete(self, caller: Caller, server_id: str) -> None:
+        """Servers on a live host go to `deleting` until its agent has destroyed them; others
+        (never placed, or on a host that is down) are removed at once: an agent coming back
+        destroys what it should no longer run."""
+        now = self.clock.now()
+        with self.db.write() as s:
+            inst = s.get(Instance, server_id)
+            if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
+                raise NotFound(f"Instance {server_id} could not be found.")
+            host = s.get(Host, inst.host_id) if inst.host_id else None
+            if host is None or host.state != "up":
+                self.remove(s, inst)
+                host_id = None
+            else:
+                self._to(inst, "delete", now)
+                s.execute(update(Host).where(Host.id == host.id)
+                          .values(generation=Host.generation + 1)
+                          .execution_options(synchronize_session=False))
+                host_id = host.id
+        if host_id:
+            self.notify(host_id)
+        log.info("server deleted", extra={"instance_id": server_id, "event": "server.delete",
+                                          "user_id": caller.user_id})
+
+    def remove(self, s: Session, inst: Instance) -> None:
+        """The record goes, with its claim on the host and its address."""
+        if inst.host_id:
+            scheduler.release(s, inst.host_id, inst.vcpus, inst.ram_mb, inst.disk_gb)
+        self.network.release(s, inst.id)
+        s.delete(inst)
+
+    def set_metadata(self, caller: Caller, server_id: str, meta: Any, *, replace: bool
+                     ) -> dict[str, str]:
+        items = check_metadata(meta)
+        with self.db.write() as s:
+            inst = s.get(Instance, server_id)
+            if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
+                raise NotFound(f"Instance {server_id} could not be found.")
+            merged = items if replace else {**inst.metadata_, **items}
+            check_metadata(merged)
+            inst.metadata_ = merged
+            inst.updated_at = self.clock.now()
+            return dict(merged)
+
+    def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
+        with self.db.write() as s:
+            inst = s.get(Instance, server_id)
+            if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
+                raise NotFound(f"Instance {server_id} could not be found.")
+            if key not in inst.metadata_:
+                raise NotFound(f"Metadata item was not found: {key}")
+            inst.metadata_ = {k: v for k, v in inst.metadata_.items() if k != key}
+
+    def availability_zones(self) -> list[str]:
+        with self.db.read() as s:
+            zones = set(s.scalars(select(Host.availability_zone).distinct()))
+        return sorted(zones | set(self.config.availability_zones))
+
+
+STATUS = {"scheduling": "BUILD", "networking": "BUILD", "spawning": "BUILD",
+          "active": "ACTIVE", "error": "ERROR", "deleted": "DELETED"}
+VM_STATE = {"scheduling": "building", "networking": "building", "spawning": "building",
+            "active": "active", "error": "error", "deleted": "deleted"}
+
+
+def api_status(inst: Instance) -> str:
+    if inst.state == "deleting":
+        return "ACTIVE" if inst.launched_at and not inst.fault else (
+            "ERROR" if inst.fault else "BUILD")
+    return STATUS[inst.state]
+
+
+def task_state(inst: Instance) -> str | None:
+    return {"scheduling": "scheduling", "networking": "networking", "spawning": "spawning",
+            "deleting": "deleting"}.get(inst.state)
+
+
+def vm_state(inst: Instance) -> str:
+    if inst.state == "deleting":
+        return "error" if inst.fault else ("active" if inst.launched_at else "building")
+    return VM_STATE[inst.state]

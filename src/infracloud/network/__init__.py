@@ -1,0 +1,1 @@
+"""Provider networks, subnets, IPAM and ports."""

@@ -1,0 +1,161 @@
+"""The site's provider network and its IPAM.
+
+One network with one IPv4 subnet (seed 001: a provider network, no floating IPs, no security
+groups). Every server gets exactly one port with one address. Addresses are handed out in
+order and reused only after the pool's end has been reached, so a deleted server's address is
+not given to the next server at once. Uniqueness rests on the database: a unique key on
+(subnet, address); a clash between two controllers makes one transaction fail and retry."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from infracloud.core.clock import Clock
+from infracloud.core.context import Caller
+from infracloud.core.errors import Forbidden, NotFound
+from infracloud.core.settings import NetworkConfig
+from infracloud.store import Database
+from infracloud.store.models import Network, Port, Subnet
+
+log = logging.getLogger(__name__)
+DEVICE_OWNER = "compute:nova"
+
+
+class AddressesExhausted(Exception):
+    pass
+
+
+class NetworkService:
+    def __init__(self, db: Database, config: NetworkConfig, clock: Clock) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.network: Network | None = None
+        self.subnet: Subnet | None = None
+
+    def ensure(self) -> None:
+        """Create the provider network and subnet on first start; load them."""
+        c = self.config
+        net = ipaddress.ip_network(c.cidr)
+        hosts = list(_bounds(net))
+        start = int(ipaddress.ip_address(c.pool_start)) if c.pool_start else hosts[0] + 1
+        end = int(ipaddress.ip_address(c.pool_end)) if c.pool_end else hosts[1]
+        with self.db.write() as s:
+            network = s.scalar(select(Network).where(Network.name == c.name))
+            if network is None:
+                network = Network(id=str(uuid.uuid4()), name=c.name, mtu=c.mtu,
+                                  created_at=self.clock.now())
+                s.add(network)
+                s.flush()
+                s.add(Subnet(id=str(uuid.uuid4()), network_id=network.id, name=f"{c.name}-v4",
+                             cidr=str(net), gateway_ip=c.gateway, pool_start=start,
+                             pool_end=end, dns=list(c.dns), created_at=self.clock.now()))
+            subnet = s.scalar(select(Subnet).where(Subnet.network_id == network.id))
+        self.network, self.subnet = network, subnet
+        if subnet is not None and subnet.cidr != str(net):
+            log.warning("the provider subnet keeps %s; the configured %s is not applied to an "
+                        "existing site", subnet.cidr, net)
+
+    @property
+    def prefix(self) -> int:
+        assert self.subnet is not None
+        return ipaddress.ip_network(self.subnet.cidr).prefixlen
+
+    # ---- IPAM (inside the caller's write transaction) ----------------------------------------
+
+    def allocate(self, s: Session, device_id: str, project_id: str) -> Port:
+        sub = self.subnet
+        assert sub is not None and self.network is not None
+        top = s.scalar(select(func.max(Port.ip_int)).where(Port.subnet_id == sub.id))
+        candidate = sub.pool_start if top is None else top + 1
+        if candidate < sub.pool_start or candidate > sub.pool_end:
+            candidate = self._first_gap(s, sub)
+        port = Port(id=str(uuid.uuid4()), network_id=self.network.id, subnet_id=sub.id,
+                    ip_int=candidate, ip_address=str(ipaddress.ip_address(candidate)),
+                    mac_address=_random_mac(), device_id=device_id, device_owner=DEVICE_OWNER,
+                    project_id=project_id, status="DOWN", created_at=self.clock.now())
+        s.add(port)
+        s.flush()  # the unique keys are checked here
+        return port
+
+    @staticmethod
+    def _first_gap(s: Session, sub: Subnet) -> int:
+        used = s.scalars(select(Port.ip_int).where(
+            Port.subnet_id == sub.id, Port.ip_int >= sub.pool_start,
+            Port.ip_int <= sub.pool_end).order_by(Port.ip_int))
+        expected = sub.pool_start
+        for ip in used:
+            if ip != expected:
+                return expected
+            expected += 1
+        if expected <= sub.pool_end:
+            return expected
+        raise AddressesExhausted(f"No more IP addresses available on network {sub.name}.")
+
+    def release(self, s: Session, device_id: str) -> None:
+        s.execute(delete(Port).where(Port.device_id == device_id))
+
+    def set_status(self, s: Session, device_id: str, status: str) -> None:
+        for port in s.scalars(select(Port).where(Port.device_id == device_id)):
+            port.status = status
+
+    # ---- the API's reads -------------------------------------------------------------------
+
+    def networks(self) -> list[Network]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Network).order_by(Network.name)))
+
+    def subnets(self) -> list[Subnet]:
+        with self.db.read() as s:
+            return list(s.scalars(select(Subnet).order_by(Subnet.name)))
+
+    def ports(self, caller: Caller, filters: dict[str, Any]) -> list[Port]:
+        q = select(Port).order_by(Port.created_at, Port.id)
+        if not caller.is_admin:
+            q = q.where(Port.project_id == caller.project_id)
+        for key in ("device_id", "network_id", "status", "device_owner", "mac_address", "id"):
+            if filters.get(key) is not None:
+                q = q.where(getattr(Port, key) == filters[key])
+        with self.db.read() as s:
+            return list(s.scalars(q))
+
+    def port(self, caller: Caller, port_id: str) -> Port:
+        with self.db.read() as s:
+            port = s.get(Port, port_id)
+        if port is None or not (caller.is_admin or port.project_id == caller.project_id):
+            raise NotFound(f"Port {port_id} could not be found.")
+        return port
+
+    def delete_port(self, caller: Caller, port_id: str) -> None:
+        """Only ports no server uses any more (nodepool cleans up DOWN ports it finds)."""
+        with self.db.write() as s:
+            port = s.get(Port, port_id)
+            if port is None or not (caller.is_admin or port.project_id == caller.project_id):
+                raise NotFound(f"Port {port_id} could not be found.")
+            if port.status == "ACTIVE":
+                raise Forbidden(f"Port {port_id} is in use by server {port.device_id}; delete "
+                                f"the server instead.")
+            s.delete(port)
+
+    def usage(self, project_id: str) -> int:
+        with self.db.read() as s:
+            return int(s.scalar(select(func.count()).select_from(Port).where(
+                Port.project_id == project_id)) or 0)
+
+
+def _bounds(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:
+    """First and last usable addresses."""
+    first, last = int(net.network_address), int(net.broadcast_address)
+    return first + 1, last - 1
+
+
+def _random_mac() -> str:
+    tail = secrets.token_bytes(3)
+    return "fa:16:3e:" + ":".join(f"{b:02x}" for b in tail)
