@@ -10,21 +10,22 @@ from typing import Any
 import yaml
 
 
-def adapter(clouds_yaml: Path, cloud: str, folder: Path, **provider: Any) -> Any:
+def adapter(clouds_yaml: Path, cloud: str, folder: Path, *, image: str = "ubuntu-noble",
+            labels: list[dict[str, Any]] | None = None, **provider: Any) -> Any:
     from nodepool import config as npconfig
     from nodepool.driver.openstack.adapter import OpenStackAdapter
 
     conf = {
         "zookeeper-servers": [{"host": "127.0.0.1", "port": 2281}],
-        "labels": [{"name": "ubuntu-noble", "min-ready": 0}],
+        "labels": [{"name": n["name"], "min-ready": 0} for n in labels or [
+            {"name": "ubuntu-noble"}]],
         "providers": [{
             "name": "infracloud", "driver": "openstack", "cloud": cloud,
             "region-name": "RegionOne",
-            "cloud-images": [{"name": "noble", "image-name": "ubuntu-noble",
-                              "username": "zuul"}],
+            "cloud-images": [{"name": "noble", "image-name": image, "username": "zuul"}],
             "pools": [{"name": "main", "max-servers": 4,
-                       "labels": [{"name": "ubuntu-noble", "cloud-image": "noble",
-                                   "flavor-name": "ci.8g"}]}],
+                       "labels": labels or [{"name": "ubuntu-noble", "cloud-image": "noble",
+                                             "flavor-name": "ci.8g"}]}],
             **provider}],
     }
     path = folder / "nodepool.yaml"

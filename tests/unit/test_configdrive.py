@@ -26,7 +26,7 @@ def _net() -> dict:
 
 
 def _walk(iso: pycdlib.PyCdlib, **root: str) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for folder, dirs, files in iso.walk(**root):
         found.update(f"{folder.rstrip('/')}/{n}" for n in [*dirs, *files])
     return found

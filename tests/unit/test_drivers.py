@@ -331,8 +331,15 @@ def test_sandbox_sftp(sandbox: SandboxDriver, booted: tuple[InstanceSpec, asyncs
                     await sftp.get("/etc/hostname", str(tmp_path / "nope"))
                 with pytest.raises(asyncssh.SFTPError):
                     await sftp.put(str(local), "../../../escaped.bin")
-            result = await conn.run("cmp up.bin sub/up2.bin && echo same")
+            await asyncssh.scp(str(local), (conn, "scp.bin"))  # the legacy scp protocol
+            result = await conn.run("cmp up.bin sub/up2.bin && cmp up.bin scp.bin && echo same")
             assert result.stdout == "same\n"
+            # the sftp subsystem ends with exit status 0, as OpenSSH's scp requires
+            sftp_session = await conn.create_process(subsystem="sftp", encoding=None)
+            sftp_session.stdin.write(b"\0\0\0\x05\x01\0\0\0\x03")  # SSH_FXP_INIT, v3
+            assert (await sftp_session.stdout.readexactly(5))[4] == 2  # SSH_FXP_VERSION
+            sftp_session.stdin.write_eof()
+            assert (await sftp_session.wait()).exit_status == 0
 
     asyncio.run(asyncio.wait_for(run(), 20))
     assert (home / "up.bin").read_bytes() == local.read_bytes()
@@ -378,8 +385,10 @@ def test_sandbox_destroy_kills_processes(sandbox: SandboxDriver,
     assert [p for p in pids if alive(p)] == []
     assert not (sandbox.root / spec.id).exists()
     assert spec.id not in sandbox.list()
-    with socket.socket() as s:  # the address is free again
+    with socket.socket() as s:  # nothing listens there any more (TIME_WAIT aside)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((ip, 22))
+        s.listen()
 
 
 def test_sandbox_restart_finds_instances(tmp_path: Path) -> None:
@@ -389,10 +398,13 @@ def test_sandbox_restart_finds_instances(tmp_path: Path) -> None:
     first = SandboxDriver(root, boot_timeout=5)
     first.spawn(spec)
     assert ssh(spec.network.ip, key, "echo one").stdout == "one\n"
+    survivor = int(ssh(spec.network.ip, key, "nohup sleep 304 >/dev/null 2>&1 & echo $!").stdout
+                   or "")
     host_keys = sorted(p.read_text() for p in (root / spec.id).glob("*.pub"))
     first.close()  # the agent stops: the SSH server goes away, the instance stays
     with pytest.raises(OSError), socket.create_connection((spec.network.ip, 22), timeout=2):
         pass
+    assert alive(survivor)  # detached processes outlive the agent's SSH servers
     second = SandboxDriver(root, boot_timeout=5)
     try:
         assert second.list() == [spec.id]
@@ -404,6 +416,28 @@ def test_sandbox_restart_finds_instances(tmp_path: Path) -> None:
     finally:
         destroy_all(second)
     assert second.list() == []
+    assert not alive(survivor)  # found by its marker although started before the restart
+
+
+def test_sandbox_client_disconnect_hangs_up(sandbox: SandboxDriver,
+                                           booted: tuple[InstanceSpec, asyncssh.SSHKey]) -> None:
+    spec, key = booted
+
+    async def start_and_drop() -> int:
+        async with asyncssh.connect(spec.network.ip, 22, username="zuul", client_keys=[key],
+                                    known_hosts=None, agent_path=None, config=None) as conn:
+            proc = await conn.create_process("echo $$; exec sleep 303")
+            return int(await proc.stdout.readline())
+
+    pid = asyncio.run(asyncio.wait_for(start_and_drop(), 20))
+    deadline = time.monotonic() + 5
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(pid)
+    deadline = time.monotonic() + 5
+    while "killed by SIGHUP" not in sandbox.console(spec.id) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "killed by SIGHUP" in sandbox.console(spec.id)
 
 
 def test_sandbox_refuses_non_loopback_address(sandbox: SandboxDriver, tmp_path: Path) -> None:

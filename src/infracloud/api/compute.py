@@ -405,3 +405,43 @@ async def update_quota(services: ServicesDep, caller: TokenDep, request: Request
     await run_in_threadpool(services.quotas.set, caller.caller, project_id, values)
     lim, _ = services.quotas.show(project_id)
     return reply({"quota_set": _quota_set(project_id, lim, None)})
+
+
+# ---- hypervisors (admin): the compute hosts ------------------------------------------------
+
+def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
+    import zlib
+
+    out: dict[str, Any] = {"id": zlib.crc32(h.id.encode()), "hypervisor_hostname": h.name,
+                           "state": h.state, "status": "enabled" if h.enabled else "disabled"}
+    if detail:
+        out.update({
+            "vcpus": h.vcpus, "vcpus_used": h.used_vcpus, "memory_mb": h.ram_mb,
+            "memory_mb_used": h.used_ram_mb, "local_gb": h.disk_gb,
+            "local_gb_used": h.used_disk_gb, "free_ram_mb": h.ram_mb - h.used_ram_mb,
+            "free_disk_gb": h.disk_gb - h.used_disk_gb, "running_vms": running,
+            "hypervisor_type": h.driver, "hypervisor_version": 1, "host_ip": None,
+            "current_workload": 0, "disk_available_least": h.disk_gb - h.used_disk_gb,
+            "cpu_info": "{}", "service": {"host": h.name, "id": zlib.crc32(h.id.encode()),
+                                          "disabled_reason": h.disabled_reason}})
+    return out
+
+
+def _hypervisors(services: Services, caller: TokenDep, detail: bool) -> JSONResponse:
+    if not caller.caller.is_admin:
+        raise Forbidden("Policy doesn't allow os_compute_api:os-hypervisors:list to be "
+                        "performed.")
+    hosts = services.hosts.list_hosts()
+    counts = services.hosts.instance_counts()
+    return reply({"hypervisors": [_hypervisor(h, counts.get(h.id, 0), detail)
+                                  for h in hosts]})
+
+
+@router.get("/v2.1/os-hypervisors")
+def list_hypervisors(services: ServicesDep, caller: TokenDep) -> JSONResponse:
+    return _hypervisors(services, caller, detail=False)
+
+
+@router.get("/v2.1/os-hypervisors/detail")
+def list_hypervisors_detail(services: ServicesDep, caller: TokenDep) -> JSONResponse:
+    return _hypervisors(services, caller, detail=True)

@@ -229,6 +229,14 @@ class HostService:
 
     # ---- operators ---------------------------------------------------------------------------
 
+    def instance_counts(self) -> dict[str, int]:
+        from sqlalchemy import func
+
+        with self.db.read() as s:
+            return {str(h): int(n) for h, n in s.execute(
+                select(Instance.host_id, func.count()).where(Instance.host_id.is_not(None))
+                .group_by(Instance.host_id))}
+
     def list_hosts(self) -> list[Host]:
         with self.db.read() as s:
             return list(s.scalars(select(Host).order_by(Host.name)))

@@ -140,6 +140,11 @@ class _SFTP(asyncssh.SFTPServer):
             raise asyncssh.SFTPNoSuchFile("File not found")
         return path
 
+    def exit(self) -> None:
+        # like sshd after sftp-server ends: exit status 0 (OpenSSH's scp checks it)
+        with contextlib.suppress(Exception):
+            self.channel.exit(0)
+
 
 def _set_winsize(fd: int, size: tuple[int, int, int, int]) -> None:
     width, height, pixwidth, pixheight = size
@@ -178,7 +183,7 @@ async def _pump_out(src: asyncio.StreamReader, out: asyncssh.SSHWriter[bytes]) -
 async def _pump_in(inp: asyncssh.SSHReader[bytes], write: Callable[[bytes], Awaitable[None]],
                    eof: Callable[[], None], resize: Callable[[tuple[int, int, int, int]], None],
                    ) -> None:
-    try:
+    with contextlib.suppress(Exception):
         while True:
             try:
                 data = await inp.read(_CHUNK)
@@ -188,11 +193,8 @@ async def _pump_in(inp: asyncssh.SSHReader[bytes], write: Callable[[bytes], Awai
             if not data:
                 break
             await write(data)
-    except Exception:
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            eof()
+    with contextlib.suppress(Exception):
+        eof()
 
 
 class SandboxDriver:
@@ -307,7 +309,7 @@ class SandboxDriver:
                 inst = self._prepare(spec, folder, fresh)
                 self._call(self._start_server(inst), self.boot_timeout)
                 self._wait_port(inst.ip)
-            except BaseException as e:
+            except Exception as e:
                 if inst is not None and inst.acceptor is not None:
                     with contextlib.suppress(Exception):
                         self._call(self._stop_server(inst), 10)
@@ -315,10 +317,8 @@ class SandboxDriver:
                     shutil.rmtree(folder, ignore_errors=True)
                 if isinstance(e, DriverError):
                     raise
-                if isinstance(e, Exception):
-                    raise DriverError(f"sandbox instance {spec.name} failed to boot: "
-                                      f"{type(e).__name__}: {e}") from e
-                raise
+                raise DriverError(f"sandbox instance {spec.name} failed to boot: "
+                                  f"{type(e).__name__}: {e}") from e
             inst.log(f"sshd: listening on {inst.ip} port {self.ssh_port}")
             inst.log(f"{spec.name} login: ")
             with self._lock:
@@ -455,10 +455,14 @@ class SandboxDriver:
             with contextlib.suppress(Exception):
                 process.stderr.write(f"sandbox: cannot run command: {e}\n".encode())
             rc = 127
-        inst.log(f"sshd: {user}@{peer[0]}: exit status {rc}")
+        if rc < 0 and -rc not in {int(s) for s in signal.Signals}:
+            rc = 128 - rc  # a real-time signal: no name to send, report it as sh does
+        signame = signal.Signals(-rc).name if rc < 0 else ""
+        inst.log(f"sshd: {user}@{peer[0]}: " + (f"killed by {signame}" if signame
+                                                 else f"exit status {rc}"))
         with contextlib.suppress(Exception):
-            if rc < 0:
-                process.exit_with_signal(signal.Signals(-rc).name.removeprefix("SIG"))
+            if signame:
+                process.exit_with_signal(signame.removeprefix("SIG"))
             else:
                 process.exit(rc)
 
@@ -551,31 +555,20 @@ def _host_keys(folder: Path) -> list[asyncssh.SSHKey]:
     return keys
 
 
-def _proc_info(pid: int) -> tuple[str, int, bytes] | None:
-    """(state, session id, environment) of a process, None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            environ = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return fields[0].decode(), int(fields[3]), environ
-
-
 def _victims(instance_id: str, sessions: set[int]) -> list[int]:
+    """Live processes in one of `sessions` or with the instance's marker in their environment."""
     marker = f"{MARKER}={instance_id}".encode()
-    me = os.getpid()
     found = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) == os.getpid():
             continue
-        info = _proc_info(int(entry))
-        if info is None:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone already, or not ours to read
             continue
-        state, sid, environ = info
-        if state != "Z" and (sid in sessions or marker in environ.split(b"\0")):
+        state, _, _, sid = stat[stat.rfind(b")") + 2:].split()[:4]
+        if state != b"Z" and (int(sid) in sessions or marker in environ.split(b"\0")):
             found.append(int(entry))
     return found
 

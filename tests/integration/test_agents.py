@@ -1,0 +1,135 @@
+"""Compute hosts that die and come back: real `infracloud agent` processes (sandbox driver)
+against a real controller with short timeouts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.servers import BIN, Running, free_port, sdk, start_controller
+
+
+class Site:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        (folder / "pw").write_text("admin-secret")
+        (folder / "agent-token").write_text("agent-token-for-tests-0123456789")
+        (folder / "c.yaml").write_text(yaml.safe_dump({
+            "listen": {"host": "127.0.0.1", "port": port},
+            "database": {"url": "sqlite:///c.db"},
+            "bootstrap": {"admin_password_file": "pw"},
+            "compute": {"agent_token_file": "agent-token", "host_down_after": 3,
+                        "instance_error_after": 2, "reap_seconds": 0.5,
+                        "network": {"name": "test-net", "cidr": "127.101.0.0/24"}}}))
+        (folder / "clouds.yaml").write_text(yaml.safe_dump({"clouds": {"c": {"auth": {
+            "auth_url": self.url + "/identity", "username": "admin", "password":
+            "admin-secret", "project_name": "admin", "user_domain_name": "Default",
+            "project_domain_name": "Default"}}}}))
+        self.controller: Running = start_controller(folder / "c.yaml", self.url)
+        self.agent: subprocess.Popen[str] | None = None
+
+    def start_agent(self) -> None:
+        self.agent = subprocess.Popen(
+            [str(BIN / "infracloud"), "agent", "--controller", self.url, "--driver",
+             "sandbox", "--name", "compute-a", "--state-dir", str(self.folder / "agent"),
+             "--vcpus", "16", "--ram-mb", "65536", "--disk-gb", "500"],
+            env={**os.environ, "INFRACLOUD_AGENT_TOKEN": "agent-token-for-tests-0123456789"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+
+    def kill_agent(self) -> None:
+        assert self.agent is not None
+        self.agent.send_signal(signal.SIGKILL)
+        self.agent.wait()
+
+    def conn(self) -> Any:
+        return sdk(self.folder / "clouds.yaml", "c")
+
+    def instance_dirs(self) -> set[str]:
+        root = self.folder / "agent" / "instances"
+        return {p.name for p in root.iterdir()} if root.exists() else set()
+
+    def close(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGINT)
+            try:
+                self.agent.wait(20)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+        self.controller.stop()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    s.close()
+
+
+def status(conn: Any, server_id: str) -> str | None:
+    found = conn.compute.find_server(server_id)
+    return None if found is None else found.status
+
+
+def hosts(conn: Any) -> dict[str, str]:
+    return {h.name: h.state for h in conn.compute.hypervisors(details=True)}
+
+
+def test_agent_killed_then_back_reconciles(site: Site) -> None:
+    site.start_agent()
+    conn = site.conn()
+    wait_for("the host to register", lambda: hosts(conn) == {"compute-a": "up"})
+    image = conn.image.create_image(name="img", data=b"x" * 1024, disk_format="raw",
+                                    container_format="bare", allow_duplicates=True)
+    servers = [conn.compute.create_server(name=f"s{n}", flavor_id="ci.small",
+                                          image_id=image.id) for n in range(3)]
+    for s in servers:
+        conn.compute.wait_for_server(s, wait=60)
+    assert site.instance_dirs() == {s.id for s in servers}
+
+    # a quick agent restart: nothing fails, servers keep answering
+    site.kill_agent()
+    site.start_agent()
+    time.sleep(1)
+    assert {status(conn, s.id) for s in servers} == {"ACTIVE"}
+
+    # the agent dies for good: host down, then its servers go to ERROR with a fault
+    site.kill_agent()
+    wait_for("the host down", lambda: hosts(conn) == {"compute-a": "down"})
+    wait_for("servers in ERROR", lambda: {status(conn, s.id) for s in servers} == {"ERROR"})
+    fault = conn.compute.get_server(servers[0].id).fault
+    assert "is down" in fault["message"]
+    refused = conn.compute.create_server(name="no-room", flavor_id="ci.small",
+                                         image_id=image.id)
+    wait_for("no valid host", lambda: status(conn, refused.id) == "ERROR")
+    assert "No valid host" in conn.compute.get_server(refused.id).fault["message"]
+    conn.compute.delete_server(servers[2])  # deleted while the host is down: gone at once
+    assert status(conn, servers[2].id) is None
+
+    # back: it destroys what should not run, and the host takes new servers again
+    site.start_agent()
+    wait_for("the host up", lambda: hosts(conn) == {"compute-a": "up"})
+    wait_for("the dead servers destroyed", lambda: site.instance_dirs() == set())
+    fresh = conn.compute.create_server(name="fresh", flavor_id="ci.small", image_id=image.id)
+    conn.compute.wait_for_server(fresh, wait=60)
+    assert site.instance_dirs() == {fresh.id}
+    for s in servers[:2]:
+        conn.compute.delete_server(s)
+    wait_for("error servers deleted", lambda: all(status(conn, s.id) is None
+                                                  for s in servers[:2]))
