@@ -133,3 +133,17 @@ def sdk(clouds_yaml: Path, cloud: str, **overrides: Any) -> Any:
 
     config = openstack.config.OpenStackConfig(config_files=[str(clouds_yaml)])
     return openstack.connection.Connection(config=config.get_one(cloud, **overrides))
+
+
+def ssh_run(ip: str, key: Any, command: str, port: int = 22) -> Any:
+    """Log in over SSH (asyncssh) as root with `key` and run `command`."""
+    import asyncio
+
+    import asyncssh
+
+    async def go() -> Any:
+        async with asyncssh.connect(ip, port, username="root", client_keys=[key],
+                                    known_hosts=None, connect_timeout=20) as conn:
+            return await conn.run(command)
+
+    return asyncio.run(go())

@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
 import yaml
 
-from tests.servers import BIN, Running, free_port, sdk, start_controller
+from tests.servers import BIN, Running, free_port, sdk, ssh_run, start_controller
 
 
 class Site:
@@ -82,6 +83,13 @@ def site(tmp_path: Path) -> Iterator[Site]:
     s.close()
 
 
+def _answers(ip: str, key: Any) -> bool:
+    try:
+        return ssh_run(ip, key, "echo up").stdout.strip() == "up"
+    except (OSError, asyncssh.Error):
+        return False
+
+
 def status(conn: Any, server_id: str) -> str | None:
     found = conn.compute.find_server(server_id)
     return None if found is None else found.status
@@ -97,16 +105,19 @@ def test_agent_killed_then_back_reconciles(site: Site) -> None:
     wait_for("the host to register", lambda: hosts(conn) == {"compute-a": "up"})
     image = conn.image.create_image(name="img", data=b"x" * 1024, disk_format="raw",
                                     container_format="bare", allow_duplicates=True)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    conn.compute.create_keypair(name="k", public_key=key.export_public_key().decode())
     servers = [conn.compute.create_server(name=f"s{n}", flavor_id="ci.small",
-                                          image_id=image.id) for n in range(3)]
+                                          image_id=image.id, key_name="k") for n in range(3)]
     for s in servers:
         conn.compute.wait_for_server(s, wait=60)
     assert site.instance_dirs() == {s.id for s in servers}
 
-    # a quick agent restart: nothing fails, servers keep answering
+    # a quick agent restart: nothing fails, and the servers answer SSH again
     site.kill_agent()
     site.start_agent()
-    time.sleep(1)
+    ip = conn.compute.get_server(servers[0].id).access_ipv4
+    wait_for("SSH after the restart", lambda: _answers(ip, key))
     assert {status(conn, s.id) for s in servers} == {"ACTIVE"}
 
     # the agent dies for good: host down, then its servers go to ERROR with a fault

@@ -4,7 +4,6 @@ sandbox driver, whose servers really answer SSH on loopback addresses."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -16,22 +15,13 @@ import asyncssh
 import pytest
 
 from tests.nodepool_peer import adapter
-from tests.servers import Running, openstack_cli, sdk
+from tests.servers import Running, openstack_cli, sdk, ssh_run
 
 
 def cli(demo: Running, cloud: str, *args: str) -> Any:
     r = openstack_cli(demo.clouds_yaml, "--os-cloud", cloud, *args)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout) if "-f" in args and "json" in args else r.stdout
-
-
-def ssh_run(ip: str, key: asyncssh.SSHKey, command: str) -> asyncssh.SSHCompletedProcess:
-    async def go() -> asyncssh.SSHCompletedProcess:
-        async with asyncssh.connect(ip, 22, username="root", client_keys=[key],
-                                    known_hosts=None, connect_timeout=20) as conn:
-            return await conn.run(command)
-
-    return asyncio.run(go())
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,8 @@ class Agent:
         self.host_id: str | None = None
         self.generation = -1
         self._busy: set[str] = set()
+        # instances this agent process spawned (or re-spawned after finding them on disk)
+        self._started: set[str] = set()
         self._lock = threading.Lock()
         self._consoles: dict[str, str] = {}
         self.stop_event = threading.Event()
@@ -124,7 +126,7 @@ class Agent:
         for inst_id in sorted((present - set(want)) | (set(remove) - set(want))):
             self._start(inst_id, self._destroy, inst_id)
         for inst_id, w in want.items():
-            if inst_id in present:
+            if inst_id in present and inst_id in self._started:
                 if w["state"] == "spawning":
                     reports.append({"id": inst_id, "state": "running",
                                     "console": self._console(inst_id, force=True)})
@@ -132,7 +134,7 @@ class Agent:
                     console = self._console(inst_id)
                     if console is not None:
                         reports.append({"id": inst_id, "state": "running", "console": console})
-            else:
+            else:  # missing, or left by an earlier run of the agent: spawning restarts it
                 self._start(inst_id, self._spawn, w)
         if reports:
             self._report(reports)
@@ -166,6 +168,7 @@ class Agent:
             self._report([{"id": inst_id, "state": "failed", "fault": str(exc)[:1000],
                            "console": self._console(inst_id, force=True)}])
             return
+        self._started.add(inst_id)
         self._report([{"id": inst_id, "state": "running",
                        "console": self._console(inst_id, force=True)}])
 
@@ -177,6 +180,7 @@ class Agent:
             return
         (self.workdir / "configdrives" / f"{inst_id}.iso").unlink(missing_ok=True)
         self._consoles.pop(inst_id, None)
+        self._started.discard(inst_id)
         self._report([{"id": inst_id, "state": "absent"}])
 
     def _spec(self, w: dict[str, Any]) -> InstanceSpec:
