@@ -163,10 +163,11 @@ def test_nodepool_adapter_full_flow(demo: Running, tmp_path: Path,
         with pytest.raises(Exception) as err:
             _advance(bad)
         assert not isinstance(err.value, npexc.QuotaException)
-        assert bad.external_id, "the server is created, then goes to ERROR"
-        fault = zuul.compute.get_server(bad.external_id).fault
-        assert "No valid host" in fault["message"]
-        _advance(np.getDeleteStateMachine(bad.external_id, log))
+        assert "No valid host" in str(err.value)  # the SDK carries the fault message
+        failed = zuul.compute.find_server("np0000000043")
+        assert failed.status == "ERROR" and "No valid host" in failed.fault["message"]
+        assert failed.metadata["nodepool_node_id"] == "0000000042"  # found by leak cleanup
+        _advance(np.getDeleteStateMachine(failed.id, log))
         # over quota: a 403 nodepool recognises as a quota problem, not a failure
         used = zuul.compute.get_limits().absolute.instances_used
         admin.compute.update_quota_set(zuul.current_project_id, instances=used)
