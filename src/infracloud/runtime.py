@@ -59,7 +59,11 @@ async def _every(seconds: float, job: Callable[[], object], what: str) -> None:
 
 
 class _Server(uvicorn.Server):
+    on_shutdown: Callable[[], None] | None = None
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()  # long-polls answer now instead of holding the shutdown
         # Idle keep-alive connections are dropped at once: a TLS close waits up to 30 s for
         # a client that is not reading. Requests in flight still finish (graceful timeout).
         for conn in list(self.server_state.connections):
@@ -98,6 +102,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
         ssl_certfile=str(config.tls.cert) if config.tls else None,
         ssl_keyfile=str(config.tls.key) if config.tls else None)
     server = _Server(uv)
+    server.on_shutdown = services.signals.close
 
     async def main() -> None:
         services.signals.bind(asyncio.get_running_loop())

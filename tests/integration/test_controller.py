@@ -68,10 +68,20 @@ def test_catalog_uses_the_configured_region(short_lived: Running) -> None:
     with short_lived.http() as h:
         body = h.get("/identity/v3/auth/catalog", headers={"X-Auth-Token": token}).json()
     by_type = {svc["type"]: svc for svc in body["catalog"]}
-    assert set(by_type) == {"identity", "image"}
+    project = body["catalog"] and _project_of(short_lived, token)
+    paths = {"identity": "/identity", "compute": "/compute/v2.1", "image": "/image",
+             "network": "/network", "block-storage": f"/volume/v3/{project}"}
+    assert set(by_type) == set(paths)
     for kind, svc in by_type.items():
         assert {e["region_id"] for e in svc["endpoints"]} == {"vanilla"}
-        assert {e["url"] for e in svc["endpoints"]} == {f"{short_lived.base_url}/{kind}"}
+        assert {e["url"] for e in svc["endpoints"]} == {short_lived.base_url + paths[kind]}
+
+
+def _project_of(c: Running, token: str) -> str:
+    with c.http() as h:
+        r = h.get("/identity/v3/auth/tokens", headers={"X-Auth-Token": token,
+                                                        "X-Subject-Token": token})
+    return str(r.json()["token"]["project"]["id"])
 
 
 @pytest.mark.pg

@@ -12,6 +12,8 @@ import yaml
 
 from tests.servers import Running, openstack_cli, sdk
 
+SERVED = {"identity", "compute", "image", "network", "block-storage"}
+
 
 def _password(demo: Running, cloud: str) -> str:
     return yaml.safe_load(demo.clouds_yaml.read_text())["clouds"][cloud]["auth"]["password"]
@@ -39,7 +41,7 @@ def test_cli_catalog_lists_exactly_the_served_services(demo: Running) -> None:
                       "-f", "json")
     assert r.returncode == 0, r.stderr
     services = {s["Type"]: s for s in json.loads(r.stdout)}
-    assert set(services) == {"identity", "image"}
+    assert set(services) == SERVED
     endpoints = services["identity"]["Endpoints"]
     assert {(e["interface"], e["url"]) for e in endpoints} == {
         (i, f"{demo.base_url}/identity") for i in ("public", "internal", "admin")}
@@ -104,7 +106,7 @@ def test_sdk_catalog_and_token(demo: Running) -> None:
     access = conn.session.auth.get_access(conn.session)
     assert access.project_name == "zuul"
     assert sorted(access.role_names) == ["member", "reader"]
-    assert [s["type"] for s in access.service_catalog.catalog] == ["identity", "image"]
+    assert {s["type"] for s in access.service_catalog.catalog} == SERVED
     assert conn.session.get_endpoint(service_type="identity", interface="public") == (
         demo.base_url + "/identity")
 
@@ -160,7 +162,7 @@ def test_token_validation(demo: Running) -> None:
         assert r.status_code == 200 and r.headers["X-Subject-Token"] == member
         token = r.json()["token"]
         assert token["user"]["name"] == "zuul" and token["project"]["name"] == "zuul"
-        assert {s["type"] for s in token["catalog"]} == {"identity", "image"}
+        assert {s["type"] for s in token["catalog"]} == SERVED
         r = c.get("/identity/v3/auth/tokens?nocatalog",
                   headers={"X-Auth-Token": member, "X-Subject-Token": member})
         assert r.status_code == 200 and "catalog" not in r.json()["token"]

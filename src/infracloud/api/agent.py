@@ -107,7 +107,7 @@ async def desired(services: ServicesDep, host_id: str, generation: int = -1,
         event.clear()
         gen = await run_in_threadpool(hosts.generation, host_id)
         left = deadline - time.monotonic()
-        if gen != generation or left <= 0:
+        if gen != generation or left <= 0 or services.signals.closed:
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(RECHECK, left))

@@ -13,6 +13,14 @@ class HostSignals:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """The controller is stopping: every waiting long-poll answers now (call it on the
+        loop)."""
+        self.closed = True
+        for event in self._events.values():
+            event.set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
