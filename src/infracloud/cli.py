@@ -139,6 +139,12 @@ def agent(
     cacert: Annotated[str | None, typer.Option(help="CA file to trust for the controller")
                       ] = None,
     ssh_port: Annotated[int, typer.Option(help="sandbox: SSH port of servers")] = 22,
+    reserve_vcpus: Annotated[int, typer.Option(help="vCPUs kept for the host itself", min=0)
+                             ] = 0,
+    reserve_ram_mb: Annotated[int, typer.Option(help="RAM kept for the host, MiB", min=0)
+                              ] = 0,
+    reserve_disk_gb: Annotated[int, typer.Option(help="disk kept for the host, GiB", min=0)
+                               ] = 0,
 ) -> None:
     """Run a compute host's agent until Ctrl-C."""
     import socket
@@ -155,7 +161,8 @@ def agent(
     logs.configure("json", "info")
     cpus, ram, disk = machine_capacity(state_dir)
     info = host_info(name or socket.gethostname(), vcpus or cpus, ram_mb or ram,
-                     disk_gb if disk_gb is not None else disk, availability_zone)
+                     disk_gb if disk_gb is not None else disk, availability_zone,
+                     reserved=(reserve_vcpus, reserve_ram_mb, reserve_disk_gb))
     runner = Agent(controller_url, str(token), make_driver(driver, state_dir,
                                                            ssh_port=ssh_port),
                    info, state_dir, cacert=cacert or True)

@@ -43,7 +43,8 @@ class Site:
         self.agent = subprocess.Popen(
             [str(BIN / "infracloud"), "agent", "--controller", self.url, "--driver",
              "sandbox", "--name", "compute-a", "--state-dir", str(self.folder / "agent"),
-             "--vcpus", "16", "--ram-mb", "65536", "--disk-gb", "500"],
+             "--vcpus", "16", "--ram-mb", "65536", "--disk-gb", "500",
+             "--reserve-vcpus", "2", "--reserve-ram-mb", "4096"],
             env={**os.environ, "INFRACLOUD_AGENT_TOKEN": "agent-token-for-tests-0123456789"},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
 
@@ -103,6 +104,8 @@ def test_agent_killed_then_back_reconciles(site: Site) -> None:
     site.start_agent()
     conn = site.conn()
     wait_for("the host to register", lambda: hosts(conn) == {"compute-a": "up"})
+    (hyp,) = conn.compute.hypervisors(details=True)
+    assert (hyp.vcpus, hyp.memory_size) == (16, 65536)
     image = conn.image.create_image(name="img", data=b"x" * 1024, disk_format="raw",
                                     container_format="bare", allow_duplicates=True)
     key = asyncssh.generate_private_key("ssh-ed25519")

@@ -180,3 +180,29 @@ def test_nodepool_adapter_full_flow(demo: Running, tmp_path: Path,
             admin.compute.update_quota_set(zuul.current_project_id, instances=100)
     finally:
         np.stop()
+
+
+def test_disabled_host_gets_no_new_servers(demo: Running) -> None:
+    admin = ("--os-cloud", "infracloud-admin")
+    listed = json.loads(openstack_cli(demo.clouds_yaml, *admin, "compute", "service", "list",
+                                      "-f", "json").stdout)
+    hosts = sorted(s["Host"] for s in listed)
+    assert len(hosts) == 4 and {s["State"] for s in listed} == {"up"}
+    keep = hosts[0]
+    for host in hosts[1:]:
+        r = openstack_cli(demo.clouds_yaml, *admin, "compute", "service", "set", "--disable",
+                          "--disable-reason", "disk dying", host, "nova-compute")
+        assert r.returncode == 0, r.stderr
+    try:
+        conn = sdk(demo.clouds_yaml, "infracloud-admin")
+        image = conn.image.find_image("demo").id
+        made = [conn.compute.create_server(name=f"only-{n}", flavor_id="ci.small",
+                                           image_id=image) for n in range(3)]
+        placed = {conn.compute.get_server(s.id).compute_host for s in made}
+        assert placed == {keep}
+        for s in made:
+            conn.compute.delete_server(s)
+    finally:
+        for host in hosts[1:]:
+            openstack_cli(demo.clouds_yaml, *admin, "compute", "service", "set", "--enable",
+                          host, "nova-compute")

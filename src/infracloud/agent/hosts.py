@@ -57,6 +57,9 @@ class AgentThreads:
             a.driver.close()
 
 
-def host_info(name: str, vcpus: int, ram_mb: int, disk_gb: int, az: str = "nova") -> HostInfo:
+def host_info(name: str, vcpus: int, ram_mb: int, disk_gb: int, az: str = "nova",
+              reserved: tuple[int, int, int] = (0, 0, 0)) -> HostInfo:
+    """`reserved`: vCPUs, MiB and GiB the host keeps for itself."""
     return HostInfo(name=name, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb,
-                    availability_zone=az)
+                    availability_zone=az, reserved_vcpus=reserved[0],
+                    reserved_ram_mb=reserved[1], reserved_disk_gb=reserved[2])

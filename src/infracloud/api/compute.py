@@ -445,3 +445,50 @@ def list_hypervisors(services: ServicesDep, caller: TokenDep) -> JSONResponse:
 @router.get("/v2.1/os-hypervisors/detail")
 def list_hypervisors_detail(services: ServicesDep, caller: TokenDep) -> JSONResponse:
     return _hypervisors(services, caller, detail=True)
+
+
+# ---- compute services (admin): enable / disable hosts ----------------------------------------
+
+def _service(h: Any) -> dict[str, Any]:
+    import zlib
+
+    from infracloud.core.clock import isoformat
+
+    return {"id": zlib.crc32(h.id.encode()), "binary": "nova-compute", "host": h.name,
+            "zone": h.availability_zone, "status": "enabled" if h.enabled else "disabled",
+            "state": h.state, "updated_at": isoformat(h.last_heartbeat, micro=True),
+            "disabled_reason": h.disabled_reason, "forced_down": False}
+
+
+def _admin(caller: TokenDep) -> None:
+    if not caller.caller.is_admin:
+        raise Forbidden("Policy doesn't allow os_compute_api:os-services to be performed.")
+
+
+@router.get("/v2.1/os-services")
+def list_services(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
+    _admin(caller)
+    host = request.query_params.get("host")
+    return reply({"services": [_service(h) for h in services.hosts.list_hosts()
+                               if host in (None, h.name)]})
+
+
+@router.put("/v2.1/os-services/{action}")
+async def set_service(services: ServicesDep, caller: TokenDep, request: Request, action: str
+                      ) -> JSONResponse:
+    _admin(caller)
+    if action not in ("enable", "disable", "disable-log-reason"):
+        raise BadRequest(f"Unknown action: {action}")
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("Malformed request body.") from None
+    if not isinstance(body, dict) or not isinstance(body.get("host"), str):
+        raise BadRequest("Expected {\"host\": ..., \"binary\": \"nova-compute\"}.")
+    host = await run_in_threadpool(services.hosts.set_enabled, caller.caller, body["host"],
+                                   action == "enable", body.get("disabled_reason"))
+    out = {"host": host.name, "binary": "nova-compute",
+           "status": "enabled" if host.enabled else "disabled"}
+    if host.disabled_reason:
+        out["disabled_reason"] = host.disabled_reason
+    return reply({"service": out})
