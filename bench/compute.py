@@ -9,9 +9,12 @@ and the controller's memory.
     96 GiB and 1.8 TiB: real agents with the fake driver, on threads of this process, talking
     HTTP to the controller. ci.8g servers are created through the compute API until the
     answer is "No valid host"; the servers that reached ACTIVE must equal the bound computed
-    from the hardware (48*3 + 100*4 = 544 with no overcommit).
+    from the hardware (48*3 + 100*4 = 544 with no overcommit): by scheduler.capacity() over
+    the controller's host rows, from the agents' hardware, and from GET os-hypervisors/detail.
 (b) Churn: half of the servers deleted, then create -> ACTIVE -> delete -> gone cycles from
-    several client threads for a fixed time, against GET /healthz of the same controller.
+    several client threads for a fixed time, against GET /healthz of the same controller
+    (measured before and after; their mean is the baseline). Also the rate of GET
+    /servers/{id}, what every client waiting for a server polls.
 (c) Scheduler: scheduler.claim() in-process on a SQLite file holding 10,000 (and 148) hosts,
     each claim in its own write transaction, against an empty write transaction.
 (d) The controller's resident memory after the fill and after the churn.
@@ -27,8 +30,10 @@ import argparse
 import datetime as dt
 import itertools
 import logging
+import math
 import os
 import secrets
+import socket
 import subprocess
 import tempfile
 import threading
@@ -79,13 +84,47 @@ def status_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores used by the controller and by this process between start() and stop()."""
+
+    def __init__(self, controller_pid: int) -> None:
+        self.pids = (controller_pid, os.getpid())
+        self.start()
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self.c0 = [cpu_seconds(p) for p in self.pids]
+
+    def stop(self) -> tuple[float, float]:
+        elapsed = time.monotonic() - self.t0
+        ctl, me = ((cpu_seconds(p) - c) / elapsed for p, c in zip(self.pids, self.c0,
+                                                                    strict=True))
+        return ctl, me
+
+
+def check_port_free(port: int) -> None:
+    """start_controller() would take another controller on the same port for its own."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"127.0.0.1:{port} is in use; choose another --port") from None
+
+
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of values."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    rank = max(int(round(p / 100 * len(ordered) + 0.5)) - 1, 0)
-    return ordered[min(rank, len(ordered) - 1)]
+    rank = math.ceil(p / 100 * len(ordered)) - 1
+    return ordered[min(max(rank, 0), len(ordered) - 1)]
 
 
 def per_host_bound(vcpus: int, ram_mb: int, disk_gb: int, req: scheduler.Request) -> int:
@@ -157,14 +196,20 @@ def delete_server(c: httpx.Client, server_id: str) -> None:
         raise RuntimeError(f"delete answered {r.status_code}: {r.text[:300]}")
 
 
-def request_rate(base: str, seconds: float, clients: int, path: str) -> float:
+def remove_server(c: httpx.Client, server_id: str) -> None:
+    delete_server(c, server_id)
+    wait_server(c, server_id, "GONE")
+
+
+def request_rate(base: str, seconds: float, clients: int, path: str,
+                 headers: dict[str, str] | None = None) -> float:
     """GETs of `path` per second from `clients` threads (each answer must be 200)."""
     stop = time.monotonic() + seconds
     counts = [0] * clients
     errors: list[str] = []
 
     def worker(n: int) -> None:
-        with httpx.Client(base_url=base, timeout=60) as c:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
             while time.monotonic() < stop:
                 r = c.get(path)
                 if r.status_code != 200:
@@ -209,6 +254,8 @@ class Fill:
     seconds: float = 0.0
     bound_rows: int = 0
     bound_list: int = 0
+    bound_api: int = -1  # from GET os-hypervisors/detail; -1: the API has none
+    running_api: int = -1
     hosts_at_bound: int = 0
     hosts: int = 0
     hosts_over: int = 0
@@ -273,9 +320,17 @@ def fill(base: str, headers: dict[str, str], image_id: str, clients: int) -> Fil
     return out
 
 
-def check_bound(out: Fill, db_url: str, infos: list[HostInfo]) -> None:
-    """The bound from the controller's host rows (scheduler.capacity) and from the hardware
-    the agents announced, and how many hosts hold exactly their own bound."""
+def check_bound(out: Fill, db_url: str, infos: list[HostInfo], base: str,
+                headers: dict[str, str]) -> None:
+    """The bound from the controller's host rows (scheduler.capacity), from the hardware the
+    agents announced and from the hosts the compute API lists (os-hypervisors), and how many
+    hosts hold exactly their own bound."""
+    r = httpx.get(f"{base}/compute/v2.1/os-hypervisors/detail", headers=headers, timeout=60)
+    if r.status_code == 200:
+        listed = r.json()["hypervisors"]
+        out.bound_api = sum(per_host_bound(h["vcpus"], h["memory_mb"], h["local_gb"], CI_8G)
+                            for h in listed)
+        out.running_api = sum(h["running_vms"] for h in listed)
     db = Database(db_url, pool_size=1)
     try:
         with db.read() as s:
@@ -489,6 +544,7 @@ def run(args: argparse.Namespace) -> int:
         proc = None
         agents = None
         base = f"http://127.0.0.1:{args.port}"
+        check_port_free(args.port)
         try:
             proc = start_controller(folder, args.port, compute={
                 "agent_token_file": str(token_file),
@@ -503,21 +559,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(infos)} agents registered in {register_s:.1f} s; filling ...",
                   flush=True)
 
+            meter = CpuMeter(proc.pid)
             filled = fill(base, headers, image_id, args.clients)
-            check_bound(filled, f"sqlite:///{folder / 'bench.db'}", infos)
+            cpu_fill = meter.stop()
+            check_bound(filled, f"sqlite:///{folder / 'bench.db'}", infos, base, headers)
             mem_fill = memory(proc.pid)
 
             # make room: the servers that failed, and all but `keep` of the others
             drop = filled.active_ids[:int(len(filled.active_ids) * (1 - args.keep))]
+            if filled.bound_rows - (filled.active - len(drop)) < args.clients:
+                raise SystemExit("the churn needs a free place per client thread: lower "
+                                 "--keep or --clients, or add hosts")
             print(f"fill done in {filled.seconds:.1f} s; deleting {len(drop)} servers for the "
                   f"churn ...", flush=True)
-            parallel(filled.error_ids + drop, args.clients,
-                     lambda c, i: (delete_server(c, i), wait_server(c, i, "GONE")),
-                     base, headers)
+            parallel(filled.error_ids + drop, args.clients, remove_server, base, headers)
 
             baseline = request_rate(base, args.baseline_seconds, args.clients, "/healthz")
+            kept_ids = filled.active_ids[len(drop):]
+            show = request_rate(base, args.baseline_seconds, args.clients,
+                                f"{SERVERS}/{kept_ids[-1]}", headers) if kept_ids else 0.0
             print(f"churning for {args.churn_seconds:g} s ...", flush=True)
+            meter.start()
             churned = churn(base, headers, image_id, args.clients, args.churn_seconds)
+            cpu_churn = meter.stop()
             baseline_after = request_rate(base, args.baseline_seconds, args.clients,
                                           "/healthz")
             mem_churn = memory(proc.pid)
@@ -534,7 +598,8 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- the report -----------------------------------------------------------------------
     ok = (not filled.other_errors and filled.no_host > 0 and filled.active ==
-          filled.bound_rows == filled.bound_list and filled.hosts_at_bound == len(infos))
+          filled.bound_rows == filled.bound_list and filled.hosts_at_bound == len(infos)
+          and filled.bound_api in (-1, filled.active))
     cores = os.cpu_count()
     sizes = " + ".join(f"{getattr(args, site)} x {vcpus} vCPU ({site})" for site, vcpus in SITES)
     print()
@@ -546,12 +611,17 @@ def run(args: argparse.Namespace) -> int:
     print("(a) fill until \"No valid host\"")
     print(f"  servers ACTIVE                               {filled.active:8d}")
     print(f"  bound: scheduler.capacity(controller's rows) {filled.bound_rows:8d}")
-    print(f"  bound: from the host list (hardware)         {filled.bound_list:8d}")
+    print(f"  bound: from the agents' hardware             {filled.bound_list:8d}")
+    if filled.bound_api >= 0:
+        print(f"  bound: from GET os-hypervisors/detail        {filled.bound_api:8d} "
+              f"(running_vms: {filled.running_api})")
     print(f"  hosts holding exactly their own bound        {filled.hosts_at_bound:4d}/"
           f"{filled.hosts} (over: {filled.hosts_over})")
     print(f"  creates answered ERROR \"No valid host\"       {filled.no_host:8d}")
     print(f"  fill: first create to all ACTIVE             {filled.seconds:8.1f} s "
           f"({filled.active / filled.seconds:.1f} servers/s)")
+    print(f"  cores used: controller {cpu_fill[0]:.2f}, client process with the agents "
+          f"{cpu_fill[1]:.2f}")
     print(f"  result: {'OK, the bound is reached exactly' if ok else 'MISMATCH'}")
     for e in filled.other_errors[:5]:
         print(f"  error: {e}")
@@ -559,14 +629,19 @@ def run(args: argparse.Namespace) -> int:
     kept = filled.active - len(drop)
     print(f"(b) churn: create -> ACTIVE -> delete -> gone, {args.churn_seconds:g} s, "
           f"{kept} of {filled.active} servers kept")
+    empty = (baseline + baseline_after) / 2
     print(f"  {'':40} {'per s':>10} {'ratio':>8}")
-    print(f"  {'GET /healthz before (baseline)':40} {baseline:10.1f} {1:8.3f}")
-    print(f"  {'GET /healthz after':40} {baseline_after:10.1f} {baseline_after / baseline:8.3f}")
+    print(f"  {'GET /healthz, mean (the baseline)':40} {empty:10.1f} {1:8.3f}")
+    print(f"  {'  before the churn':40} {baseline:10.1f} {baseline / empty:8.3f}")
+    print(f"  {'  after the churn':40} {baseline_after:10.1f} {baseline_after / empty:8.3f}")
+    print(f"  {'GET /servers/{id} (admin, as a poller)':40} {show:10.1f} {show / empty:8.3f}")
     print(f"  {'servers through a full cycle':40} {churned.rate:10.2f} "
-          f"{churned.rate / baseline:8.4f}")
+          f"{churned.rate / empty:8.4f}")
     print(f"  cycles: {churned.cycles}; create -> ACTIVE p50 {pct(churned.to_active, 50) * 1e3:.0f}"
           f" ms, p99 {pct(churned.to_active, 99) * 1e3:.0f} ms; delete -> gone p50 "
           f"{pct(churned.to_gone, 50) * 1e3:.0f} ms, p99 {pct(churned.to_gone, 99) * 1e3:.0f} ms")
+    print(f"  cores used: controller {cpu_churn[0]:.2f}, client process with the agents "
+          f"{cpu_churn[1]:.2f}")
     print()
     print(f"(c) scheduler.claim() in-process, SQLite file, {FLAVOR}, one write transaction "
           f"each; baseline: BEGIN IMMEDIATE; SELECT 1; COMMIT")

@@ -190,10 +190,7 @@ def delete_keypair(services: ServicesDep, caller: TokenDep, name: str) -> Respon
 # ---- servers ------------------------------------------------------------------------------
 
 def _host_names(services: Services, rows: list[Instance]) -> dict[str, str]:
-    ids = {r.host_id for r in rows if r.host_id}
-    if not ids:
-        return {}
-    return {h.id: h.name for h in services.hosts.list_hosts() if h.id in ids}
+    return services.hosts.names({r.host_id for r in rows if r.host_id})
 
 
 def _servers(services: Services, caller: TokenDep, request: Request, detail: bool
@@ -417,9 +414,11 @@ def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
     if detail:
         out.update({
             "vcpus": h.vcpus, "vcpus_used": h.used_vcpus, "memory_mb": h.ram_mb,
-            "memory_mb_used": h.used_ram_mb, "local_gb": h.disk_gb,
-            "local_gb_used": h.used_disk_gb, "free_ram_mb": h.ram_mb - h.used_ram_mb,
-            "free_disk_gb": h.disk_gb - h.used_disk_gb, "running_vms": running,
+            "memory_mb_used": h.used_ram_mb + h.reserved_ram_mb, "local_gb": h.disk_gb,
+            "local_gb_used": h.used_disk_gb + h.reserved_disk_gb,
+            "free_ram_mb": h.ram_mb - h.used_ram_mb - h.reserved_ram_mb,
+            "free_disk_gb": h.disk_gb - h.used_disk_gb - h.reserved_disk_gb,
+            "running_vms": running,
             "hypervisor_type": h.driver, "hypervisor_version": 1, "host_ip": None,
             "current_workload": 0, "disk_available_least": h.disk_gb - h.used_disk_gb,
             "cpu_info": "{}", "service": {"host": h.name, "id": zlib.crc32(h.id.encode()),

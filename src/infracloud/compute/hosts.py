@@ -67,7 +67,7 @@ class HostService:
         now = self.clock.now()
         c = self.config
         with self.db.write() as s:
-            host = s.scalar(select(Host).where(Host.name == reg.name))
+            host = s.scalar(select(Host).where(Host.name == reg.name).with_for_update())
             if host is None:
                 host = Host(id=uuid.uuid4().hex, name=reg.name, created_at=now, generation=0,
                             used_vcpus=0, used_ram_mb=0, used_disk_gb=0, enabled=True,
@@ -86,17 +86,27 @@ class HostService:
         log.info("host registered", extra={"host": reg.name, "event": "host.register"})
         return host
 
-    def heartbeat(self, host_id: str) -> Host:
+    def heartbeat(self, host_id: str) -> None:
+        """Record that the host is alive. Only written when the last record is older than
+        half a heartbeat interval (agents call this on every long-poll)."""
+        now = self.clock.now()
+        fresh = now - dt.timedelta(seconds=self.config.heartbeat_seconds / 2)
+        with self.db.read() as s:
+            row = s.execute(select(Host.state, Host.last_heartbeat)
+                            .where(Host.id == host_id)).first()
+        if row is None:
+            raise NotFound(f"Host {host_id} is not registered; register again.")
+        if row.state == "up" and row.last_heartbeat >= fresh:
+            return
         with self.db.write() as s:
-            host = s.get(Host, host_id)
+            host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 raise NotFound(f"Host {host_id} is not registered; register again.")
-            self._alive(s, host, self.clock.now())
-        return host
+            self._alive(s, host, now)
 
     def _alive(self, s: Session, host: Host, now: dt.datetime) -> None:
         host.last_heartbeat = now
-        if host.state != "up":
+        if host.state != "up":  # the caller holds the host row locked
             host.state = HOST.next(host.state, "heartbeat")
             host.down_since = None
             host.generation = (host.generation or 0) + 1
@@ -129,7 +139,8 @@ class HostService:
         now = self.clock.now()
         changed = False
         with self.db.write() as s:
-            host = s.get(Host, host_id)
+            # locked: a concurrent claim's generation bump must not be overwritten
+            host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 raise NotFound(f"Host {host_id} is not registered; register again.")
             self._alive(s, host, now)
@@ -236,6 +247,14 @@ class HostService:
             return {str(h): int(n) for h, n in s.execute(
                 select(Instance.host_id, func.count()).where(Instance.host_id.is_not(None))
                 .group_by(Instance.host_id))}
+
+    def names(self, ids: set[str]) -> dict[str, str]:
+        """id -> name of the given hosts (one indexed query)."""
+        if not ids:
+            return {}
+        with self.db.read() as s:
+            return {str(i): str(n) for i, n in s.execute(
+                select(Host.id, Host.name).where(Host.id.in_(list(ids))))}
 
     def list_hosts(self) -> list[Host]:
         with self.db.read() as s:

@@ -12,10 +12,11 @@ never both get the last slot, on any backend and with several controllers."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.store.models import Host
@@ -43,29 +44,42 @@ def _free_disk() -> Any:
     return Host.disk_gb * Host.disk_ratio - Host.reserved_disk_gb - Host.used_disk_gb
 
 
-def _fits(req: Request) -> Any:
-    return and_(_free_vcpus() >= req.vcpus, _free_ram() >= req.ram_mb,
-                _free_disk() >= req.disk_gb)
+def _fits() -> Any:
+    return and_(_free_vcpus() >= bindparam("want_vcpus"), _free_ram() >= bindparam("want_ram"),
+                _free_disk() >= bindparam("want_disk"))
+
+
+@functools.cache
+def _candidates(strategy: str, with_zone: bool) -> Any:
+    """Built once per variant; claims only bind values."""
+    q = select(Host).where(Host.enabled.is_(True), Host.state == "up",
+                           Host.last_heartbeat >= bindparam("alive"), _fits())
+    if with_zone:
+        q = q.where(Host.availability_zone == bindparam("zone"))
+    weight = _free_ram()
+    return q.order_by(weight.desc() if strategy == "spread" else weight.asc(),
+                      Host.name).limit(CANDIDATES)
+
+
+_TAKE = (update(Host).where(Host.id == bindparam("want_host"), _fits())
+         .values(used_vcpus=Host.used_vcpus + bindparam("want_vcpus"),
+                 used_ram_mb=Host.used_ram_mb + bindparam("want_ram"),
+                 used_disk_gb=Host.used_disk_gb + bindparam("want_disk"),
+                 generation=Host.generation + 1)
+         .execution_options(synchronize_session=False))
 
 
 def claim(s: Session, req: Request, *, now: dt.datetime, down_after: float,
           strategy: str = "spread") -> Host | None:
     """Pick a host and take the room on it, in the caller's transaction. None: no host fits."""
-    alive = now - dt.timedelta(seconds=down_after)
-    q = select(Host).where(Host.enabled.is_(True), Host.state == "up",
-                           Host.last_heartbeat >= alive, _fits(req))
+    params: dict[str, Any] = {"want_vcpus": req.vcpus, "want_ram": req.ram_mb,
+                              "want_disk": req.disk_gb,
+                              "alive": now - dt.timedelta(seconds=down_after)}
     if req.availability_zone:
-        q = q.where(Host.availability_zone == req.availability_zone)
-    weight = _free_ram()
-    q = q.order_by(weight.desc() if strategy == "spread" else weight.asc(), Host.name)
-    for host in s.scalars(q.limit(CANDIDATES)):
-        taken = s.execute(
-            update(Host).where(Host.id == host.id, _fits(req))
-            .values(used_vcpus=Host.used_vcpus + req.vcpus,
-                    used_ram_mb=Host.used_ram_mb + req.ram_mb,
-                    used_disk_gb=Host.used_disk_gb + req.disk_gb,
-                    generation=Host.generation + 1)
-            .execution_options(synchronize_session=False))
+        params["zone"] = req.availability_zone
+    stmt = _candidates(strategy, bool(req.availability_zone))
+    for host in s.scalars(stmt, params):
+        taken = s.execute(_TAKE, {**params, "want_host": host.id})
         if getattr(taken, "rowcount", 0) == 1:
             return host
     return None

@@ -259,7 +259,7 @@ class ServerService:
                 raise BadRequest(f"marker [{marker}] not found")
             rows = rows[ids.index(marker) + 1:]
         if limit is not None and len(rows) > limit:
-            return rows[:limit], rows[limit - 1].id
+            return rows[:limit], (rows[limit - 1].id if limit else None)
         return rows, None
 
     def console(self, caller: Caller, server_id: str, length: int | None) -> str:

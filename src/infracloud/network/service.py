@@ -2,9 +2,11 @@
 
 One network with one IPv4 subnet (seed 001: a provider network, no floating IPs, no security
 groups). Every server gets exactly one port with one address. Addresses are handed out in
-order and reused only after the pool's end has been reached, so a deleted server's address is
-not given to the next server at once. Uniqueness rests on the database: a unique key on
-(subnet, address); a clash between two controllers makes one transaction fail and retry."""
+order from a cursor kept on the subnet and reused only after the cursor has wrapped around
+the pool, so a deleted server's address is not given to the next server at once (stale SSH
+known_hosts entries and ARP caches see a different machine later rather than sooner).
+Uniqueness rests on the database: a unique key on (subnet, address), with the subnet row
+locked while allocating; a clash still makes one transaction fail and retry."""
 
 from __future__ import annotations
 
@@ -71,12 +73,14 @@ class NetworkService:
     # ---- IPAM (inside the caller's write transaction) ----------------------------------------
 
     def allocate(self, s: Session, device_id: str, project_id: str) -> Port:
-        sub = self.subnet
-        assert sub is not None and self.network is not None
-        top = s.scalar(select(func.max(Port.ip_int)).where(Port.subnet_id == sub.id))
-        candidate = sub.pool_start if top is None else top + 1
-        if candidate < sub.pool_start or candidate > sub.pool_end:
-            candidate = self._first_gap(s, sub)
+        assert self.subnet is not None and self.network is not None
+        # the subnet row is the allocation cursor; locking it serialises allocations
+        sub = s.get(Subnet, self.subnet.id, with_for_update=True)
+        assert sub is not None
+        start = sub.next_ip if sub.next_ip and sub.pool_start <= sub.next_ip <= sub.pool_end \
+            else sub.pool_start
+        candidate = self._free_from(s, sub, start)
+        sub.next_ip = candidate + 1
         port = Port(id=str(uuid.uuid4()), network_id=self.network.id, subnet_id=sub.id,
                     ip_int=candidate, ip_address=str(ipaddress.ip_address(candidate)),
                     mac_address=_random_mac(), device_id=device_id, device_owner=DEVICE_OWNER,
@@ -86,17 +90,18 @@ class NetworkService:
         return port
 
     @staticmethod
-    def _first_gap(s: Session, sub: Subnet) -> int:
-        used = s.scalars(select(Port.ip_int).where(
-            Port.subnet_id == sub.id, Port.ip_int >= sub.pool_start,
-            Port.ip_int <= sub.pool_end).order_by(Port.ip_int))
-        expected = sub.pool_start
-        for ip in used:
-            if ip != expected:
+    def _free_from(s: Session, sub: Subnet, start: int) -> int:
+        """The first free address at or after `start`, wrapping to the pool's start."""
+        for low, high in ((start, sub.pool_end), (sub.pool_start, start - 1)):
+            expected = low
+            for ip in s.scalars(select(Port.ip_int).where(
+                    Port.subnet_id == sub.id, Port.ip_int >= low, Port.ip_int <= high
+            ).order_by(Port.ip_int)):
+                if ip != expected:
+                    return expected
+                expected += 1
+            if expected <= high:
                 return expected
-            expected += 1
-        if expected <= sub.pool_end:
-            return expected
         raise AddressesExhausted(f"No more IP addresses available on network {sub.name}.")
 
     def release(self, s: Session, device_id: str) -> None:

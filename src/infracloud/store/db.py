@@ -8,6 +8,7 @@ beside the writer. Slow work (password hashing) belongs outside ``write()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -39,7 +40,9 @@ class Database:
         self.url = normalise_url(url)
         parsed = make_url(self.url)
         self.backend = parsed.get_backend_name()
-        self._lock = threading.Lock()
+        # SQLite has one writer at a time; writers of this process queue here instead of
+        # polling SQLite's busy handler (1-100 ms sleeps). Re-entrant for safety.
+        self._write_lock: threading.RLock | None = threading.RLock()
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.backend == "sqlite":
             memory = parsed.database in (None, "", ":memory:")
@@ -56,6 +59,8 @@ class Database:
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.backend == "sqlite":
             _sqlite_setup(self.engine)
+        else:
+            self._write_lock = None
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             bind=self.engine.execution_options(infracloud_write=True), expire_on_commit=False
@@ -82,15 +87,17 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        session = self._write()
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock:
+            session = self._write()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (safe with several controllers starting)."""

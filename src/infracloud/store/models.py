@@ -341,6 +341,7 @@ class Subnet(Base):
     gateway_ip: Mapped[str | None] = mapped_column(String(45))
     pool_start: Mapped[int] = mapped_column(BigInteger)
     pool_end: Mapped[int] = mapped_column(BigInteger)
+    next_ip: Mapped[int | None] = mapped_column(BigInteger)  # where IPAM looks first
     dns: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
