@@ -146,7 +146,7 @@ class HostService:
             self._alive(s, host, now)
             ids = [i.id for i in items]
             found = {i.id: i for i in s.scalars(select(Instance).where(
-                Instance.id.in_(ids), Instance.host_id == host_id))}
+                Instance.id.in_(ids), Instance.host_id == host_id).with_for_update())}
             for item in items:
                 inst = found.get(item.id)
                 if inst is None:
@@ -194,17 +194,21 @@ class HostService:
         touched: set[str] = set()
         with self.db.write() as s:
             silent = now - dt.timedelta(seconds=c.host_down_after)
+            # locked, and re-checked by PostgreSQL against a heartbeat committed meanwhile
             for host in s.scalars(select(Host).where(Host.state == "up",
-                                                     Host.last_heartbeat < silent)):
+                                                     Host.last_heartbeat < silent)
+                                  .with_for_update()):
                 host.state = HOST.next(host.state, "missed_heartbeats")
                 host.down_since = now
                 counts["hosts_down"] += 1
                 log.error("host is down", extra={"host": host.name, "event": "host.down"})
             grace = now - dt.timedelta(seconds=c.instance_error_after)
             for host in s.scalars(select(Host).where(Host.state == "down",
-                                                     Host.down_since <= grace)):
+                                                     Host.down_since <= grace)
+                                  .with_for_update()):
                 for inst in s.scalars(select(Instance).where(Instance.host_id == host.id,
-                                                             Instance.state.in_(PRESENT))):
+                                                             Instance.state.in_(PRESENT))
+                                      .with_for_update()):
                     inst.state = INSTANCE.next(inst.state, "host_lost" if inst.state ==
                                                "active" else "fail")
                     inst.state_changed_at = inst.updated_at = now
@@ -215,7 +219,8 @@ class HostService:
                     touched.add(host.id)
             spawn_limit = now - dt.timedelta(seconds=c.spawn_timeout)
             for inst in s.scalars(select(Instance).where(Instance.state == "spawning",
-                                                         Instance.state_changed_at < spawn_limit)):
+                                                         Instance.state_changed_at < spawn_limit)
+                                  .with_for_update()):
                 inst.state = INSTANCE.next(inst.state, "timeout")
                 inst.state_changed_at = inst.updated_at = now
                 inst.fault = fault(500, f"Timed out after {c.spawn_timeout:.0f} s while "
@@ -224,7 +229,8 @@ class HostService:
                 touched.add(inst.host_id or "")
             delete_limit = now - dt.timedelta(seconds=INSTANCE.states["deleting"].timeout or 300)
             for inst in s.scalars(select(Instance).where(Instance.state == "deleting",
-                                                         Instance.state_changed_at < delete_limit)):
+                                                         Instance.state_changed_at < delete_limit)
+                                  .with_for_update()):
                 inst.state = INSTANCE.next(inst.state, "timeout")
                 touched.add(inst.host_id or "")
                 self.servers.remove(s, inst)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from infracloud.compute import scheduler
 from infracloud.compute.flavors import FlavorService
@@ -96,9 +97,10 @@ class ServerService:
                              "one request per server.")
         meta = check_metadata(req.metadata)
         if req.user_data is not None:
-            try:
-                if len(base64.b64decode(req.user_data, validate=True)) > 65535:
-                    raise BadRequest("User data too large: at most 65535 bytes.")
+            if not isinstance(req.user_data, str) or len(req.user_data) > 65535:
+                raise BadRequest("User data must be base 64 text of at most 65535 characters.")
+            try:  # wrapped over several lines is fine, as in nova
+                base64.b64decode("".join(req.user_data.split()), validate=True)
             except (binascii.Error, ValueError):
                 raise BadRequest("User data needs to be valid base 64.") from None
         try:
@@ -276,20 +278,25 @@ class ServerService:
         (never placed, or on a host that is down) are removed at once: an agent coming back
         destroys what it should no longer run."""
         now = self.clock.now()
-        with self.db.write() as s:
-            inst = s.get(Instance, server_id)
-            if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
-                raise NotFound(f"Instance {server_id} could not be found.")
-            host = s.get(Host, inst.host_id) if inst.host_id else None
-            if host is None or host.state != "up":
-                self.remove(s, inst)
-                host_id = None
-            else:
-                self._to(inst, "delete", now)
-                s.execute(update(Host).where(Host.id == host.id)
-                          .values(generation=Host.generation + 1)
-                          .execution_options(synchronize_session=False))
-                host_id = host.id
+        try:
+            with self.db.write() as s:
+                inst = s.get(Instance, server_id)
+                if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
+                    raise NotFound(f"Instance {server_id} could not be found.")
+                host = s.get(Host, inst.host_id) if inst.host_id else None
+                if host is None or host.state != "up":
+                    self.remove(s, inst)
+                    host_id = None
+                else:
+                    self._to(inst, "delete", now)
+                    s.execute(update(Host).where(Host.id == host.id)
+                              .values(generation=Host.generation + 1)
+                              .execution_options(synchronize_session=False))
+                    host_id = host.id
+        except StaleDataError:
+            # its host's agent removed it meanwhile (the instance is not locked here: reports
+            # lock the host first, then the instance, and the opposite order could deadlock)
+            raise NotFound(f"Instance {server_id} could not be found.") from None
         if host_id:
             self.notify(host_id)
         log.info("server deleted", extra={"instance_id": server_id, "event": "server.delete",
@@ -306,7 +313,7 @@ class ServerService:
                      ) -> dict[str, str]:
         items = check_metadata(meta)
         with self.db.write() as s:
-            inst = s.get(Instance, server_id)
+            inst = s.get(Instance, server_id, with_for_update=True)
             if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
                 raise NotFound(f"Instance {server_id} could not be found.")
             merged = items if replace else {**inst.metadata_, **items}
@@ -317,7 +324,7 @@ class ServerService:
 
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
         with self.db.write() as s:
-            inst = s.get(Instance, server_id)
+            inst = s.get(Instance, server_id, with_for_update=True)
             if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
                 raise NotFound(f"Instance {server_id} could not be found.")
             if key not in inst.metadata_:
