@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +57,34 @@ def admin_token(base: str) -> str:
     r = httpx.post(base + "/identity/v3/auth/tokens", json=auth_body())
     r.raise_for_status()
     return r.headers["X-Subject-Token"]
+
+
+def measure(base: str, seconds: float, clients: int,
+            request: Callable[[httpx.Client, int], httpx.Response], expect: int = 200,
+            headers: dict[str, str] | None = None) -> float:
+    """Requests per second from `clients` threads, each with its own keep-alive client;
+    every answer must have the status `expect`."""
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+    errors: list[str] = []
+
+    def worker(n: int) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
+            for i in itertools.count():
+                if time.monotonic() >= stop:
+                    return
+                r = request(c, i)
+                if r.status_code != expect:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                    return
+                counts[n] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"unexpected answer: {errors[0]}")
+    return sum(counts) / (time.monotonic() - started)

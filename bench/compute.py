@@ -47,7 +47,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select, text, update
 
-from common import admin_token, start_controller
+from common import admin_token, measure, start_controller
 from infracloud.agent.hosts import AgentThreads, host_info, make_driver
 from infracloud.agent.runner import Agent, HostInfo
 from infracloud.compute import scheduler
@@ -204,28 +204,7 @@ def remove_server(c: httpx.Client, server_id: str) -> None:
 def request_rate(base: str, seconds: float, clients: int, path: str,
                  headers: dict[str, str] | None = None) -> float:
     """GETs of `path` per second from `clients` threads (each answer must be 200)."""
-    stop = time.monotonic() + seconds
-    counts = [0] * clients
-    errors: list[str] = []
-
-    def worker(n: int) -> None:
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as c:
-            while time.monotonic() < stop:
-                r = c.get(path)
-                if r.status_code != 200:
-                    errors.append(f"{r.status_code} {r.text[:200]}")
-                    return
-                counts[n] += 1
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise RuntimeError(f"unexpected answer from {path}: {errors[0]}")
-    return sum(counts) / (time.monotonic() - started)
+    return measure(base, seconds, clients, lambda c, _i: c.get(path), 200, headers)
 
 
 class WarningCounter(logging.Handler):

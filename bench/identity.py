@@ -12,44 +12,13 @@ the same host would; only the ratios are meant to be compared between runs.
 from __future__ import annotations
 
 import argparse
-import itertools
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from common import admin_token, auth_body, start_controller
-
-
-def measure(base: str, seconds: float, clients: int,
-            request: Callable[[httpx.Client, int], httpx.Response], expect: int) -> float:
-    stop = time.monotonic() + seconds
-    counts = [0] * clients
-    errors: list[str] = []
-
-    def worker(n: int) -> None:
-        with httpx.Client(base_url=base, timeout=60) as c:
-            for i in itertools.count():
-                if time.monotonic() >= stop:
-                    return
-                r = request(c, i)
-                if r.status_code != expect:
-                    errors.append(f"{r.status_code} {r.text[:200]}")
-                    return
-                counts[n] += 1
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise SystemExit(f"unexpected answer: {errors[0]}")
-    return sum(counts) / (time.monotonic() - started)
+from common import admin_token, auth_body, measure, start_controller
 
 
 def run(seconds: float, clients: int) -> None:
