@@ -175,6 +175,32 @@ def agent(
         runner.driver.close()
 
 
+@app.command()
+def states(
+    kind: Annotated[str | None, typer.Argument(help="image, instance or host (default: all)")
+                    ] = None,
+    output: Annotated[str, typer.Option("--format", help="table or dot (Graphviz)")] = "table",
+) -> None:
+    """Print the state machines (states, transitions, timeouts) the code runs on."""
+    from infracloud.core.states import MACHINES
+
+    if kind is not None and kind not in MACHINES:
+        fail(f"unknown kind {kind!r}; kinds: {', '.join(MACHINES)}")
+    if output not in ("table", "dot"):
+        fail(f"--format must be table or dot, not {output!r}")
+    for machine in [MACHINES[kind]] if kind else list(MACHINES.values()):
+        if output == "dot":
+            typer.echo(machine.dot())
+            continue
+        typer.echo(f"{machine.kind}:")
+        for st in machine.states.values():
+            kind_of = "failure" if st.failure else ("stable" if st.stable else "in progress")
+            limit = f", times out after {st.timeout:g} s" if st.timeout else ""
+            typer.echo(f"  {st.name:12} {kind_of}{limit} - {st.description}")
+        for source, event, target in machine.table():
+            typer.echo(f"    {source:12} --{event}--> {target}")
+
+
 @config_app.command("validate")
 def config_validate(config_file: Annotated[Path, typer.Argument(help="controller YAML file")]
                     ) -> None:

@@ -166,7 +166,8 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", [(), ("demo",), ("controller",), ("config",),
-                                     ("config", "validate"), ("keys", "rotate"), ("version",)])
+                                     ("config", "validate"), ("keys", "rotate"), ("version",),
+                                     ("agent",), ("states",)])
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
     r = infracloud(*command, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout
@@ -178,3 +179,15 @@ def test_keys_rotate(tmp_path: Path) -> None:
         "rotated: 2 keys active")
     assert "3 keys" in infracloud("keys", "rotate", "--config", str(path)).stdout
     assert "3 keys" in infracloud("keys", "rotate", "--config", str(path)).stdout
+
+
+def test_states_prints_the_tables_the_code_runs_on() -> None:
+    from infracloud.core.states import INSTANCE
+
+    out = infracloud("states", "instance").stdout
+    for source, event, target in INSTANCE.table():
+        assert f"{source:12} --{event}--> {target}" in out
+    assert "spawning     in progress, times out after 900 s" in out
+    dot = infracloud("states", "image", "--format", "dot").stdout
+    assert dot.startswith("digraph image {") and '"saving" -> "killed"' in dot
+    assert infracloud("states", "nothing").returncode == 2
