@@ -11,7 +11,7 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -118,7 +118,7 @@ async def desired(services: ServicesDep, host_id: str, generation: int = -1,
 
 
 @router.post("/hosts/{host_id}/report")
-def report(services: ServicesDep, host_id: str, body: ReportIn, request: Request,
+def report(services: ServicesDep, host_id: str, body: ReportIn,
            token: AgentToken = None) -> dict[str, Any]:
     _check(services, token)
     services.hosts.report(host_id, [Report(**i.model_dump()) for i in body.instances])
