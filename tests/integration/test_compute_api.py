@@ -100,10 +100,21 @@ def test_api_shapes_without_microversion(demo: Running) -> None:
         assert port["device_owner"] == "compute:nova" and port["status"] == "ACTIVE"
         assert c.get("/network/v2.0/floatingips", headers=headers).json() == {
             "floatingips": []}
-        page = c.get("/compute/v2.1/servers/detail?limit=1", headers=headers).json()
-        assert len(page["servers"]) == 1 or "servers_links" not in page
-    conn.compute.delete_server(server)
-    conn.compute.wait_for_delete(server, wait=60)
+    second = conn.compute.create_server(name="shape-2", flavor_id="ci.small",
+                                        image_id=conn.image.find_image("demo").id)
+    with demo.http() as c:
+        # two servers at least, one per page: the next link must lead to the other one
+        page = c.get("/compute/v2.1/servers/detail?limit=1&name=^shape",
+                     headers=headers).json()
+        assert [s["id"] for s in page["servers"]] == [second.id]
+        (link,) = page["servers_links"]
+        assert link["rel"] == "next" and "name=%5Eshape" in link["href"]
+        rest = c.get(link["href"].replace(demo.base_url, ""), headers=headers).json()
+        assert [s["id"] for s in rest["servers"]] == [server.id]
+        assert "servers_links" not in rest
+    for s in (server, second):
+        conn.compute.delete_server(s)
+        conn.compute.wait_for_delete(s, wait=60)
 
 
 def _advance(sm: Any, timeout: float = 120) -> Any:

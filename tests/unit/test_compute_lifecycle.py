@@ -74,7 +74,7 @@ def test_silent_host_goes_down_then_its_servers_fail(env: Env, clock: FakeClock)
     assert failed.state == "error" and "Compute host a is down" in failed.fault["message"]
     assert env.state(on_b.id).state in ("spawning", "active")
     assert env.notified[notified:] == [a.id]
-    assert env.hosts.removing(a.id) == [on_a.id]  # the agent destroys it when it is back
+    assert env.hosts.desired(a.id)[2] == [on_a.id]  # the agent destroys it when it is back
 
     gen = env.hosts.generation(a.id)
     env.hosts.heartbeat(a.id)
@@ -128,7 +128,7 @@ def test_delete_on_an_up_host_waits_for_the_agent(env: Env) -> None:
     deleting = env.state(s.id)
     assert deleting.state == "deleting"
     assert env.hosts.generation(h.id) == gen + 1 and env.notified[notified:] == [h.id]
-    assert env.hosts.removing(h.id) == [s.id] and env.hosts.desired(h.id)[1] == []
+    assert env.hosts.desired(h.id)[2] == [s.id] and env.hosts.desired(h.id)[1] == []
     assert len(env.ports()) == 1 and env.host_row("h").used_vcpus == 8  # still held
     env.servers.delete(ZUUL, s.id)  # again: still deleting
     assert env.state(s.id).state == "deleting"
@@ -137,7 +137,7 @@ def test_delete_on_an_up_host_waits_for_the_agent(env: Env) -> None:
     assert gone(env, s.id)
     host = env.host_row("h")
     assert (host.used_vcpus, host.used_ram_mb, host.used_disk_gb) == (0, 0, 0)
-    assert env.ports() == [] and env.hosts.removing(h.id) == []
+    assert env.ports() == [] and env.hosts.desired(h.id)[2] == []
     with pytest.raises(NotFound):
         env.servers.delete(ZUUL, s.id)
 
@@ -153,7 +153,7 @@ def test_delete_on_a_down_host_is_immediate(env: Env, clock: FakeClock) -> None:
     assert env.ports() == [] and env.host_row("h").used_vcpus == 0
     assert env.notified[notified:] == []
     env.beat(h)
-    assert env.hosts.desired(h.id)[1] == [] and env.hosts.removing(h.id) == []
+    assert env.hosts.desired(h.id)[1] == [] and env.hosts.desired(h.id)[2] == []
 
 
 def test_deleting_times_out(env: Env, clock: FakeClock) -> None:
@@ -176,7 +176,7 @@ def test_deleting_a_failed_server_on_an_up_host(env: Env) -> None:
     s = env.boot(name="s")
     env.hosts.report(h.id, [Report(s.id, "failed", fault="boom")])
     env.servers.delete(ZUUL, s.id)
-    assert env.state(s.id).state == "deleting" and env.hosts.removing(h.id) == [s.id]
+    assert env.state(s.id).state == "deleting" and env.hosts.desired(h.id)[2] == [s.id]
     env.hosts.report(h.id, [Report(s.id, "absent")])
     assert gone(env, s.id) and env.host_row("h").used_vcpus == 0
 
@@ -198,7 +198,7 @@ def test_reports_drive_server_states(env: Env, clock: FakeClock) -> None:
     assert failed.state == "error" and failed.fault["message"] == "qemu: disk image is corrupt"
     assert failed.fault["code"] == 500
     assert [p.status for p in env.network.ports(ADMIN, {"device_id": bad.id})] == ["DOWN"]
-    assert sorted(env.hosts.removing(h.id)) == [bad.id]
+    assert sorted(env.hosts.desired(h.id)[2]) == [bad.id]
 
     env.hosts.report(h.id, [Report(lost.id, "absent")])
     vanished = env.state(lost.id)

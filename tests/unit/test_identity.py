@@ -130,7 +130,7 @@ def test_removing_the_last_role_invalidates_the_token(identity, zuul) -> None:
         identity.auth.validate(info.token)
 
 
-def test_token_from_another_site_is_rejected(identity, zuul, db, clock) -> None:
+def test_token_made_with_a_pruned_key_is_rejected(identity, zuul, db, clock) -> None:
     info = login(identity)
     identity.keys.rotate()
     identity.keys.rotate()

@@ -111,8 +111,7 @@ async def desired(services: ServicesDep, host_id: str, generation: int = -1,
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(RECHECK, left))
-    gen, rows = await run_in_threadpool(hosts.desired, host_id)
-    removing = await run_in_threadpool(hosts.removing, host_id)
+    gen, rows, removing = await run_in_threadpool(hosts.desired, host_id)
     return {"generation": gen, "instances": [spec(services, r) for r in rows],
             "remove": removing}
 
@@ -121,5 +120,5 @@ async def desired(services: ServicesDep, host_id: str, generation: int = -1,
 def report(services: ServicesDep, host_id: str, body: ReportIn,
            token: AgentToken = None) -> dict[str, Any]:
     _check(services, token)
-    services.hosts.report(host_id, [Report(**i.model_dump()) for i in body.instances])
-    return {"generation": services.hosts.generation(host_id)}
+    return {"generation": services.hosts.report(
+        host_id, [Report(**i.model_dump()) for i in body.instances])}

@@ -4,6 +4,7 @@ limits, availability zones, quota sets."""
 from __future__ import annotations
 
 import secrets
+import zlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -11,8 +12,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
-from infracloud.api.deps import ServicesDep, TokenDep, parse_bool
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
 from infracloud.compute.servers import CreateRequest
+from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest, Forbidden
 from infracloud.services import Services
 from infracloud.store.models import Instance
@@ -74,12 +76,8 @@ def _limit(request: Request) -> int | None:
 
 def _next_link(services: Services, request: Request, path: str, marker: str,
                limit: int) -> list[dict[str, str]]:
-    from urllib.parse import urlencode
-
-    keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("marker",
-                                                                               "limit")]
-    keep += [("limit", str(limit)), ("marker", marker)]
-    return [{"rel": "next", "href": f"{services.base_url}{C}/{path}?{urlencode(keep)}"}]
+    query = next_query(request, marker, limit)
+    return [{"rel": "next", "href": f"{services.base_url}{C}/{path}?{query}"}]
 
 
 # ---- flavors ------------------------------------------------------------------------------
@@ -406,10 +404,13 @@ async def update_quota(services: ServicesDep, caller: TokenDep, request: Request
 
 # ---- hypervisors (admin): the compute hosts ------------------------------------------------
 
-def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
-    import zlib
+def _int_id(h: Any) -> int:
+    """Hypervisors and services have integer ids at 2.1: a stable hash of the host's id."""
+    return zlib.crc32(h.id.encode())
 
-    out: dict[str, Any] = {"id": zlib.crc32(h.id.encode()), "hypervisor_hostname": h.name,
+
+def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": _int_id(h), "hypervisor_hostname": h.name,
                            "state": h.state, "status": "enabled" if h.enabled else "disabled"}
     if detail:
         out.update({
@@ -421,7 +422,7 @@ def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
             "running_vms": running,
             "hypervisor_type": h.driver, "hypervisor_version": 1, "host_ip": None,
             "current_workload": 0, "disk_available_least": h.disk_gb - h.used_disk_gb,
-            "cpu_info": "{}", "service": {"host": h.name, "id": zlib.crc32(h.id.encode()),
+            "cpu_info": "{}", "service": {"host": h.name, "id": _int_id(h),
                                           "disabled_reason": h.disabled_reason}})
     return out
 
@@ -449,11 +450,7 @@ def list_hypervisors_detail(services: ServicesDep, caller: TokenDep) -> JSONResp
 # ---- compute services (admin): enable / disable hosts ----------------------------------------
 
 def _service(h: Any) -> dict[str, Any]:
-    import zlib
-
-    from infracloud.core.clock import isoformat
-
-    return {"id": zlib.crc32(h.id.encode()), "binary": "nova-compute", "host": h.name,
+    return {"id": _int_id(h), "binary": "nova-compute", "host": h.name,
             "zone": h.availability_zone, "status": "enabled" if h.enabled else "disabled",
             "state": h.state, "updated_at": isoformat(h.last_heartbeat, micro=True),
             "disabled_reason": h.disabled_reason, "forced_down": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +29,13 @@ async def get_token(request: Request,
     if hit is not None:
         return hit
     return await run_in_threadpool(auth.validate, x_auth_token)
+
+
+def next_query(request: Request, marker: str, limit: int) -> str:
+    """The query string of the next page: the same filters, with limit and marker."""
+    keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("marker",
+                                                                               "limit")]
+    return urlencode([*keep, ("limit", str(limit)), ("marker", marker)])
 
 
 def parse_bool(value: str | None) -> bool | None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from infracloud.api.deps import ServicesDep, TokenDep, parse_bool
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
 from infracloud.api.image_views import image_schema, image_view, member_view
 from infracloud.core.errors import BadRequest, UnsupportedMediaType
 from infracloud.images import patch
@@ -95,11 +95,7 @@ def list_images(services: ServicesDep, caller: TokenDep, request: Request) -> di
     body: dict[str, Any] = {"images": [image_view(i) for i in images],
                             "first": "/v2/images", "schema": "/v2/schemas/images"}
     if next_marker:
-        keep = [(k, v) for k, v in q.multi_items() if k not in ("marker", "limit")]
-        keep += [("limit", str(limit)), ("marker", next_marker)]
-        from urllib.parse import urlencode
-
-        body["next"] = "/v2/images?" + urlencode(keep)
+        body["next"] = "/v2/images?" + next_query(request, next_marker, limit)
     return body
 
 

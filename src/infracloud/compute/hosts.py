@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.compute.servers import ServerService, fault
@@ -119,23 +119,22 @@ class HostService:
             raise NotFound(f"Host {host_id} is not registered; register again.")
         return int(gen)
 
-    def desired(self, host_id: str) -> tuple[int, list[Instance]]:
-        """The host's generation and the servers it should run (the agent destroys the rest)."""
+    def desired(self, host_id: str) -> tuple[int, list[Instance], list[str]]:
+        """In one read: the host's generation, the servers it should run, and the ids of those
+        placed on it that it must not run (being deleted, or failed). The agent destroys
+        whatever else it has too."""
         with self.db.read() as s:
             gen = s.scalar(select(Host.generation).where(Host.id == host_id))
             if gen is None:
                 raise NotFound(f"Host {host_id} is not registered; register again.")
             rows = list(s.scalars(select(Instance).where(Instance.host_id == host_id,
                                                          Instance.state.in_(PRESENT))))
-        return int(gen), rows
-
-    def removing(self, host_id: str) -> list[str]:
-        """Servers placed on the host that it must not run: being deleted, or failed."""
-        with self.db.read() as s:
-            return list(s.scalars(select(Instance.id).where(
+            removing = list(s.scalars(select(Instance.id).where(
                 Instance.host_id == host_id, Instance.state.in_(("deleting", "error")))))
+        return int(gen), rows, removing
 
-    def report(self, host_id: str, items: list[Report]) -> None:
+    def report(self, host_id: str, items: list[Report]) -> int:
+        """Apply what the agent has; returns the host's generation afterwards."""
         now = self.clock.now()
         changed = False
         with self.db.write() as s:
@@ -156,8 +155,10 @@ class HostService:
                 changed |= self._apply(s, inst, item, now)
             if changed:
                 host.generation += 1
+            generation = host.generation
         if changed:
             self.notify(host_id)
+        return int(generation)
 
     def _apply(self, s: Session, inst: Instance, item: Report, now: dt.datetime) -> bool:
         def to(event: str) -> None:
@@ -247,8 +248,6 @@ class HostService:
     # ---- operators ---------------------------------------------------------------------------
 
     def instance_counts(self) -> dict[str, int]:
-        from sqlalchemy import func
-
         with self.db.read() as s:
             return {str(h): int(n) for h, n in s.execute(
                 select(Instance.host_id, func.count()).where(Instance.host_id.is_not(None))

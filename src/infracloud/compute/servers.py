@@ -212,12 +212,17 @@ class ServerService:
 
     # ---- read --------------------------------------------------------------------------------
 
-    def get(self, caller: Caller, server_id: str) -> Instance:
-        with self.db.read() as s:
-            inst = s.get(Instance, server_id)
+    @staticmethod
+    def _owned(s: Session, caller: Caller, server_id: str, lock: bool = False) -> Instance:
+        """The server if the caller may see it (its project, or an admin); else 404."""
+        inst = s.get(Instance, server_id, with_for_update=lock)
         if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
             raise NotFound(f"Instance {server_id} could not be found.")
         return inst
+
+    def get(self, caller: Caller, server_id: str) -> Instance:
+        with self.db.read() as s:
+            return self._owned(s, caller, server_id)
 
     def list_servers(self, caller: Caller, *, name: str | None = None,
                      status: str | None = None,
@@ -280,9 +285,7 @@ class ServerService:
         now = self.clock.now()
         try:
             with self.db.write() as s:
-                inst = s.get(Instance, server_id)
-                if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
-                    raise NotFound(f"Instance {server_id} could not be found.")
+                inst = self._owned(s, caller, server_id)
                 host = s.get(Host, inst.host_id) if inst.host_id else None
                 if host is None or host.state != "up":
                     self.remove(s, inst)
@@ -313,9 +316,7 @@ class ServerService:
                      ) -> dict[str, str]:
         items = check_metadata(meta)
         with self.db.write() as s:
-            inst = s.get(Instance, server_id, with_for_update=True)
-            if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
-                raise NotFound(f"Instance {server_id} could not be found.")
+            inst = self._owned(s, caller, server_id, lock=True)
             merged = items if replace else {**inst.metadata_, **items}
             check_metadata(merged)
             inst.metadata_ = merged
@@ -324,9 +325,7 @@ class ServerService:
 
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
         with self.db.write() as s:
-            inst = s.get(Instance, server_id, with_for_update=True)
-            if inst is None or not (caller.is_admin or inst.project_id == caller.project_id):
-                raise NotFound(f"Instance {server_id} could not be found.")
+            inst = self._owned(s, caller, server_id, lock=True)
             if key not in inst.metadata_:
                 raise NotFound(f"Metadata item was not found: {key}")
             inst.metadata_ = {k: v for k, v in inst.metadata_.items() if k != key}

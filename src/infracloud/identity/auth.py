@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, delete, or_, select
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, as_utc
@@ -227,8 +227,6 @@ class Authenticator:
 
     def purge_revocations(self) -> int:
         """Events outlive every token they could match by at most one token lifetime."""
-        from sqlalchemy import delete
-
         with self.db.write() as s:
             result = s.execute(delete(RevocationEvent).where(
                 RevocationEvent.expires_at < self.clock.now()))

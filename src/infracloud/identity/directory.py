@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock
-from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from infracloud.core.ids import new_id
 from infracloud.identity.auth import Authenticator, resolve_domain
 from infracloud.identity.passwords import Hasher
@@ -164,8 +164,6 @@ class Directory:
     def change_password(self, user_id: str, original: str, new: str) -> None:
         user = self.get_user(user_id)
         if not self.hasher.verify(user.password_hash, original):
-            from infracloud.core.errors import Unauthorized
-
             raise Unauthorized("The request you have made requires authentication.")
         self.update_user(user_id, password=new)
 
