@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from infracloud import __version__
+from infracloud.cli_hardware import capacity, hardware_app
 from infracloud.core.errors import InfracloudError
 from infracloud.core.settings import ControllerConfig
 
@@ -19,6 +20,8 @@ config_app = typer.Typer(help="Check controller configuration files.", no_args_i
 keys_app = typer.Typer(help="Manage the token encryption keys of a site.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(hardware_app, name="hardware")
+app.command("capacity")(capacity)
 
 
 def fail(message: str) -> None:

@@ -118,6 +118,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
                 await asyncio.sleep(0.02)
             log.info("controller serving", extra={"url": services.base_url,
                                                   "site": config.site})
+            services.start_background()
             if on_ready:
                 on_ready(services)
 

@@ -15,6 +15,11 @@ from infracloud.compute.signals import HostSignals
 from infracloud.core.clock import Clock
 from infracloud.core.errors import ConfigError
 from infracloud.core.settings import ControllerConfig
+from infracloud.hardware.conductor import Conductor
+from infracloud.hardware.drain import Drainer
+from infracloud.hardware.nodes import NodeService
+from infracloud.hardware.secrets import SecretBox
+from infracloud.hardware.simulation import Simulation
 from infracloud.identity.service import IdentityService
 from infracloud.images.data import ImageData
 from infracloud.images.service import ImageService
@@ -37,6 +42,9 @@ class Services:
     servers: ServerService
     hosts: HostService
     signals: HostSignals
+    nodes: NodeService
+    conductor: Conductor
+    simulation: Simulation
     agent_token: str | None
     clock: Clock
 
@@ -53,7 +61,14 @@ class Services:
         """Frequent housekeeping: host liveness and server timeouts."""
         self.hosts.reap()
 
+    def start_background(self) -> None:
+        """Work that needs the API up: the conductor (and machines it boots in simulation)."""
+        self.simulation.install()
+        self.conductor.start()
+
     def close(self) -> None:
+        self.conductor.stop()
+        self.simulation.close()
         self.image_data.close()
         self.db.dispose()
 
@@ -83,10 +98,18 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     servers = ServerService(db, c, clock, flavors, keypairs, quotas, network, images.get,
                             signals.notify)
     hosts = HostService(db, c, clock, servers, signals.notify)
+    h = config.hardware
+    nodes = NodeService(db, h, clock, SecretBox(config))
+    conductor = Conductor(db, h, clock, nodes, Drainer(db, clock, hosts, servers),
+                          config.base_url(), holder)
+    nodes.wake = conductor.wake
+    cacert: str | bool = str(config.tls.ca) if config.tls and config.tls.ca else True
     return Services(config=config, db=db, identity=identity, images=images,
                     image_data=image_data, network=network, flavors=flavors,
                     keypairs=keypairs, quotas=quotas, servers=servers, hosts=hosts,
-                    signals=signals, agent_token=_agent_token(config), clock=clock)
+                    signals=signals, nodes=nodes, conductor=conductor,
+                    simulation=Simulation(h.simulation, cacert),
+                    agent_token=_agent_token(config), clock=clock)
 
 
 def _agent_token(config: ControllerConfig) -> str | None:

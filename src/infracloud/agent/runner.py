@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,10 @@ class HostInfo:
 class Agent:
     def __init__(self, controller: str, token: str, driver: Driver, host: HostInfo,
                  workdir: Path, *, cacert: str | bool = True, poll_wait: float = 20,
-                 workers: int = 4) -> None:
+                 workers: int = 4, join_token: str | None = None) -> None:
+        """`token`: the site's agent token; or, for a machine the conductor deployed,
+        `join_token`: the one-time token from its deploy media, traded for the agent token
+        when the agent joins (and the host name is the machine's)."""
         self.controller = controller.rstrip("/")
         self.driver = driver
         self.host = host
@@ -53,6 +56,7 @@ class Agent:
         self.http = httpx.Client(base_url=self.controller + "/agent/v1", verify=verify,
                                  timeout=httpx.Timeout(10, read=poll_wait + 30),
                                  headers={"X-Agent-Token": token})
+        self.join_token = join_token
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-work")
         self.host_id: str | None = None
         self.generation = -1
@@ -98,13 +102,20 @@ class Agent:
 
     def register(self) -> None:
         h = self.host
-        r = self.http.post("/hosts", json={
-            "name": h.name, "driver": self.driver.name, "vcpus": h.vcpus, "ram_mb": h.ram_mb,
-            "disk_gb": h.disk_gb, "availability_zone": h.availability_zone,
-            "reserved_vcpus": h.reserved_vcpus, "reserved_ram_mb": h.reserved_ram_mb,
-            "reserved_disk_gb": h.reserved_disk_gb})
-        r.raise_for_status()
-        body = r.json()
+        info = {"name": h.name, "driver": self.driver.name, "vcpus": h.vcpus,
+                "ram_mb": h.ram_mb, "disk_gb": h.disk_gb,
+                "availability_zone": h.availability_zone, "reserved_vcpus": h.reserved_vcpus,
+                "reserved_ram_mb": h.reserved_ram_mb, "reserved_disk_gb": h.reserved_disk_gb}
+        if self.join_token:
+            r = self.http.post("/join", json={"join_token": self.join_token, "host": info})
+            r.raise_for_status()
+            body = r.json()
+            self.http.headers["X-Agent-Token"] = body["agent_token"]
+            self.host = replace(h, name=body["host"]["name"])
+        else:
+            r = self.http.post("/hosts", json=info)
+            r.raise_for_status()
+            body = r.json()
         self.host_id = body["host"]["id"]
         self.poll_wait = min(self.poll_wait, float(body.get("poll_seconds", self.poll_wait)))
         self.generation = -1

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import ServicesDep
 from infracloud.compute.hosts import Registration, Report
-from infracloud.core.errors import Forbidden, Unauthorized
+from infracloud.core.errors import BadRequest, Forbidden, Unauthorized
 from infracloud.services import Services
 from infracloud.store.models import Instance
 
@@ -91,6 +91,37 @@ def register(services: ServicesDep, body: HostIn, token: AgentToken = None) -> d
     c = services.config.compute
     return {"host": {"id": host.id, "name": host.name}, "heartbeat_seconds":
             c.heartbeat_seconds, "poll_seconds": min(MAX_WAIT, c.host_down_after / 3)}
+
+
+class JoinIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    join_token: str = Field(min_length=16, max_length=256)
+    host: HostIn | None = None
+
+
+@router.post("/join")
+def join(services: ServicesDep, body: JoinIn) -> dict[str, Any]:
+    """A machine the conductor deployed trades its one-time join token (from its deploy
+    media) for the site's agent token; a compute machine registers as a host named after it,
+    with the capacity it found. Asking again (an agent restart) answers the same."""
+    node = services.nodes.joining(body.join_token)
+    out: dict[str, Any] = {"node": {"id": node.id, "name": node.name}, "host": None}
+    host_name = None
+    if node.role == "compute":
+        if body.host is None:
+            raise BadRequest("A compute machine joins with its host's capacity ('host').")
+        if services.agent_token is None:
+            raise Forbidden("This controller accepts no agents: compute.agent_token_file is "
+                            "not set.")
+        host_name = node.name or node.id
+        host = services.hosts.register(Registration(**{**body.host.model_dump(),
+                                                       "name": host_name}))
+        c = services.config.compute
+        out.update(host={"id": host.id, "name": host.name}, agent_token=services.agent_token,
+                   heartbeat_seconds=c.heartbeat_seconds,
+                   poll_seconds=min(MAX_WAIT, c.host_down_after / 3))
+    services.nodes.joined(node.id, host_name)
+    return out
 
 
 @router.get("/hosts/{host_id}/desired")

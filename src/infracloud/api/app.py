@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from infracloud import __version__
 from infracloud.api import (
     agent,
+    baremetal,
     compute,
     errors,
+    hardware,
     identity_admin,
     identity_auth,
     image,
@@ -28,7 +30,8 @@ SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),
           ServiceEntry("image", "glance", "/image", "Image v2"),
           ServiceEntry("network", "neutron", "/network", "Network v2.0"),
           ServiceEntry("block-storage", "cinder", "/volume/v3/{project_id}",
-                       "Block Storage v3 (limits only: no volumes)")]
+                       "Block Storage v3 (limits only: no volumes)"),
+          ServiceEntry("baremetal", "ironic", "/baremetal", "Bare Metal v1 (nodes)")]
 
 
 def create_app(services: Services) -> FastAPI:
@@ -44,6 +47,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)
+    app.include_router(baremetal.router)
+    app.include_router(hardware.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

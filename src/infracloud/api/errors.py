@@ -17,7 +17,8 @@ from infracloud.core.errors import InfracloudError
 log = logging.getLogger(__name__)
 
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-          405: "Method Not Allowed", 409: "Conflict", 413: "Request Entity Too Large",
+          405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
+          413: "Request Entity Too Large",
           415: "Unsupported Media Type", 429: "Too Many Requests",
           500: "Internal Server Error", 503: "Service Unavailable"}
 NOVA_KEYS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",

@@ -30,6 +30,7 @@ class Request:
     ram_mb: int
     disk_gb: int
     availability_zone: str | None = None
+    host: str | None = None  # an administrator's "zone:host" pin
 
 
 def _free_vcpus() -> Any:
@@ -50,12 +51,14 @@ def _fits() -> Any:
 
 
 @functools.cache
-def _candidates(strategy: str, with_zone: bool) -> Any:
+def _candidates(strategy: str, with_zone: bool, with_host: bool = False) -> Any:
     """Built once per variant; claims only bind values."""
     q = select(Host).where(Host.enabled.is_(True), Host.state == "up",
                            Host.last_heartbeat >= bindparam("alive"), _fits())
     if with_zone:
         q = q.where(Host.availability_zone == bindparam("zone"))
+    if with_host:
+        q = q.where(Host.name == bindparam("host_name"))
     weight = _free_ram()
     return q.order_by(weight.desc() if strategy == "spread" else weight.asc(),
                       Host.name).limit(CANDIDATES)
@@ -77,7 +80,9 @@ def claim(s: Session, req: Request, *, now: dt.datetime, down_after: float,
                               "alive": now - dt.timedelta(seconds=down_after)}
     if req.availability_zone:
         params["zone"] = req.availability_zone
-    stmt = _candidates(strategy, bool(req.availability_zone))
+    if req.host:
+        params["host_name"] = req.host
+    stmt = _candidates(strategy, bool(req.availability_zone), bool(req.host))
     for host in s.scalars(stmt, params):
         taken = s.execute(_TAKE, {**params, "want_host": host.id})
         if getattr(taken, "rowcount", 0) == 1:

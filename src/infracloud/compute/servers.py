@@ -23,7 +23,7 @@ from infracloud.compute.keypairs import KeypairService
 from infracloud.compute.quotas import Quotas
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
-from infracloud.core.errors import BadRequest, NotFound
+from infracloud.core.errors import BadRequest, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import INSTANCE
 from infracloud.network.service import AddressesExhausted, NetworkService
@@ -128,13 +128,17 @@ class ServerService:
                 key_data = self.keypairs.get(caller, req.key_name).public_key
             except NotFound:
                 raise BadRequest("Invalid key_name provided.") from None
-        az = req.availability_zone or None
+        zone, _, pin = (req.availability_zone or "").partition(":")
+        if pin and not caller.is_admin:
+            raise Forbidden("Only administrators can choose the host (zone:host).")
+        az = zone or None
         if az and az not in self.availability_zones():
             raise BadRequest(f"The requested availability zone is not available: {az}")
         self._check_networks(req.networks)
         for _attempt in range(8):
             try:
-                instance = self._place(caller, req, flavor, image_id, key_data, meta, az)
+                instance = self._place(caller, req, flavor, image_id, key_data, meta, az,
+                                       pin or None)
                 break
             except IntegrityError:  # another controller took the same address: again
                 continue
@@ -166,7 +170,8 @@ class ServerService:
                 raise BadRequest(f"Network {item.get('uuid')} could not be found.")
 
     def _place(self, caller: Caller, req: CreateRequest, flavor: Any, image_id: str,
-               key_data: str | None, meta: dict[str, str], az: str | None) -> Instance:
+               key_data: str | None, meta: dict[str, str], az: str | None,
+               pin: str | None = None) -> Instance:
         now = self.clock.now()
         assert caller.project_id is not None
         with self.db.write() as s:
@@ -181,7 +186,8 @@ class ServerService:
                             config_drive=req.config_drive, created_at=now, updated_at=now,
                             state_changed_at=now)
             host = scheduler.claim(
-                s, scheduler.Request(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, az), now=now,
+                s, scheduler.Request(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, az, pin),
+                now=now,
                 down_after=self.config.host_down_after, strategy=self.config.scheduler)
             if host is None:
                 self._to(inst, "no_host", now)

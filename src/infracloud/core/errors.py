@@ -40,6 +40,11 @@ class MethodNotAllowed(InfracloudError):
     title = "Method Not Allowed"
 
 
+class NotAcceptable(InfracloudError):
+    status = 406
+    title = "Not Acceptable"
+
+
 class Conflict(InfracloudError):
     status = 409
     title = "Conflict"

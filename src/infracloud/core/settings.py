@@ -150,6 +150,54 @@ class ComputeConfig(_Section):
     availability_zones: list[str] = ["nova"]
 
 
+class SimulationConfig(_Section):
+    """Simulated machines (fake BMCs) boot as in-process agents with this hypervisor driver."""
+
+    agent_driver: Literal["fake", "sandbox"] = "fake"
+    root: Path | None = Field(None, description="folder for the simulated hosts' files")
+    ssh_port: int = Field(22, ge=1, le=65535, description="sandbox servers' SSH port")
+    poll_wait: float = Field(10, gt=0, le=60)
+
+
+class HardwareConfig(_Section):
+    """The conductor: how it talks to BMCs and how long each provisioning step may take."""
+
+    secret_key_file: Path | None = Field(
+        None, description="Fernet key that encrypts BMC passwords; default: beside the SQLite "
+        "database (required with PostgreSQL: the same file on every controller)")
+    bmc_timeout: float = Field(10, gt=0, le=120, description="seconds for one BMC call")
+    retries: int = Field(5, ge=1, le=20, description="attempts of a BMC call on transient errors")
+    backoff: float = Field(0.5, ge=0, le=60, description="first retry delay; doubles, capped")
+    backoff_max: float = Field(8, ge=0, le=300)
+    fence_after: int = Field(
+        8, ge=1, le=1000, description="consecutive failed BMC calls that fence a machine "
+        "(maintenance with fault 'power failure')")
+    workers: dict[str, int] = Field(
+        default_factory=lambda: {"redfish": 8, "ipmi": 4, "fake": 32},
+        description="concurrent BMC operations per protocol")
+    power_sync_interval: float = Field(
+        60, ge=1, description="check every machine's power this often, spread evenly")
+    fault_recovery_interval: float = Field(
+        300, ge=1, description="probe fenced machines' BMCs this often; clear the fault if "
+        "they answer")
+    power_wait: float = Field(60, gt=0, description="seconds for a power change to show")
+    lease: float = Field(120, gt=0, description="a conductor's hold on a node it works on")
+    timeouts: dict[str, float] = Field(
+        default_factory=dict, description="seconds per in-progress provision state, overriding "
+        "the defaults of `infracloud states node`")
+    simulation: SimulationConfig = SimulationConfig()
+
+    @field_validator("workers")
+    @classmethod
+    def _known_protocols(cls, value: dict[str, int]) -> dict[str, int]:
+        for key, n in value.items():
+            if key not in ("redfish", "ipmi", "fake"):
+                raise ValueError(f"unknown BMC protocol {key!r}")
+            if not 1 <= n <= 256:
+                raise ValueError(f"{key}: workers must be between 1 and 256")
+        return {"redfish": 8, "ipmi": 4, "fake": 32, **value}
+
+
 class BootstrapConfig(_Section):
     admin_user: str = Field("admin", pattern=NAME_PATTERN)
     admin_project: str = Field("admin", pattern=NAME_PATTERN)
@@ -178,6 +226,7 @@ class ControllerConfig(_Section):
     identity: IdentityConfig = IdentityConfig()
     images: ImagesConfig = ImagesConfig()
     compute: ComputeConfig = ComputeConfig()
+    hardware: HardwareConfig = HardwareConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -272,6 +321,8 @@ def _resolve_paths(config: ControllerConfig, base: Path) -> ControllerConfig:
     config.bootstrap.admin_password_file = fix(config.bootstrap.admin_password_file)
     config.images.store_path = fix(config.images.store_path)  # type: ignore[assignment]
     config.compute.agent_token_file = fix(config.compute.agent_token_file)
+    config.hardware.secret_key_file = fix(config.hardware.secret_key_file)
+    config.hardware.simulation.root = fix(config.hardware.simulation.root)
     url = config.database.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:

@@ -44,7 +44,8 @@ class Machine:
             out = [t for t in self.transitions if t.source == s.name]
             if not s.stable and s.timeout is None:
                 raise ValueError(f"{self.kind}: in-progress state {s.name!r} has no timeout")
-            if not s.stable and not any(self.states[t.target].failure for t in out):
+            if not s.stable and not any(self.states[t.target].failure or t.event == "fail"
+                                        for t in out):
                 raise ValueError(f"{self.kind}: in-progress state {s.name!r} cannot fail")
             if s.failure and not out:
                 raise ValueError(f"{self.kind}: failure state {s.name!r} has no way out")
@@ -153,4 +154,71 @@ HOST = Machine(
     """),
 )
 
-MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST)}
+# Bare-metal machines (Ironic's provision states and names, so `openstack baremetal ... --wait`
+# works). Events named after the API's provision targets: manage, inspect, provide, deploy
+# (target "active"), undeploy (target "deleted"), abort; the conductor's: done, wait, fail,
+# timeout. Maintenance is a flag beside the state, not a state. Timeouts are defaults; the
+# conductor takes them from `hardware.timeouts` when set.
+PROVISION = Machine(
+    "node",
+    [State("enroll", stable=True, description="known; the BMC not yet checked"),
+     State("verifying", stable=False, timeout=300,
+           description="checking the BMC answers with these credentials"),
+     State("manageable", stable=True, description="BMC verified; can be inspected"),
+     State("inspecting", stable=False, timeout=600,
+           description="reading CPU, RAM, disk and MACs from the BMC"),
+     State("inspect failed", stable=True, failure=True, description="inspection failed"),
+     State("cleaning", stable=False, timeout=900,
+           description="powering off and ejecting media before reuse"),
+     State("clean failed", stable=True, failure=True, description="cleaning failed"),
+     State("available", stable=True, description="ready to deploy"),
+     State("deploying", stable=False, timeout=600,
+           description="boot device, deploy media and power on"),
+     State("wait call-back", stable=False, timeout=1800,
+           description="booting; waits for its agent to join with the one-time token"),
+     State("deploy failed", stable=True, failure=True, description="deploy failed"),
+     State("active", stable=True, description="deployed; a compute host (or controller)"),
+     State("deleting", stable=False, timeout=7200,
+           description="undeploy: draining or evicting its servers, then powering off"),
+     State("error", stable=True, failure=True, description="undeploy failed")],
+    _t("""
+        enroll --manage--> verifying
+        verifying --done--> manageable
+        verifying --fail--> enroll
+        verifying --timeout--> enroll
+        manageable --manage--> manageable
+        manageable --inspect--> inspecting
+        inspecting --done--> manageable
+        inspecting --fail--> inspect failed
+        inspecting --timeout--> inspect failed
+        inspecting --abort--> inspect failed
+        inspect failed --manage--> manageable
+        inspect failed --inspect--> inspecting
+        manageable --provide--> cleaning
+        cleaning --done--> available
+        cleaning --fail--> clean failed
+        cleaning --timeout--> clean failed
+        cleaning --abort--> clean failed
+        clean failed --manage--> manageable
+        available --manage--> manageable
+        available --provide--> available
+        available --deploy--> deploying
+        deploying --wait--> wait call-back
+        deploying --fail--> deploy failed
+        deploying --timeout--> deploy failed
+        wait call-back --done--> active
+        wait call-back --fail--> deploy failed
+        wait call-back --timeout--> deploy failed
+        wait call-back --abort--> deploy failed
+        deploy failed --deploy--> deploying
+        deploy failed --undeploy--> deleting
+        active --undeploy--> deleting
+        deleting --done--> cleaning
+        deleting --fail--> error
+        deleting --timeout--> error
+        error --undeploy--> deleting
+        error --manage--> manageable
+    """),
+)
+
+MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST, PROVISION)}

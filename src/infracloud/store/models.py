@@ -375,3 +375,46 @@ class QuotaLimit(Base):
     project_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     resource: Mapped[str] = mapped_column(String(64), primary_key=True)
     hard_limit: Mapped[int] = mapped_column(Integer)
+
+
+class Node(Base):
+    """A bare-metal machine, enrolled through its BMC (Ironic's node). The BMC password is only
+    stored encrypted (`bmc_password`); `driver_info` holds the rest of the BMC access. The
+    conductor that works on a node holds `reservation` until `reserved_until`."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (Index("ix_nodes_work", "provision_state", "reserved_until"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255), unique=True)
+    driver: Mapped[str] = mapped_column(String(32))
+    driver_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    bmc_password: Mapped[str | None] = mapped_column(Text)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    instance_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    role: Mapped[str] = mapped_column(String(16), default="compute")
+    resource_class: Mapped[str | None] = mapped_column(String(80))
+    description: Mapped[str | None] = mapped_column(Text)
+    provision_state: Mapped[str] = mapped_column(String(16), default="enroll")
+    target_provision_state: Mapped[str | None] = mapped_column(String(16))
+    provision_updated_at: Mapped[dt.datetime | None]
+    power_state: Mapped[str | None] = mapped_column(String(16))
+    target_power_state: Mapped[str | None] = mapped_column(String(16))
+    power_checked_at: Mapped[dt.datetime | None]
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    maintenance_reason: Mapped[str | None] = mapped_column(Text)
+    fault: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    bmc_failures: Mapped[int] = mapped_column(Integer, default=0)
+    bmc_calls: Mapped[int] = mapped_column(Integer, default=0)
+    reservation: Mapped[str | None] = mapped_column(String(255))
+    reserved_until: Mapped[dt.datetime | None]
+    join_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    join_secret: Mapped[str | None] = mapped_column(Text)
+    media_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    host_name: Mapped[str | None] = mapped_column(String(255))
+    inspection_started_at: Mapped[dt.datetime | None]
+    inspection_finished_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,232 @@
+"""Bare Metal v1 subset (Ironic's API as `openstack baremetal` and openstacksdk's baremetal
+proxy send it): nodes (create, list, show, patch, delete), provision verbs, power, maintenance,
+validate, drivers. Administrators only. Microversions 1.1 to MAX_VERSION are accepted; a
+request for more answers 406 with the range, which is how the clients negotiate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from infracloud.api.baremetal_views import (
+    LIST_FIELDS,
+    MAX_VERSION,
+    MIN_VERSION,
+    node_view,
+    root_doc,
+    states_view,
+    v1_doc,
+)
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
+from infracloud.core.errors import BadRequest, Forbidden, NotAcceptable
+from infracloud.hardware.bmc import DRIVERS
+from infracloud.hardware.nodes import NodeQuery, NodeService
+
+router = APIRouter(prefix="/baremetal")
+VERSION_HEADER = "X-OpenStack-Ironic-API-Version"
+MAX_LIMIT = 1000
+
+
+def _v(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+def _range_headers(version: str) -> dict[str, str]:
+    return {"X-OpenStack-Ironic-API-Minimum-Version": MIN_VERSION,
+            "X-OpenStack-Ironic-API-Maximum-Version": MAX_VERSION,
+            VERSION_HEADER: version, "OpenStack-API-Version": f"baremetal {version}",
+            "Vary": VERSION_HEADER}
+
+
+def microversion(response: Response, x_openstack_ironic_api_version: Annotated[
+        str | None, Header()] = None, openstack_api_version: Annotated[
+        str | None, Header()] = None) -> str:
+    asked = x_openstack_ironic_api_version
+    if asked is None and openstack_api_version and \
+            openstack_api_version.startswith("baremetal "):
+        asked = openstack_api_version.split(" ", 1)[1]
+    if asked is None:
+        version = MIN_VERSION
+    elif asked.strip().lower() == "latest":
+        version = MAX_VERSION
+    else:
+        try:
+            wanted = _v(asked.strip())
+        except ValueError:
+            raise BadRequest(f"Invalid value for {VERSION_HEADER} header: {asked}") from None
+        if not _v(MIN_VERSION) <= wanted <= _v(MAX_VERSION):
+            raise NotAcceptable(
+                f"Version {asked} was requested but the minor version is not supported by "
+                f"this service. The supported version range is: [{MIN_VERSION}, "
+                f"{MAX_VERSION}].", headers=_range_headers(MAX_VERSION))
+        version = asked.strip()
+    response.headers.update(_range_headers(version))
+    return version
+
+
+def admin(token: TokenDep) -> None:
+    if not token.caller.is_admin:
+        raise Forbidden("The bare metal API is for administrators only.")
+
+
+VersionDep = Annotated[str, Depends(microversion)]
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(microversion)])
+nodes_api = APIRouter(prefix="/nodes", dependencies=[Depends(admin)])
+
+
+@router.get("")
+@router.get("/")
+def root(services: ServicesDep, _: VersionDep) -> dict[str, Any]:
+    return root_doc(services.base_url)
+
+
+@v1.get("")
+@v1.get("/")
+def version_one(services: ServicesDep) -> dict[str, Any]:
+    return v1_doc(services.base_url)
+
+
+@v1.get("/drivers", dependencies=[Depends(admin)])
+def drivers(services: ServicesDep) -> dict[str, Any]:
+    base = services.base_url
+    return {"drivers": [{"name": d, "hosts": [services.config.controller_id or "controller"],
+                         "type": "dynamic", "links": [
+                             {"href": f"{base}/baremetal/v1/drivers/{d}", "rel": "self"}]}
+                        for d in DRIVERS]}
+
+
+def _nodes(services: Any) -> NodeService:
+    nodes: NodeService = services.nodes
+    return nodes
+
+
+def _fields(request: Request) -> set[str] | None:
+    raw = request.query_params.get("fields")
+    return {f.strip() for f in raw.split(",") if f.strip()} if raw else None
+
+
+def _list(services: Any, request: Request, detail: bool) -> dict[str, Any]:
+    q = request.query_params
+    try:
+        limit = min(int(q["limit"]), MAX_LIMIT) if q.get("limit") else None
+    except ValueError:
+        raise BadRequest(f"Invalid limit: {q.get('limit')}") from None
+    if limit is not None and limit < 0:
+        raise BadRequest("Limit must be positive")
+    query = NodeQuery(provision_state=q.get("provision_state"),
+                      maintenance=parse_bool(q.get("maintenance")), driver=q.get("driver"),
+                      fault=q.get("fault"), role=q.get("role"), limit=limit,
+                      marker=q.get("marker"))
+    rows, marker = _nodes(services).list_nodes(query)
+    fields = _fields(request)
+    if fields is None and not (detail or parse_bool(q.get("detail"))):
+        fields = set(LIST_FIELDS)
+    base = services.base_url
+    out: dict[str, Any] = {"nodes": [node_view(n, base, fields) for n in rows]}
+    if marker and limit:
+        out["next"] = f"{base}/baremetal/v1/nodes?{next_query(request, marker, limit)}"
+    return out
+
+
+@nodes_api.get("")
+def list_nodes(services: ServicesDep, request: Request) -> dict[str, Any]:
+    return _list(services, request, detail=False)
+
+
+@nodes_api.get("/detail")
+def list_nodes_detail(services: ServicesDep, request: Request) -> dict[str, Any]:
+    return _list(services, request, detail=True)
+
+
+@nodes_api.post("", status_code=201)
+def create_node(services: ServicesDep, body: dict[str, Any]) -> dict[str, Any]:
+    return node_view(_nodes(services).create(body), services.base_url)
+
+
+@nodes_api.get("/{ident}")
+def show_node(services: ServicesDep, ident: str, request: Request) -> dict[str, Any]:
+    return node_view(_nodes(services).get(ident), services.base_url, _fields(request))
+
+
+def _patch(ops: Any) -> tuple[dict[Any, Any], list[Any]]:
+    if not isinstance(ops, list):
+        raise BadRequest("The request body must be a JSON array of patch operations.")
+    changes: dict[Any, Any] = {}
+    removed: list[Any] = []
+    for op in ops:
+        if not isinstance(op, dict) or not isinstance(op.get("path"), str):
+            raise BadRequest("Each operation needs an 'op' and a 'path'.")
+        parts = op["path"].strip("/").split("/", 1)
+        key: Any = parts[0] if len(parts) == 1 else (parts[0], parts[1])
+        if op.get("op") in ("add", "replace"):
+            if "value" not in op:
+                raise BadRequest(f"'{op['op']}' on {op['path']} needs a 'value'.")
+            changes[key] = op["value"]
+        elif op.get("op") == "remove":
+            removed.append(key)
+        else:
+            raise BadRequest(f"Unsupported patch operation: {op.get('op')}")
+    return changes, removed
+
+
+@nodes_api.patch("/{ident}")
+def update_node(services: ServicesDep, ident: str, body: Annotated[Any, Body()] = None
+                ) -> dict[str, Any]:
+    changes, removed = _patch(body)
+    return node_view(_nodes(services).update(ident, changes, removed), services.base_url)
+
+
+@nodes_api.delete("/{ident}", status_code=204)
+def delete_node(services: ServicesDep, ident: str) -> Response:
+    _nodes(services).delete(ident)
+    return Response(status_code=204)
+
+
+@nodes_api.get("/{ident}/states")
+def node_states(services: ServicesDep, ident: str) -> dict[str, Any]:
+    return states_view(_nodes(services).get(ident))
+
+
+@nodes_api.put("/{ident}/states/power", status_code=202)
+def set_power(services: ServicesDep, ident: str, body: dict[str, Any]) -> None:
+    _nodes(services).power(ident, str(body.get("target")))
+
+
+@nodes_api.put("/{ident}/states/provision", status_code=202)
+def set_provision(services: ServicesDep, ident: str, body: dict[str, Any]) -> None:
+    _nodes(services).provision(ident, str(body.get("target")),
+                               evict=bool(body.get("evict", False)))
+
+
+@nodes_api.put("/{ident}/maintenance", status_code=202)
+def maintenance_on(services: ServicesDep, ident: str, body: Annotated[Any, Body()] = None
+                   ) -> None:
+    reason = body.get("reason") if isinstance(body, dict) else None
+    _nodes(services).set_maintenance(ident, True, reason)
+
+
+@nodes_api.delete("/{ident}/maintenance", status_code=202)
+def maintenance_off(services: ServicesDep, ident: str) -> None:
+    _nodes(services).set_maintenance(ident, False)
+
+
+@nodes_api.get("/{ident}/validate")
+async def validate(services: ServicesDep, ident: str) -> dict[str, Any]:
+    node = await run_in_threadpool(_nodes(services).get, ident)
+    access = _nodes(services).access(node)
+    missing = [] if access.address and (access.password or node.driver == "fake") \
+        else ["BMC address and password"]
+    bmc = {"result": not missing,
+           "reason": f"Missing {', '.join(missing)} in driver_info" if missing else None}
+    ok = {"result": True, "reason": None}
+    off = {"result": None, "reason": "not supported"}
+    return {"power": bmc, "management": bmc, "boot": bmc, "deploy": bmc, "inspect": bmc,
+            "console": off, "raid": off, "rescue": off, "bios": off, "network": ok,
+            "storage": ok}
+
+
+v1.include_router(nodes_api)
+router.include_router(v1)

@@ -1,0 +1,110 @@
+"""A small client for infracloud's own commands (`infracloud hardware`, `capacity`): logs in
+with a cloud from clouds.yaml, as the openstack CLI does, and calls the controller."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from infracloud.core.errors import BadRequest, InfracloudError
+
+CLOUDS_FILES = (Path("clouds.yaml"), Path.home() / ".config/openstack/clouds.yaml",
+                Path("/etc/openstack/clouds.yaml"))
+
+
+class ClientError(InfracloudError):
+    """The command cannot talk to the controller (no cloud, no route, bad login)."""
+
+    status = 400
+
+
+def _clouds_file() -> Path:
+    env = os.environ.get("OS_CLIENT_CONFIG_FILE")
+    if env:
+        return Path(env)
+    for path in CLOUDS_FILES:
+        if path.exists():
+            return path
+    raise ClientError("no clouds.yaml: set OS_CLIENT_CONFIG_FILE (the demo writes one; "
+                      "`source var/demo/infracloud.env`)")
+
+
+def cloud_entry(cloud: str | None) -> tuple[str, dict[str, Any]]:
+    path = _clouds_file()
+    try:
+        clouds = (yaml.safe_load(path.read_text()) or {}).get("clouds") or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ClientError(f"{path}: cannot read: {exc}") from None
+    name = cloud or os.environ.get("INFRACLOUD_ADMIN_CLOUD") or os.environ.get("OS_CLOUD")
+    if not name:
+        raise ClientError("which cloud? pass --os-cloud or set INFRACLOUD_ADMIN_CLOUD")
+    if name not in clouds:
+        raise ClientError(f"cloud {name!r} is not in {path} (clouds: {', '.join(clouds)})")
+    return name, clouds[name]
+
+
+class Client:
+    def __init__(self, cloud: str | None = None, timeout: float = 30) -> None:
+        name, entry = cloud_entry(cloud)
+        auth = entry.get("auth") or {}
+        verify: Any = entry.get("cacert") or entry.get("verify", True)
+        self.http = httpx.Client(verify=verify, timeout=timeout)
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": auth.get("username"), "password": auth.get("password"),
+            "domain": {"name": auth.get("user_domain_name", "Default")}}}},
+            "scope": {"project": {"name": auth.get("project_name"), "domain": {
+                "name": auth.get("project_domain_name", "Default")}}}}}
+        url = str(auth.get("auth_url", "")).rstrip("/")
+        try:
+            r = self.http.post(f"{url}/v3/auth/tokens", json=body)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the controller at {url}: {exc}") from None
+        if r.status_code != 201:
+            raise ClientError(f"login to cloud {name!r} failed: HTTP {r.status_code}")
+        self.http.headers["X-Auth-Token"] = r.headers["X-Subject-Token"]
+        self.base = self._endpoint(r.json()["token"].get("catalog", []), "baremetal",
+                                   name).removesuffix("/baremetal")
+
+    @staticmethod
+    def _endpoint(catalog: list[dict[str, Any]], kind: str, cloud: str) -> str:
+        for service in catalog:
+            if service.get("type") == kind:
+                for ep in service.get("endpoints", []):
+                    if ep.get("interface") == "public":
+                        return str(ep["url"]).rstrip("/")
+        raise ClientError(f"cloud {cloud!r} has no {kind} service in its catalog")
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"X-OpenStack-Ironic-API-Version": "latest"} if path.startswith(
+            "/baremetal") else {}
+        try:
+            r = self.http.request(method, self.base + path, headers=headers, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"{method} {path}: {exc}") from None
+        if r.status_code >= 400:
+            raise BadRequest(f"{method} {path}: HTTP {r.status_code}: {_message(r)}")
+        return r.json() if r.content else None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _message(r: httpx.Response) -> str:
+    try:
+        body = r.json()
+    except ValueError:
+        return r.text[:300]
+    if isinstance(body, dict) and "error_message" in body:
+        try:
+            return str(json.loads(body["error_message"]).get("faultstring"))
+        except (ValueError, AttributeError):
+            return str(body["error_message"])
+    for value in body.values() if isinstance(body, dict) else []:
+        if isinstance(value, dict) and "message" in value:
+            return str(value["message"])
+    return r.text[:300]

@@ -1,0 +1,446 @@
+"""The conductor: carries out what the node API asked for, by talking to the BMCs.
+
+One loop thread picks work each tick and hands it to a worker pool per BMC protocol (so 100
+slow IPMI BMCs never hold up Redfish ones, and no protocol gets more than its configured
+concurrency). Each piece of work holds the node's lease (`reserved_until`) so several
+controllers never work on one node at once. Every BMC call is bounded by its timeout and
+retried with exponential backoff and jitter on transient errors; a BMC that keeps failing is
+**fenced**: its node goes into maintenance with the fault "power failure", its compute host is
+disabled and its servers are marked lost, and the rest of the site goes on. Fenced BMCs are
+probed now and then; when they answer again the fault clears by itself.
+
+Power states are synced in the background at a steady rate (every node once per
+`power_sync_interval`, spread evenly over it), never in bursts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import func, or_, select, update
+
+from infracloud.core.clock import Clock
+from infracloud.core.settings import HardwareConfig
+from infracloud.core.states import PROVISION
+from infracloud.hardware.bmc import Bmc, BmcAccess, BmcError, make_bmc
+from infracloud.hardware.drain import Drainer
+from infracloud.hardware.nodes import HEADING, NodeService, expired, timeouts, token_hash
+from infracloud.store import Database
+from infracloud.store.models import Node
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TICK = 1.0
+STABLE_SYNCED = ("manageable", "available", "active", "inspect failed", "clean failed",
+                 "deploy failed", "error")
+WORKING = tuple(HEADING)  # in-progress states; "wait call-back" only waits for the agent
+JOBS = ("verifying", "inspecting", "cleaning", "deploying", "deleting")
+POWER_POLL = 0.5
+RECHECK_DRAIN = 5.0
+FENCE_FAULT = "power failure"
+
+
+class NotYet(Exception):
+    """The step is waiting for something outside the BMC (a drain); try again later."""
+
+
+@dataclass
+class Calls:
+    """BMC calls of one piece of work: retries, backoff, and the counts that decide fencing."""
+
+    bmc: Bmc
+    config: HardwareConfig
+    stop: threading.Event
+    made: int = 0
+    failed_in_row: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        c = self.config
+        for attempt in range(c.retries):
+            self.made += 1
+            try:
+                result = fn(*args)
+            except BmcError as exc:
+                self.failed_in_row += 1
+                self.errors.append(str(exc))
+                if not exc.transient or attempt + 1 == c.retries or self.stop.is_set():
+                    raise
+                delay = min(c.backoff * 2 ** attempt, c.backoff_max)
+                self.stop.wait(delay * random.uniform(0.5, 1.0))
+                continue
+            self.failed_in_row = 0
+            return result
+        raise AssertionError("unreachable")
+
+    def wait_power(self, state: str, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while self(self.bmc.get_power) != state:
+            if time.monotonic() > deadline or self.stop.is_set():
+                raise BmcError(f"the power did not turn {state} within {limit:g} s")
+            self.stop.wait(POWER_POLL)
+
+    def power(self, state: str, limit: float) -> None:
+        if self(self.bmc.get_power) != state:
+            self(self.bmc.set_power, state)
+            self.wait_power(state, limit)
+
+
+class Conductor:
+    def __init__(self, db: Database, config: HardwareConfig, clock: Clock, nodes: NodeService,
+                 drainer: Drainer, base_url: str, holder: str,
+                 make: Callable[[BmcAccess], Bmc] = make_bmc) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.nodes = nodes
+        self.drainer = drainer
+        self.base_url = base_url.rstrip("/")
+        self.holder = holder
+        self.make = make
+        self.limits = timeouts(config)
+        self.pools = {p: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"bmc-{p}")
+                      for p, n in config.workers.items()}
+        self.in_flight = dict.fromkeys(config.workers, 0)
+        self._busy: set[str] = set()
+        self._bmcs: dict[str, tuple[BmcAccess, Bmc]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="conductor", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        for pool in self.pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        for _, bmc in self._bmcs.values():
+            bmc.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("conductor tick failed")
+            self._wake.wait(TICK)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        self._timeouts()
+        self._dispatch()
+        self._sync()
+
+    def idle(self) -> bool:
+        with self._lock:
+            return not self._busy
+
+    # ---- picking work --------------------------------------------------------------------------
+
+    def _free(self, protocol: str) -> int:
+        with self._lock:
+            return self.config.workers.get(protocol, 1) - self.in_flight.get(protocol, 0)
+
+    def _claim(self, node_id: str, hold: float | None = None) -> bool:
+        now = self.clock.now()
+        with self.db.write() as s:
+            done = s.execute(update(Node).where(
+                Node.id == node_id,
+                or_(Node.reserved_until.is_(None), Node.reserved_until < now))
+                .values(reservation=self.holder,
+                        reserved_until=now + dt.timedelta(seconds=hold or self.config.lease))
+                .execution_options(synchronize_session=False))
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def _submit(self, node: Node, kind: str) -> bool:
+        protocol = node.driver if node.driver in self.pools else "fake"
+        with self._lock:
+            if node.id in self._busy or self.in_flight[protocol] >= \
+                    self.config.workers[protocol]:
+                return False
+        if not self._claim(node.id):
+            return False
+        with self._lock:
+            self._busy.add(node.id)
+            self.in_flight[protocol] += 1
+        self.pools[protocol].submit(self._run, node.id, kind, protocol)
+        return True
+
+    def _candidates(self, *where: Any, order: Any = None, limit: int | None = None
+                    ) -> list[Node]:
+        now = self.clock.now()
+        q = select(Node).where(or_(Node.reserved_until.is_(None), Node.reserved_until < now),
+                               *where)
+        if order is not None:
+            q = q.order_by(order)
+        if limit is not None:
+            q = q.limit(limit)
+        with self.db.read() as s:
+            return list(s.scalars(q))
+
+    def _dispatch(self) -> None:
+        for node in self._candidates(or_(Node.target_power_state.is_not(None),
+                                         (Node.provision_state.in_(JOBS)) &
+                                         (Node.maintenance.is_(False)))):
+            kind = "power" if node.target_power_state else "provision"
+            self._submit(node, kind)
+
+    def _sync(self) -> None:
+        """A steady trickle of power checks: each node once per interval, never a burst."""
+        c = self.config
+        now = self.clock.now()
+        with self.db.read() as s:
+            total = s.scalar(select(func.count()).select_from(Node).where(
+                Node.provision_state.in_(STABLE_SYNCED))) or 0
+        if not total:
+            return
+        budget = math.ceil(total * TICK / c.power_sync_interval)
+        due = now - dt.timedelta(seconds=c.power_sync_interval)
+        recover = now - dt.timedelta(seconds=c.fault_recovery_interval)
+        checked = func.coalesce(Node.power_checked_at, dt.datetime(1970, 1, 1))
+        rows = self._candidates(
+            Node.provision_state.in_(STABLE_SYNCED), Node.target_power_state.is_(None),
+            or_((Node.maintenance.is_(False)) & (checked < due),
+                (Node.fault == FENCE_FAULT) & (checked < recover)),
+            order=checked, limit=budget)
+        for node in rows:
+            if not self._submit(node, "sync"):
+                break
+
+    def _timeouts(self) -> None:
+        now = self.clock.now()
+        for node in self._candidates(Node.provision_state.in_(WORKING)):
+            if expired(node, self.limits, now):
+                limit = self.limits[node.provision_state]
+                self._finish(node.id, "timeout", error=f"Timed out after {limit:g} s in "
+                             f"{node.provision_state}.", own=False)
+
+    # ---- doing work ----------------------------------------------------------------------------
+
+    def _bmc(self, node: Node) -> Bmc:
+        access = self.nodes.access(node)
+        with self._lock:
+            cached = self._bmcs.get(node.id)
+            if cached and cached[0] == access:
+                return cached[1]
+        bmc = self.make(access)
+        with self._lock:
+            old = self._bmcs.get(node.id)
+            self._bmcs[node.id] = (access, bmc)
+        if old:
+            old[1].close()
+        return bmc
+
+    def _run(self, node_id: str, kind: str, protocol: str) -> None:
+        calls: Calls | None = None
+        try:
+            with self.db.read() as s:
+                node = s.get(Node, node_id)
+            if node is None:
+                return
+            calls = Calls(self._bmc(node), self.config, self._stop)
+            if kind == "power":
+                self._power(node, calls)
+            elif kind == "sync":
+                self._sync_one(node, calls)
+            else:
+                self._provision(node, calls)
+        except Exception:
+            log.exception("conductor work on node %s failed", node_id)
+            self._release(node_id)
+        finally:
+            if calls is not None:
+                self._count(node_id, calls)
+            with self._lock:
+                self._busy.discard(node_id)
+                self.in_flight[protocol] -= 1
+            self._wake.set()
+
+    def _provision(self, node: Node, calls: Calls) -> None:
+        state = node.provision_state
+        step = getattr(self, "_step_" + state.replace(" ", "_"))
+        try:
+            event = step(node, calls) or "done"
+        except NotYet:
+            self._release(node.id, later=RECHECK_DRAIN)
+            return
+        except BmcError as exc:
+            self._finish(node.id, "fail", error=f"{state} failed: {exc}")
+            return
+        self._finish(node.id, event)
+
+    def _finish(self, node_id: str, event: str, *, error: str | None = None,
+                own: bool = True, **values: Any) -> None:
+        """Move the node on (if it is still where the work found it) and free it."""
+        now = self.clock.now()
+        with self.db.write() as s:
+            node = s.get(Node, node_id, with_for_update=True)
+            if node is None or (own and node.reservation != self.holder):
+                return
+            if PROVISION.allows(node.provision_state, event):
+                before = node.provision_state
+                node.provision_state = PROVISION.next(before, event)
+                node.target_provision_state = HEADING.get(node.provision_state)
+                node.provision_updated_at = now
+                log.log(logging.WARNING if error else logging.INFO, "node %s -> %s",
+                        before, node.provision_state,
+                        extra={"node": node.id, "node_name": node.name, "event": "node." + event,
+                               "reason": error})
+            for key, value in values.items():
+                setattr(node, key, value)
+            if error:
+                node.last_error = error
+            node.updated_at = now
+            if own:
+                node.reservation = node.reserved_until = None
+        self._wake.set()
+
+    def _release(self, node_id: str, later: float = 0) -> None:
+        until = self.clock.now() + dt.timedelta(seconds=later) if later else None
+        with self.db.write() as s:
+            s.execute(update(Node).where(Node.id == node_id, Node.reservation == self.holder)
+                      .values(reservation=None, reserved_until=until)
+                      .execution_options(synchronize_session=False))
+
+    def _count(self, node_id: str, calls: Calls) -> None:
+        """Record the calls made; fence the node if its BMC keeps failing."""
+        fence_reason = None
+        unfenced = False
+        with self.db.write() as s:
+            node = s.get(Node, node_id, with_for_update=True)
+            if node is None:
+                return
+            node.bmc_calls = (node.bmc_calls or 0) + calls.made
+            if calls.failed_in_row == 0:
+                node.bmc_failures = 0
+                if node.fault == FENCE_FAULT:
+                    node.maintenance, node.fault, node.maintenance_reason = False, None, None
+                    node.last_error = "The BMC answers again: fault cleared."
+                    unfenced = True
+                    log.warning("node unfenced", extra={"node": node.id, "node_name": node.name,
+                                                        "event": "node.unfence"})
+            else:
+                node.bmc_failures = (node.bmc_failures or 0) + calls.failed_in_row
+                if node.bmc_failures >= self.config.fence_after and not node.maintenance:
+                    fence_reason = (f"BMC unreachable: {node.bmc_failures} failed calls in a "
+                                    f"row; last: {calls.errors[-1] if calls.errors else '?'}")
+                    node.maintenance, node.fault = True, FENCE_FAULT
+                    node.maintenance_reason = fence_reason
+                    node.last_error = fence_reason
+            host_name, name = node.host_name, node.name
+        if fence_reason:
+            log.error("node fenced", extra={"node": node_id, "node_name": name, "event":
+                                            "node.fence", "reason": fence_reason})
+            if host_name:
+                self.drainer.fence(host_name, fence_reason)
+        if unfenced and host_name:
+            self.drainer.unfence(host_name)
+
+    # ---- power ---------------------------------------------------------------------------------
+
+    def _power(self, node: Node, calls: Calls) -> None:
+        target = node.target_power_state or ""
+        error = None
+        state: str | None
+        try:
+            if target in ("rebooting", "soft rebooting"):
+                calls(calls.bmc.reboot)
+                calls.wait_power("on", self.config.power_wait)
+            else:
+                calls.power("on" if target == "power on" else "off", self.config.power_wait)
+            state = "power on" if calls(calls.bmc.get_power) == "on" else "power off"
+        except BmcError as exc:
+            error = f"Failed to change the power to {target}: {exc}"
+            state = node.power_state
+        self._finish(node.id, "-", error=error, power_state=state, target_power_state=None,
+                     power_checked_at=self.clock.now())
+
+    def _sync_one(self, node: Node, calls: Calls) -> None:
+        try:
+            state: str | None = "power on" if calls(calls.bmc.get_power) == "on" \
+                else "power off"
+        except BmcError:
+            state = node.power_state
+        if state != node.power_state:
+            log.info("power state of %s is %s (was %s)", node.name or node.id, state,
+                     node.power_state, extra={"node": node.id, "event": "node.power_sync"})
+        self._finish(node.id, "-", power_state=state, power_checked_at=self.clock.now())
+
+    # ---- provisioning steps (one per in-progress state) -----------------------------------------
+
+    def _step_verifying(self, node: Node, calls: Calls) -> None:
+        calls(calls.bmc.validate)
+        on = calls(calls.bmc.get_power) == "on"
+        self._note(node.id, power_state="power on" if on else "power off")
+
+    def _step_inspecting(self, node: Node, calls: Calls) -> None:
+        started = self.clock.now()
+        found = calls(calls.bmc.inspect).as_properties()
+        expected = node.properties or {}
+        mismatch = [f"{k}: expected {expected[k]}, found {found[k]}"
+                    for k in ("cpus", "memory_mb", "local_gb")
+                    if k in found and k in expected and expected[k] != found[k]]
+        self._note(node.id, properties={**expected, **found}, inspection_started_at=started,
+                   inspection_finished_at=self.clock.now(),
+                   last_error=("Inspection found other hardware than the inventory says: " +
+                               "; ".join(mismatch)) if mismatch else None)
+
+    def _step_cleaning(self, node: Node, calls: Calls) -> None:
+        calls.power("off", self.config.power_wait)
+        if calls.bmc.virtual_media:
+            calls(calls.bmc.eject_media)
+        self._note(node.id, power_state="power off")
+
+    def _step_deploying(self, node: Node, calls: Calls) -> str:
+        token, media = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self._note(node.id, join_token_hash=token_hash(token), media_id=media,
+                   join_secret=self.nodes.box.encrypt(token), host_name=None)
+        calls.power("off", self.config.power_wait)
+        if calls.bmc.virtual_media:
+            calls(calls.bmc.insert_media, f"{self.base_url}/hardware/v1/media/{media}.iso")
+            calls(calls.bmc.set_boot_device, "cd")
+        else:
+            calls(calls.bmc.set_boot_device, "pxe")
+        calls(calls.bmc.set_power, "on")
+        calls.wait_power("on", self.config.power_wait)
+        self._note(node.id, power_state="power on")
+        return "wait"
+
+    def _step_deleting(self, node: Node, calls: Calls) -> None:
+        if node.host_name and node.role == "compute":
+            evict = bool((node.instance_info or {}).get("evict"))
+            if not self.drainer.drain(node.host_name, evict=evict):
+                raise NotYet
+        calls.power("off", self.config.power_wait)
+        if calls.bmc.virtual_media:
+            calls(calls.bmc.eject_media)
+        if node.host_name:
+            self.drainer.forget(node.host_name)
+        self._note(node.id, power_state="power off", host_name=None, join_token_hash=None,
+                   join_secret=None, media_id=None)
+
+    def _note(self, node_id: str, **values: Any) -> None:
+        with self.db.write() as s:
+            s.execute(update(Node).where(Node.id == node_id)
+                      .values(updated_at=self.clock.now(), **values)
+                      .execution_options(synchronize_session=False))

@@ -1,0 +1,71 @@
+"""BMC passwords at rest: Fernet-encrypted with a key kept in a file beside the database (not in
+it, so a copy of the database alone does not give the BMCs away). The file is made on first use
+with mode 0600; with PostgreSQL every controller of the site needs the same file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from infracloud.core.errors import ConfigError
+from infracloud.core.settings import ControllerConfig
+
+SQLITE_PREFIX = "sqlite:///"
+
+
+def key_path(config: ControllerConfig) -> Path:
+    configured = config.hardware.secret_key_file
+    if configured is not None:
+        return configured
+    url = config.database.url
+    if url.startswith(SQLITE_PREFIX) and ":memory:" not in url:
+        return Path(url[len(SQLITE_PREFIX):]).with_name("bmc-secret.key")
+    raise ConfigError("hardware.secret_key_file must be set when the database is not a SQLite "
+                      "file (it encrypts BMC passwords; give every controller the same file)")
+
+
+class SecretBox:
+    """Loads (or makes) its key at first use, so a controller that never enrols a machine
+    needs no key file."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self._key: Fernet | None = None
+
+    @property
+    def path(self) -> Path:
+        return key_path(self.config)
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._key is None:
+            self._key = Fernet(self._load_or_create(self.path))
+        return self._key
+
+    @staticmethod
+    def _load_or_create(path: Path) -> bytes:
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another controller made it first
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as f:
+            f.write(key + b"\n")
+        return key
+
+    def encrypt(self, secret: str) -> str:
+        return self._fernet.encrypt(secret.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise ConfigError(f"cannot decrypt a stored BMC secret with {self.path}: the key "
+                              f"file is not the one it was encrypted with") from None

@@ -1,0 +1,114 @@
+"""Simulated machines that boot: when a fake BMC powers a machine on with deploy media
+inserted, the machine "boots" (after its boot delay) and runs `infracloud agent` in this
+process, with the join token from the media's config, and the simulated machine's CPU, RAM and
+disk as its capacity. Powering it off stops the agent (its servers vanish with it)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from infracloud.agent.hosts import host_info, make_driver
+from infracloud.agent.runner import Agent
+from infracloud.core.settings import SimulationConfig
+from infracloud.hardware.bmc.fake import SIMULATOR, SimulatedMachine, Simulator
+
+log = logging.getLogger(__name__)
+
+
+def config_url(media_url: str) -> str:
+    return media_url[:-4] + ".json" if media_url.endswith(".iso") else media_url
+
+
+class Simulation:
+    def __init__(self, config: SimulationConfig, cacert: str | bool = True,
+                 simulator: Simulator | None = None) -> None:
+        self.config = config
+        self.cacert = cacert
+        self.sim = simulator or SIMULATOR
+        self._root = config.root
+        self.agents: dict[str, tuple[Agent, threading.Thread]] = {}
+        # what a machine "installed" from its deploy media: booting from disk runs it again
+        self.installed: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        if self._root is None:
+            self._root = Path(tempfile.mkdtemp(prefix="infracloud-sim-"))
+        return self._root
+
+    def install(self) -> None:
+        self.sim.on_boot = self.boot
+        self.sim.on_power_off = self.power_off
+
+    def boot(self, m: SimulatedMachine) -> None:
+        config = None
+        if m.media and m.boot_device == "cd":
+            try:
+                r = httpx.get(config_url(m.media), verify=self._verify(), timeout=10)
+                r.raise_for_status()
+                config = r.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("simulated machine %s cannot read its deploy media: %s", m.name, exc)
+                return
+            self.installed[m.name] = config
+        elif m.boot_device == "disk":
+            config = self.installed.get(m.name)
+        if config is None:
+            return  # nothing to boot (PXE has no server in the simulation)
+        if config.get("role") != "compute":
+            self._join_only(m, config)
+            return
+        self._start_agent(m, config)
+
+    def _verify(self) -> Any:
+        return ssl.create_default_context(cafile=self.cacert) if isinstance(self.cacert, str) \
+            else self.cacert
+
+    def _start_agent(self, m: SimulatedMachine, config: dict[str, Any]) -> None:
+        self.power_off(m)  # a reboot: the old agent is gone with the old boot
+        name = config["name"]
+        root = self.root / name
+        driver = make_driver(self.config.agent_driver, root, ssh_port=self.config.ssh_port)
+        agent = Agent(config["controller"], "", driver,
+                      host_info(name, m.cpus, m.memory_mb, m.disk_gb), root,
+                      cacert=self.cacert, poll_wait=self.config.poll_wait,
+                      join_token=config["join_token"])
+        t = threading.Thread(target=agent.run, name=f"sim-agent-{name}", daemon=True)
+        with self._lock:
+            self.agents[m.name] = (agent, t)
+        t.start()
+        log.info("simulated machine booted", extra={"host": name, "event": "sim.boot"})
+
+    def _join_only(self, m: SimulatedMachine, config: dict[str, Any]) -> None:
+        """A controller-role machine: it joins, but runs no compute agent."""
+        try:
+            httpx.post(config["controller"] + "/agent/v1/join", verify=self._verify(),
+                       json={"join_token": config["join_token"]}, timeout=10)
+        except httpx.HTTPError as exc:
+            log.warning("simulated machine %s cannot join: %s", m.name, exc)
+
+    def power_off(self, m: SimulatedMachine) -> None:
+        with self._lock:
+            entry = self.agents.pop(m.name, None)
+        if entry is None:
+            return
+        agent, thread = entry
+        agent.stop()
+        thread.join(15)
+        agent.close()
+        for instance_id in agent.driver.list():
+            agent.driver.destroy(instance_id)
+        agent.driver.close()
+
+    def close(self) -> None:
+        for name in list(self.agents):
+            self.power_off(self.sim.machines[name])
+        self.sim.on_boot = self.sim.on_power_off = None

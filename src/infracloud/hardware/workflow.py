@@ -1,0 +1,165 @@
+"""Client-side workflows over the Bare Metal API, for `infracloud hardware` and the demo: enrol
+an inventory (create -> manage -> inspect -> provide), deploy, undeploy. Each polls the node
+list (one request for all nodes) and reports progress through a callback."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from infracloud.hardware.inventory import Inventory, MachineSpec
+
+Call = Callable[..., Any]
+FAILED = ("inspect failed", "clean failed", "deploy failed", "error")
+POLL = 0.5
+FIELDS = "uuid,name,provision_state,power_state,maintenance,last_error,fault," \
+         "inspection_finished_at"
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> why
+
+    def summary(self) -> str:
+        parts = [f"{n} {s}" for s, n in sorted(self.states.items())]
+        return ", ".join(parts)
+
+
+Report = Callable[[Progress], None]
+
+
+def node_body(m: MachineSpec, site: str) -> dict[str, Any]:
+    e = m.expected
+    props: dict[str, Any] = {k: v for k, v in (("cpus", e.cpus), ("memory_mb", e.memory_mb),
+                                               ("local_gb", e.disk_gb),
+                                               ("cpu_arch", e.cpu_arch)) if v is not None}
+    if m.macs:
+        props["macs"] = m.macs
+    extra: dict[str, Any] = {"role": m.role, "site": site}
+    if m.ipv4_address:
+        extra["ipv4_address"] = m.ipv4_address
+    options = dict(m.bmc.options)
+    if m.bmc.driver == "fake" and m.macs:  # a simulated machine has the listed NICs
+        options.setdefault("macs", m.macs)
+    return {"name": m.name, "driver": m.bmc.driver, "properties": props, "extra": extra,
+            "driver_info": {"bmc_address": m.bmc.address, "bmc_username": m.bmc.username,
+                            "bmc_password": m.bmc.resolved_password(),
+                            "bmc_options": options}}
+
+
+def list_nodes(call: Call, fields: str = FIELDS) -> dict[str, dict[str, Any]]:
+    return {n["name"]: n for n in call("GET", "/baremetal/v1/nodes",
+                                       params={"fields": fields})["nodes"]}
+
+
+def _watch(call: Call, names: list[str], step: Callable[[str, dict[str, Any]], str | None],
+           report: Report, timeout: float) -> Progress:
+    """Poll until every node is finished: `step` returns 'done', 'failed: why', or None
+    (still going; it may send requests to move the node on)."""
+    progress = Progress(total=len(names))
+    left = set(names)
+    deadline = time.monotonic() + timeout
+    while left:
+        nodes = list_nodes(call)
+        progress.states = Counter(nodes[n]["provision_state"] for n in names if n in nodes)
+        for name in sorted(left):
+            node = nodes.get(name)
+            outcome = "failed: the node is gone" if node is None else step(name, node)
+            if outcome is None:
+                continue
+            left.discard(name)
+            progress.done += 1
+            if outcome.startswith("failed"):
+                progress.failed[name] = outcome.partition(": ")[2]
+        report(progress)
+        if left and time.monotonic() > deadline:
+            for name in left:
+                progress.failed[name] = f"not finished after {timeout:g} s"
+            break
+        if left:
+            time.sleep(POLL)
+    return progress
+
+
+def _why(node: dict[str, Any]) -> str:
+    if node.get("maintenance"):
+        return f"in maintenance ({node.get('fault') or 'by an operator'}): " \
+               f"{node.get('last_error') or ''}".rstrip(": ")
+    return str(node.get("last_error") or node["provision_state"])
+
+
+def enroll(call: Call, inventory: Inventory, report: Report, *, stop_at: str = "available",
+           timeout: float = 3600) -> Progress:
+    existing = list_nodes(call)
+    for m in inventory.machines:
+        if m.name not in existing:
+            call("POST", "/baremetal/v1/nodes", json=node_body(m, inventory.name))
+    asked: dict[str, str] = {}
+
+    def move(name: str, target: str) -> None:
+        if asked.get(name) != target:
+            asked[name] = target
+            call("PUT", f"/baremetal/v1/nodes/{name}/states/provision", json={"target": target})
+
+    def step(name: str, node: dict[str, Any]) -> str | None:
+        state = node["provision_state"]
+        if node.get("maintenance"):
+            return "failed: " + _why(node)
+        if state == stop_at or (state == "available" and stop_at != "enroll"):
+            return "done"
+        if state == "enroll":
+            if stop_at == "enroll":
+                return "done"
+            if asked.get(name) == "manage" and node.get("last_error"):
+                return "failed: " + _why(node)
+            move(name, "manage")
+        elif state == "manageable":
+            if not node.get("inspection_finished_at"):
+                move(name, "inspect")
+            elif stop_at == "manageable":
+                return "done"
+            else:
+                move(name, "provide")
+        elif state in FAILED:
+            return "failed: " + _why(node)
+        return None
+
+    return _watch(call, [m.name for m in inventory.machines], step, report, timeout)
+
+
+def deploy(call: Call, names: list[str], report: Report, timeout: float = 3600) -> Progress:
+    for name in names:
+        call("PUT", f"/baremetal/v1/nodes/{name}/states/provision", json={"target": "active"})
+
+    def step(name: str, node: dict[str, Any]) -> str | None:
+        state = node["provision_state"]
+        if state == "active":
+            return "done"
+        if state in FAILED or state == "available" or node.get("maintenance"):
+            return "failed: " + _why(node)
+        return None
+
+    return _watch(call, names, step, report, timeout)
+
+
+def undeploy(call: Call, names: list[str], report: Report, *, evict: bool = False,
+             timeout: float = 7200) -> Progress:
+    for name in names:
+        call("PUT", f"/baremetal/v1/nodes/{name}/states/provision",
+             json={"target": "deleted", "evict": evict})
+
+    def step(name: str, node: dict[str, Any]) -> str | None:
+        state = node["provision_state"]
+        if state == "available":
+            return "done"
+        if state in FAILED:
+            return "failed: " + _why(node)
+        return None
+
+    return _watch(call, names, step, report, timeout)
