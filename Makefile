@@ -27,6 +27,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/identity.py
 	$(BIN)/python bench/images.py
+	$(BIN)/python bench/compute.py
+	$(BIN)/python bench/hardware.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info src/*.egg-info

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +55,9 @@ def version() -> None:
     typer.echo(__version__)
 
 
+SITES = ("small", "vanilla", "chocolate", "none")
+
+
 @app.command()
 def demo(
     state_dir: Annotated[Path, typer.Option(help="folder for the demo site's data")] = Path(
@@ -60,14 +66,20 @@ def demo(
     port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8443,
     no_tls: Annotated[bool, typer.Option("--no-tls", help="serve plain HTTP")] = False,
     log_format: Annotated[str, typer.Option(help="json or text")] = "json",
-    hosts: Annotated[int, typer.Option(help="compute hosts to run", min=0, max=64)] = 4,
+    site: Annotated[str, typer.Option(
+        help="simulated machines to enrol and deploy as compute hosts: small (4), vanilla "
+        "(48), chocolate (100) or none")] = "small",
+    hosts: Annotated[int, typer.Option(
+        help="extra compute hosts started directly (no machine behind them)", min=0,
+        max=64)] = 0,
     driver: Annotated[str, typer.Option(help="sandbox (SSH works) or fake")] = "sandbox",
     ssh_port: Annotated[int | None, typer.Option(
         help="port of the sandbox servers' SSH (default 22 as root, else 2222)")] = None,
 ) -> None:
-    """Run an all-in-one demo site (embedded SQLite, compute hosts) until Ctrl-C."""
+    """Run an all-in-one demo site (embedded SQLite, simulated machines) until Ctrl-C."""
     from infracloud import demo as demo_mod
     from infracloud.agent.hosts import AgentThreads
+    from infracloud.cli_hardware import progress_bar
     from infracloud.ops import logging as logs
     from infracloud.runtime import check_port_free, serve
     from infracloud.services import Services, build_services
@@ -75,11 +87,14 @@ def demo(
     _log_format(log_format)
     if driver not in ("sandbox", "fake"):
         fail(f"--driver must be sandbox or fake, not {driver!r}")
+    if site not in SITES:
+        fail(f"--site must be one of {', '.join(SITES)}, not {site!r}")
     if ssh_port is None:
         ssh_port = 22 if os.geteuid() == 0 else 2222
     check_port_free(host, port)
     config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
-                                     log_format=log_format)
+                                     log_format=log_format, site=site, driver=driver,
+                                     ssh_port=ssh_port)
     log_stream = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as the demo
     logs.configure(config.logging.format, config.logging.level, stream=log_stream)
     typer.echo(f"infracloud demo: preparing {paths.state_dir} (log: {paths.log})")
@@ -88,15 +103,33 @@ def demo(
 
     agents: list[AgentThreads] = []
 
-    def ready(s: Services) -> None:
+    def bring_up(s: Services) -> None:
+        if site != "none":
+            machines = len(demo_mod.inventory.load(demo_mod.site_file(site)).machines)
+            typer.echo(f"  site {site}: {machines} simulated machines, enrolled through their "
+                       f"BMCs and deployed as compute hosts ({driver} driver)")
+            with progress_bar(f"  site {site}", machines) as report:
+                enrolled, deployed = demo_mod.bring_up_site(s, paths, site, report)
+            for name, why in {**enrolled.failed, **deployed.failed}.items():
+                typer.echo(f"  {name}: {why}")
         if hosts:
             agents.append(demo_mod.start_hosts(s, paths, hosts, driver, ssh_port))
-            typer.echo(f"  {hosts} compute hosts ({driver} driver), servers on "
-                       f"{demo_mod.DEMO_CIDR}" + (f", SSH port {ssh_port}" if driver ==
-                                                  "sandbox" else ""))
+            typer.echo(f"  {hosts} extra compute hosts ({driver} driver)")
+        typer.echo(f"  servers on {demo_mod.DEMO_CIDR}" + (
+            f", SSH port {ssh_port}" if driver == "sandbox" else ""))
         typer.echo(f"infracloud demo ready at {s.base_url} — clouds.yaml: {paths.clouds_yaml}")
         typer.echo(f"  try: source {paths.env_file} && openstack server list")
         sys.stdout.flush()
+
+    def ready(s: Services) -> None:
+        def run() -> None:
+            try:
+                bring_up(s)
+            except InfracloudError as exc:
+                typer.echo(f"infracloud: error: {exc.message}", err=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=run, name="demo-site", daemon=True).start()
 
     try:
         serve(config, services=services, on_ready=ready)
@@ -125,7 +158,11 @@ def controller(
 
 @app.command()
 def agent(
-    controller_url: Annotated[str, typer.Option("--controller", help="controller base URL")],
+    controller_url: Annotated[str | None, typer.Option(
+        "--controller", help="controller base URL")] = None,
+    join: Annotated[Path | None, typer.Option(
+        help="join config of a deployed machine (from its deploy media): controller, "
+        "one-time join token, host name, CA")] = None,
     token: Annotated[str | None, typer.Option(
         help="the site's agent token (or INFRACLOUD_AGENT_TOKEN)")] = None,
     driver: Annotated[str, typer.Option(help="sandbox or fake")] = "sandbox",
@@ -156,9 +193,23 @@ def agent(
     from infracloud.agent.runner import Agent
     from infracloud.ops import logging as logs
 
+    join_token = None
+    if join is not None:
+        try:
+            joined = json.loads(join.read_text())
+            controller_url, join_token = joined["controller"], joined["join_token"]
+            name = name or joined["name"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            fail(f"--join {join}: not a join config ({exc})")
+        if joined.get("cacert") and not cacert:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (state_dir / "controller-ca.pem").write_text(joined["cacert"])
+            cacert = str(state_dir / "controller-ca.pem")
     token = token or os.environ.get("INFRACLOUD_AGENT_TOKEN")
-    if not token:
-        fail("an agent token is needed: --token or INFRACLOUD_AGENT_TOKEN")
+    if not token and not join_token:
+        fail("an agent token is needed: --token, INFRACLOUD_AGENT_TOKEN or --join")
+    if not controller_url:
+        fail("--controller (or --join) is needed")
     if driver not in ("sandbox", "fake"):
         fail(f"--driver must be sandbox or fake, not {driver!r}")
     logs.configure("json", "info")
@@ -166,9 +217,9 @@ def agent(
     info = host_info(name or socket.gethostname(), vcpus or cpus, ram_mb or ram,
                      disk_gb if disk_gb is not None else disk, availability_zone,
                      reserved=(reserve_vcpus, reserve_ram_mb, reserve_disk_gb))
-    runner = Agent(controller_url, str(token), make_driver(driver, state_dir,
-                                                           ssh_port=ssh_port),
-                   info, state_dir, cacert=cacert or True)
+    runner = Agent(str(controller_url), token or "", make_driver(driver, state_dir,
+                                                                 ssh_port=ssh_port),
+                   info, state_dir, cacert=cacert or True, join_token=join_token)
     try:
         runner.run()
     except KeyboardInterrupt:
@@ -180,8 +231,8 @@ def agent(
 
 @app.command()
 def states(
-    kind: Annotated[str | None, typer.Argument(help="image, instance or host (default: all)")
-                    ] = None,
+    kind: Annotated[str | None, typer.Argument(
+        help="image, instance, host or node (default: all)")] = None,
     output: Annotated[str, typer.Option("--format", help="table or dot (Graphviz)")] = "table",
 ) -> None:
     """Print the state machines (states, transitions, timeouts) the code runs on."""
@@ -199,9 +250,9 @@ def states(
         for st in machine.states.values():
             kind_of = "failure" if st.failure else ("stable" if st.stable else "in progress")
             limit = f", times out after {st.timeout:g} s" if st.timeout else ""
-            typer.echo(f"  {st.name:12} {kind_of}{limit} - {st.description}")
+            typer.echo(f"  {st.name:15} {kind_of}{limit} - {st.description}")
         for source, event, target in machine.table():
-            typer.echo(f"    {source:12} --{event}--> {target}")
+            typer.echo(f"    {source:15} --{event}--> {target}")
 
 
 @config_app.command("validate")

@@ -34,8 +34,9 @@ def _clouds_file() -> Path:
                       "`source var/demo/infracloud.env`)")
 
 
-def cloud_entry(cloud: str | None) -> tuple[str, dict[str, Any]]:
-    path = _clouds_file()
+def cloud_entry(cloud: str | None, clouds_file: Path | None = None
+                ) -> tuple[str, dict[str, Any]]:
+    path = clouds_file or _clouds_file()
     try:
         clouds = (yaml.safe_load(path.read_text()) or {}).get("clouds") or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -49,8 +50,9 @@ def cloud_entry(cloud: str | None) -> tuple[str, dict[str, Any]]:
 
 
 class Client:
-    def __init__(self, cloud: str | None = None, timeout: float = 30) -> None:
-        name, entry = cloud_entry(cloud)
+    def __init__(self, cloud: str | None = None, timeout: float = 30, *,
+                 clouds_file: Path | None = None) -> None:
+        name, entry = cloud_entry(cloud, clouds_file)
         auth = entry.get("auth") or {}
         verify: Any = entry.get("cacert") or entry.get("verify", True)
         self.http = httpx.Client(verify=verify, timeout=timeout)

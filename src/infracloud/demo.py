@@ -17,7 +17,10 @@ import yaml
 from infracloud.agent.hosts import AgentThreads, host_info, make_driver
 from infracloud.agent.runner import Agent
 from infracloud.api.tls import ensure_certificates
+from infracloud.client import Client
 from infracloud.core.settings import ControllerConfig
+from infracloud.hardware import inventory, workflow
+from infracloud.hardware.workflow import Progress, Report
 from infracloud.services import Services
 
 REGION = "RegionOne"
@@ -85,7 +88,8 @@ def _passwords(paths: DemoPaths) -> dict[str, str]:
     return known
 
 
-def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = "json"
+def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = "json", *,
+            site: str = "none", driver: str = "sandbox", ssh_port: int = 22
             ) -> tuple[ControllerConfig, DemoPaths]:
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -94,13 +98,16 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
     if not paths.agent_token.exists():
         _write_private(paths.agent_token, secrets.token_urlsafe(32) + "\n")
     data: dict = {
-        "site": "demo",
+        "site": "demo" if site == "none" else site,
         "region": REGION,
         "listen": {"host": host, "port": port},
         "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
         "images": {"store_path": str(state_dir / "images")},
         "compute": {"network": {"name": "demo-net", "cidr": DEMO_CIDR},
                     "agent_token_file": str(paths.agent_token)},
+        # the site's simulated machines boot in-process agents with the demo's driver
+        "hardware": {"simulation": {"agent_driver": driver, "root": str(state_dir / "hosts"),
+                                    "ssh_port": ssh_port, "poll_wait": 10}},
         "logging": {"format": log_format},
     }
     if tls:
@@ -169,6 +176,32 @@ def start_hosts(services: Services, paths: DemoPaths, count: int, driver: str,
     return threads
 
 
+def site_file(name: str) -> Path:
+    """A shipped site inventory (sites/<name>.yaml)."""
+    return Path(__file__).parent / "sites" / f"{name}.yaml"
+
+
+def bring_up_site(services: Services, paths: DemoPaths, site: str, report: Report
+                  ) -> tuple[Progress, Progress]:
+    """Enrol the site's simulated machines through their (simulated) BMCs and deploy its
+    compute machines, through the API like an operator would; machines deployed by an
+    earlier run are powered on again (the simulated world starts powered off)."""
+    client = Client("infracloud-admin", clouds_file=paths.clouds_yaml)
+    try:
+        enrolled = workflow.enroll(client.call, inventory.load(site_file(site)), report)
+        nodes = workflow.list_nodes(client.call, workflow.FIELDS + ",extra")
+        for name, node in nodes.items():
+            if node["provision_state"] == "active" and not node["maintenance"]:
+                client.call("PUT", f"/baremetal/v1/nodes/{name}/states/power",
+                            json={"target": "power on"})
+        ready = sorted(n for n, node in nodes.items() if node["provision_state"] ==
+                       "available" and node["extra"].get("role") == "compute")
+        deployed = workflow.deploy(client.call, ready, report) if ready else Progress(0)
+    finally:
+        client.close()
+    return enrolled, deployed
+
+
 def write_client_files(config: ControllerConfig, paths: DemoPaths,
                        passwords: dict[str, str]) -> None:
     clouds = {}
@@ -186,6 +219,7 @@ def write_client_files(config: ControllerConfig, paths: DemoPaths,
         clouds[cloud] = entry
     _write_private(paths.clouds_yaml, yaml.safe_dump({"clouds": clouds}, sort_keys=False))
     write_env(paths, {"OS_CLIENT_CONFIG_FILE": str(paths.clouds_yaml), "OS_CLOUD": "infracloud",
+                      "INFRACLOUD_ADMIN_CLOUD": "infracloud-admin",
                       "INFRACLOUD_URL": config.base_url()})
 
 

@@ -2,8 +2,8 @@
 emulator, IPMI against pyghmi's BMC server (tests/bmc_peers.py). No mocks: each driver talks
 to its real peer over loopback.
 
-Machine 0 of each peer serves the quick cases; machines 1 and 2 the power sequences, which run
-concurrently because sushy-tools' fake driver applies every power change 1-11 s late."""
+Machine 0 of each peer serves the quick cases; machines 1-3 the power sequences, which run
+concurrently because sushy-tools' fake driver applies every power change up to 11 s late."""
 
 from __future__ import annotations
 
@@ -80,14 +80,14 @@ class Env:
 
 @pytest.fixture(scope="session")
 def redfish_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedfishPeer]:
-    peer = start_redfish(Path(tmp_path_factory.mktemp("sushy")))
+    peer = start_redfish(Path(tmp_path_factory.mktemp("sushy")), systems=4)
     yield peer
     peer.stop()
 
 
 @pytest.fixture(scope="session")
 def ipmi_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpmiPeer]:
-    peer = start_ipmi(Path(tmp_path_factory.mktemp("ipmi")))
+    peer = start_ipmi(Path(tmp_path_factory.mktemp("ipmi")), bmcs=4)
     yield peer
     ipmi_driver.close_all()
     peer.stop()
@@ -209,26 +209,31 @@ def test_wrong_password_is_refused(env: Env) -> None:
 
 
 def test_power(env: Env) -> None:
-    """Machine 1: on, hard reboot while on, off. Machine 2: reboot while off powers on."""
+    """Three machines at once, each needing at most two (slow, on the emulator) changes:
+    1 powers on then off, 2 powers on then hard-reboots, 3 is rebooted while off."""
 
-    def on_reboot_off() -> None:
-        bmc = env.bmc(1)
+    def on_then(machine: int, then: str) -> None:
+        bmc = env.bmc(machine)
         bmc.set_power("on")
         wait_power(bmc, "on")
-        bmc.reboot()
-        wait_power(bmc, "on")
+        if then == "off":
+            bmc.set_power("off")
+            wait_power(bmc, "off")
+        else:
+            bmc.reboot()
+            wait_power(bmc, "on")
+
+    def reboot_from_off(machine: int) -> None:
+        bmc = env.bmc(machine)
         bmc.set_power("off")
         wait_power(bmc, "off")
-
-    def reboot_from_off() -> None:
-        bmc = env.bmc(2)
-        bmc.set_power("off")
-        wait_power(bmc, "off")
         bmc.reboot()
         wait_power(bmc, "on")
 
-    with ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(on_reboot_off), pool.submit(reboot_from_off)]:
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(on_then, 1, "off"), pool.submit(on_then, 2, "reboot"),
+                   pool.submit(reboot_from_off, 3)]
+        for future in futures:
             future.result()
     with pytest.raises(ValueError):
         env.bmc(1).set_power("sideways")

@@ -70,7 +70,8 @@ def test_catalog_uses_the_configured_region(short_lived: Running) -> None:
     by_type = {svc["type"]: svc for svc in body["catalog"]}
     project = body["catalog"] and _project_of(short_lived, token)
     paths = {"identity": "/identity", "compute": "/compute/v2.1", "image": "/image",
-             "network": "/network", "block-storage": f"/volume/v3/{project}"}
+             "network": "/network", "block-storage": f"/volume/v3/{project}",
+             "baremetal": "/baremetal"}
     assert set(by_type) == set(paths)
     for kind, svc in by_type.items():
         assert {e["region_id"] for e in svc["endpoints"]} == {"vanilla"}
@@ -167,7 +168,10 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [(), ("demo",), ("controller",), ("config",),
                                      ("config", "validate"), ("keys", "rotate"), ("version",),
-                                     ("agent",), ("states",)])
+                                     ("agent",), ("states",), ("hardware",),
+                                     ("hardware", "enroll"), ("hardware", "list"),
+                                     ("hardware", "deploy"), ("hardware", "undeploy"),
+                                     ("hardware", "inventory"), ("capacity",)])
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
     r = infracloud(*command, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout
@@ -182,12 +186,16 @@ def test_keys_rotate(tmp_path: Path) -> None:
 
 
 def test_states_prints_the_tables_the_code_runs_on() -> None:
-    from infracloud.core.states import INSTANCE
+    from infracloud.core.states import INSTANCE, PROVISION
 
     out = infracloud("states", "instance").stdout
     for source, event, target in INSTANCE.table():
-        assert f"{source:12} --{event}--> {target}" in out
-    assert "spawning     in progress, times out after 900 s" in out
+        assert f"{source:15} --{event}--> {target}" in out
+    assert "spawning        in progress, times out after 900 s" in out
+    out = infracloud("states", "node").stdout
+    for source, event, target in PROVISION.table():
+        assert f"{source:15} --{event}--> {target}" in out
+    assert "wait call-back  in progress, times out after 1800 s" in out
     dot = infracloud("states", "image", "--format", "dot").stdout
     assert dot.startswith("digraph image {") and '"saving" -> "killed"' in dot
     assert infracloud("states", "nothing").returncode == 2

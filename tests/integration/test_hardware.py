@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infracloud.agent import configdrive
 from tests.servers import BIN, Running, free_port, openstack_cli, sdk, start_controller
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
@@ -223,37 +225,42 @@ def test_openstack_baremetal_cli_drives_a_node_through_its_life(site: Running) -
         assert out.returncode == 0, out.stderr
         return out.stdout
 
+    conn = sdk(env_clouds(site), CLOUD)  # to watch the node between CLI commands (quicker)
+
+    def node() -> Any:
+        return conn.baremetal.get_node("cli-1")
+
     created = json.loads(ok("create", "--driver", "fake-hardware", "--name", "cli-1",
                             "--driver-info", f"bmc_password={BMC_PASSWORD}",
                             "--driver-info", "bmc_address=cli-bmc-1", "-f", "json"))
     assert created["provision_state"] == "enroll"
     assert created["driver_info"]["bmc_password"] == "******"
     ok("manage", "cli-1", "--wait", "60")
-    ok("provide", "cli-1", "--wait", "60")
+    ok("provide", "cli-1")  # --wait polls every 10 s for provide and undeploy: watch instead
+    wait_for(lambda: node().provision_state == "available")
     listed = {r["name"]: r for r in json.loads(ok("list", "-f", "json"))}
     assert listed["cli-1"] == {"uuid": created["uuid"], "name": "cli-1",
                                "instance_uuid": None, "power_state": "power off",
                                "provision_state": "available", "maintenance": False}
 
-    ok("power", "on", "cli-1", "--power-timeout", "30")
-    wait_for(lambda: json.loads(ok("show", "cli-1", "-f", "json"))["power_state"] == "power on")
-    ok("power", "off", "cli-1", "--power-timeout", "30")
-    wait_for(lambda: json.loads(ok("show", "cli-1", "-f", "json"))["power_state"] ==
-             "power off")
+    ok("power", "on", "cli-1")
+    wait_for(lambda: node().power_state == "power on")
+    ok("power", "off", "cli-1")
+    wait_for(lambda: node().power_state == "power off")
 
     ok("maintenance", "set", "cli-1", "--reason", "fan noise")
-    shown = json.loads(ok("show", "cli-1", "-f", "json"))
-    assert shown["maintenance"] and shown["maintenance_reason"] == "fan noise"
+    assert node().is_maintenance and node().maintenance_reason == "fan noise"
     refused = osc(site, "baremetal", "node", "deploy", "cli-1")
     assert refused.returncode != 0 and "maintenance" in refused.stderr
     ok("maintenance", "unset", "cli-1")
+    assert not node().is_maintenance
 
     ok("deploy", "cli-1", "--wait", "60")
     shown = json.loads(ok("show", "cli-1", "-f", "json"))
-    assert shown["provision_state"] == "active"
+    assert shown["provision_state"] == "active" and shown["power_state"] == "power on"
     assert shown["instance_info"]["compute_host"] == "cli-1"
-    ok("undeploy", "cli-1", "--wait", "60")
-    assert json.loads(ok("show", "cli-1", "-f", "json"))["provision_state"] == "available"
+    ok("undeploy", "cli-1")
+    wait_for(lambda: node().provision_state == "available")
     # a verb the state machine refuses is a clear 400, not a 500
     bad = osc(site, "baremetal", "node", "inspect", "cli-1")
     assert bad.returncode != 0 and "can not be performed" in bad.stderr
@@ -297,3 +304,72 @@ def test_passwords_never_appear_in_api_output_cli_output_or_logs(site: Running) 
     assert BMC_PASSWORD.encode() not in db  # encrypted at rest
     key = site.state_dir / "bmc-secret.key"
     assert key.exists() and oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_deploy_media_boots_the_real_agent_command_which_joins_once(
+        site: Running, tmp_path: Path) -> None:
+    """What a real machine does: read the config-2 ISO from its virtual CD, let cloud-init
+    write the join config, and run `infracloud agent --join`."""
+    machines = [{"name": "real-1", "bmc": {"address": "real-bmc-1", "options": {
+        "boot_delay": 3600}}}]  # the simulation never boots it: the test does
+    assert hw(site, "hardware", "enroll", str(inventory(tmp_path, "real", machines))
+              ).returncode == 0
+    assert osc(site, "baremetal", "node", "deploy", "real-1").returncode == 0
+    assert site.state_dir is not None
+    db = site.state_dir / "infracloud.db"
+
+    def media_id() -> str | None:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT media_id FROM nodes WHERE name='real-1' AND "
+                               "provision_state='wait call-back'").fetchone()
+        return row[0] if row else None
+
+    media = wait_for(media_id)
+    with site.http() as http:
+        iso = http.get(f"/hardware/v1/media/{media}.iso")
+    assert iso.status_code == 200
+    (tmp_path / "media.iso").write_bytes(iso.content)
+    drive = configdrive.read(tmp_path / "media.iso")
+    assert configdrive.label(tmp_path / "media.iso") == "config-2"
+    assert drive.meta_data["name"] == "real-1"
+    user_data = (drive.user_data or b"").decode()
+    assert user_data.startswith("#cloud-config\n")
+    cloud = json.loads(user_data.split("\n", 1)[1])
+    assert cloud["runcmd"] == [["infracloud", "agent", "--join", "/etc/infracloud/join.json"]]
+    join_file = tmp_path / "join.json"
+    join_file.write_text(cloud["write_files"][0]["content"])
+    config = json.loads(join_file.read_text())
+    assert config["name"] == "real-1" and config["controller"] == site.base_url
+
+    agent = subprocess.Popen([str(BIN / "infracloud"), "agent", "--join", str(join_file),
+                              "--driver", "fake", "--state-dir", str(tmp_path / "agent"),
+                              "--vcpus", "4", "--ram-mb", "4096", "--disk-gb", "40"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: nodes(site)["real-1"]["state"] == "active")
+        hyper = json.loads(osc(site, "hypervisor", "list", "--long", "-f", "json").stdout)
+        mine = next(h for h in hyper if h["Hypervisor Hostname"] == "real-1")
+        assert mine["vCPUs"] == 4 and mine["State"] == "up"
+        with site.http() as http:  # joined: the media is gone
+            assert http.get(f"/hardware/v1/media/{media}.json").status_code == 404
+            bad = http.post("/agent/v1/join", json={"join_token": "x" * 40})
+            assert bad.status_code == 401
+    finally:
+        agent.terminate()
+        agent.wait(30)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("hardware", "enroll", "/nonexistent/site.yaml"), "cannot read"),
+    (("hardware", "list", "--format", "xml"), "--format"),
+    (("hardware", "deploy"), "--all"),
+    (("hardware", "enroll", "sites/small.yaml", "--stop-at", "active"), "--stop-at"),
+    (("capacity", "--os-cloud", "no-such-cloud"), "no-such-cloud"),
+])
+def test_hardware_command_errors_are_one_line_with_exit_2(site: Running, args: tuple[str, ...],
+                                                          message: str) -> None:
+    out = subprocess.run([str(BIN / "infracloud"), *args], capture_output=True, text=True,
+                         timeout=60, env=env(site), cwd=Path(__file__).parents[2])
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip().count("\n") == 0 and message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -12,7 +12,7 @@ import yaml
 
 from tests.servers import Running, openstack_cli, sdk
 
-SERVED = {"identity", "compute", "image", "network", "block-storage"}
+SERVED = {"identity", "compute", "image", "network", "block-storage", "baremetal"}
 
 
 def _password(demo: Running, cloud: str) -> str:

@@ -56,7 +56,9 @@ def node_view(node: Node, base: str, fields: set[str] | None = None) -> dict[str
     power, boot = INTERFACES.get(node.driver, ("fake", "fake"))
     full: dict[str, Any] = {
         "uuid": node.id, "name": node.name, "driver": node.driver,
-        "driver_info": driver_info_view(node), "driver_internal_info": {},
+        "driver_info": driver_info_view(node),
+        "driver_internal_info": {"bmc_calls": node.bmc_calls or 0,
+                                 "bmc_failures_in_a_row": node.bmc_failures or 0},
         "properties": dict(node.properties or {}),
         "extra": {**(node.extra or {}), "role": node.role},
         "instance_info": {**(node.instance_info or {}),

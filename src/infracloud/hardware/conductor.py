@@ -62,6 +62,8 @@ class Calls:
     stop: threading.Event
     made: int = 0
     failed_in_row: int = 0
+    recorded: bool = False
+    pending: dict[str, Any] = field(default_factory=dict)  # written when the step succeeds
     errors: list[str] = field(default_factory=list)
 
     def __call__(self, fn: Callable[..., T], *args: Any) -> T:
@@ -232,8 +234,8 @@ class Conductor:
         for node in self._candidates(Node.provision_state.in_(WORKING)):
             if expired(node, self.limits, now):
                 limit = self.limits[node.provision_state]
-                self._finish(node.id, "timeout", error=f"Timed out after {limit:g} s in "
-                             f"{node.provision_state}.", own=False)
+                self._settle(node.id, None, event="timeout", own=False,
+                             error=f"Timed out after {limit:g} s in {node.provision_state}.")
 
     # ---- doing work ----------------------------------------------------------------------------
 
@@ -267,10 +269,9 @@ class Conductor:
                 self._provision(node, calls)
         except Exception:
             log.exception("conductor work on node %s failed", node_id)
-            self._release(node_id)
         finally:
-            if calls is not None:
-                self._count(node_id, calls)
+            if calls is None or not calls.recorded:
+                self._settle(node_id, calls)  # frees the node, whatever happened
             with self._lock:
                 self._busy.discard(node_id)
                 self.in_flight[protocol] -= 1
@@ -282,22 +283,27 @@ class Conductor:
         try:
             event = step(node, calls) or "done"
         except NotYet:
-            self._release(node.id, later=RECHECK_DRAIN)
+            self._settle(node.id, calls, later=RECHECK_DRAIN)
             return
         except BmcError as exc:
-            self._finish(node.id, "fail", error=f"{state} failed: {exc}")
+            self._settle(node.id, calls, event="fail", error=f"{state} failed: {exc}")
             return
-        self._finish(node.id, event)
+        self._settle(node.id, calls, event=event, **calls.pending)
 
-    def _finish(self, node_id: str, event: str, *, error: str | None = None,
-                own: bool = True, **values: Any) -> None:
-        """Move the node on (if it is still where the work found it) and free it."""
+    def _settle(self, node_id: str, calls: Calls | None, *, event: str | None = None,
+                error: str | None = None, own: bool = True, later: float = 0,
+                **values: Any) -> None:
+        """In one transaction: move the node on (if it is still where the work found it),
+        record the BMC calls made (fencing or unfencing it), and free it (for `later`
+        seconds, none by default)."""
         now = self.clock.now()
+        fence: str | None = None
+        unfence = False
         with self.db.write() as s:
             node = s.get(Node, node_id, with_for_update=True)
             if node is None or (own and node.reservation != self.holder):
                 return
-            if PROVISION.allows(node.provision_state, event):
+            if event and PROVISION.allows(node.provision_state, event):
                 before = node.provision_state
                 node.provision_state = PROVISION.next(before, event)
                 node.target_provision_state = HEADING.get(node.provision_state)
@@ -310,51 +316,44 @@ class Conductor:
                 setattr(node, key, value)
             if error:
                 node.last_error = error
+            if calls is not None:
+                fence, unfence = self._count(node, calls)
             node.updated_at = now
             if own:
-                node.reservation = node.reserved_until = None
+                node.reservation = None
+                node.reserved_until = now + dt.timedelta(seconds=later) if later else None
+            host_name = node.host_name
+        if fence:
+            log.error("node fenced", extra={"node": node_id, "event": "node.fence",
+                                            "reason": fence})
+            if host_name:
+                self.drainer.fence(host_name, fence)
+        if unfence:
+            log.warning("node unfenced", extra={"node": node_id, "event": "node.unfence"})
+            if host_name:
+                self.drainer.unfence(host_name)
         self._wake.set()
 
-    def _release(self, node_id: str, later: float = 0) -> None:
-        until = self.clock.now() + dt.timedelta(seconds=later) if later else None
-        with self.db.write() as s:
-            s.execute(update(Node).where(Node.id == node_id, Node.reservation == self.holder)
-                      .values(reservation=None, reserved_until=until)
-                      .execution_options(synchronize_session=False))
-
-    def _count(self, node_id: str, calls: Calls) -> None:
-        """Record the calls made; fence the node if its BMC keeps failing."""
-        fence_reason = None
-        unfenced = False
-        with self.db.write() as s:
-            node = s.get(Node, node_id, with_for_update=True)
-            if node is None:
-                return
-            node.bmc_calls = (node.bmc_calls or 0) + calls.made
-            if calls.failed_in_row == 0:
-                node.bmc_failures = 0
-                if node.fault == FENCE_FAULT:
-                    node.maintenance, node.fault, node.maintenance_reason = False, None, None
-                    node.last_error = "The BMC answers again: fault cleared."
-                    unfenced = True
-                    log.warning("node unfenced", extra={"node": node.id, "node_name": node.name,
-                                                        "event": "node.unfence"})
-            else:
-                node.bmc_failures = (node.bmc_failures or 0) + calls.failed_in_row
-                if node.bmc_failures >= self.config.fence_after and not node.maintenance:
-                    fence_reason = (f"BMC unreachable: {node.bmc_failures} failed calls in a "
-                                    f"row; last: {calls.errors[-1] if calls.errors else '?'}")
-                    node.maintenance, node.fault = True, FENCE_FAULT
-                    node.maintenance_reason = fence_reason
-                    node.last_error = fence_reason
-            host_name, name = node.host_name, node.name
-        if fence_reason:
-            log.error("node fenced", extra={"node": node_id, "node_name": name, "event":
-                                            "node.fence", "reason": fence_reason})
-            if host_name:
-                self.drainer.fence(host_name, fence_reason)
-        if unfenced and host_name:
-            self.drainer.unfence(host_name)
+    def _count(self, node: Node, calls: Calls) -> tuple[str | None, bool]:
+        """Record the calls made; fence the node if its BMC keeps failing, clear the fault if
+        a fenced one answers again. Returns (fence reason, unfenced)."""
+        calls.recorded = True
+        node.bmc_calls = (node.bmc_calls or 0) + calls.made
+        if calls.failed_in_row == 0:
+            node.bmc_failures = 0
+            if node.fault == FENCE_FAULT:
+                node.maintenance, node.fault, node.maintenance_reason = False, None, None
+                node.last_error = "The BMC answers again: fault cleared."
+                return None, True
+            return None, False
+        node.bmc_failures = (node.bmc_failures or 0) + calls.failed_in_row
+        if node.bmc_failures < self.config.fence_after or node.maintenance:
+            return None, False
+        reason = (f"BMC unreachable: {node.bmc_failures} failed calls in a row; last: "
+                  f"{calls.errors[-1] if calls.errors else '?'}")
+        node.maintenance, node.fault = True, FENCE_FAULT
+        node.maintenance_reason = node.last_error = reason
+        return reason, False
 
     # ---- power ---------------------------------------------------------------------------------
 
@@ -372,7 +371,7 @@ class Conductor:
         except BmcError as exc:
             error = f"Failed to change the power to {target}: {exc}"
             state = node.power_state
-        self._finish(node.id, "-", error=error, power_state=state, target_power_state=None,
+        self._settle(node.id, calls, error=error, power_state=state, target_power_state=None,
                      power_checked_at=self.clock.now())
 
     def _sync_one(self, node: Node, calls: Calls) -> None:
@@ -384,14 +383,14 @@ class Conductor:
         if state != node.power_state:
             log.info("power state of %s is %s (was %s)", node.name or node.id, state,
                      node.power_state, extra={"node": node.id, "event": "node.power_sync"})
-        self._finish(node.id, "-", power_state=state, power_checked_at=self.clock.now())
+        self._settle(node.id, calls, power_state=state, power_checked_at=self.clock.now())
 
     # ---- provisioning steps (one per in-progress state) -----------------------------------------
 
     def _step_verifying(self, node: Node, calls: Calls) -> None:
         calls(calls.bmc.validate)
         on = calls(calls.bmc.get_power) == "on"
-        self._note(node.id, power_state="power on" if on else "power off")
+        calls.pending.update(power_state="power on" if on else "power off")
 
     def _step_inspecting(self, node: Node, calls: Calls) -> None:
         started = self.clock.now()
@@ -400,16 +399,17 @@ class Conductor:
         mismatch = [f"{k}: expected {expected[k]}, found {found[k]}"
                     for k in ("cpus", "memory_mb", "local_gb")
                     if k in found and k in expected and expected[k] != found[k]]
-        self._note(node.id, properties={**expected, **found}, inspection_started_at=started,
-                   inspection_finished_at=self.clock.now(),
-                   last_error=("Inspection found other hardware than the inventory says: " +
-                               "; ".join(mismatch)) if mismatch else None)
+        calls.pending.update(
+            properties={**expected, **found}, inspection_started_at=started,
+            inspection_finished_at=self.clock.now(),
+            last_error=("Inspection found other hardware than the inventory says: " +
+                        "; ".join(mismatch)) if mismatch else None)
 
     def _step_cleaning(self, node: Node, calls: Calls) -> None:
         calls.power("off", self.config.power_wait)
         if calls.bmc.virtual_media:
             calls(calls.bmc.eject_media)
-        self._note(node.id, power_state="power off")
+        calls.pending.update(power_state="power off")
 
     def _step_deploying(self, node: Node, calls: Calls) -> str:
         token, media = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
@@ -423,7 +423,7 @@ class Conductor:
             calls(calls.bmc.set_boot_device, "pxe")
         calls(calls.bmc.set_power, "on")
         calls.wait_power("on", self.config.power_wait)
-        self._note(node.id, power_state="power on")
+        calls.pending.update(power_state="power on")
         return "wait"
 
     def _step_deleting(self, node: Node, calls: Calls) -> None:
@@ -436,8 +436,8 @@ class Conductor:
             calls(calls.bmc.eject_media)
         if node.host_name:
             self.drainer.forget(node.host_name)
-        self._note(node.id, power_state="power off", host_name=None, join_token_hash=None,
-                   join_secret=None, media_id=None)
+        calls.pending.update(power_state="power off", host_name=None, join_token_hash=None,
+                             join_secret=None, media_id=None)
 
     def _note(self, node_id: str, **values: Any) -> None:
         with self.db.write() as s:

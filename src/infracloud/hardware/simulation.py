@@ -5,7 +5,9 @@ disk as its capacity. Powering it off stops the agent (its servers vanish with i
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import ssl
 import tempfile
 import threading
@@ -34,8 +36,6 @@ class Simulation:
         self.sim = simulator or SIMULATOR
         self._root = config.root
         self.agents: dict[str, tuple[Agent, threading.Thread]] = {}
-        # what a machine "installed" from its deploy media: booting from disk runs it again
-        self.installed: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -58,15 +58,34 @@ class Simulation:
             except (httpx.HTTPError, ValueError) as exc:
                 log.warning("simulated machine %s cannot read its deploy media: %s", m.name, exc)
                 return
-            self.installed[m.name] = config
+            self._install(m, config)
         elif m.boot_device == "disk":
-            config = self.installed.get(m.name)
+            config = self._installed(m)
         if config is None:
             return  # nothing to boot (PXE has no server in the simulation)
         if config.get("role") != "compute":
             self._join_only(m, config)
             return
         self._start_agent(m, config)
+
+    # what a machine "installed" from its deploy media, on its "disk": booting from disk (also
+    # after the simulation restarts) runs it again
+
+    def _disk(self, m: SimulatedMachine) -> Path:
+        return self.root / "bmc" / m.name / "installed.json"
+
+    def _install(self, m: SimulatedMachine, config: dict[str, Any]) -> None:
+        path = self._disk(m)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f)
+
+    def _installed(self, m: SimulatedMachine) -> dict[str, Any] | None:
+        try:
+            return dict(json.loads(self._disk(m).read_text()))
+        except (OSError, ValueError):
+            return None
 
     def _verify(self) -> Any:
         return ssl.create_default_context(cafile=self.cacert) if isinstance(self.cacert, str) \

@@ -14,6 +14,7 @@ from infracloud.hardware.inventory import Inventory, MachineSpec
 
 Call = Callable[..., Any]
 FAILED = ("inspect failed", "clean failed", "deploy failed", "error")
+IN_USE = ("deploying", "wait call-back", "active", "deleting")  # enrolled long ago
 POLL = 0.5
 FIELDS = "uuid,name,provision_state,power_state,maintenance,last_error,fault," \
          "inspection_finished_at"
@@ -111,7 +112,8 @@ def enroll(call: Call, inventory: Inventory, report: Report, *, stop_at: str = "
         state = node["provision_state"]
         if node.get("maintenance"):
             return "failed: " + _why(node)
-        if state == stop_at or (state == "available" and stop_at != "enroll"):
+        if state == stop_at or state in IN_USE or (state == "available" and
+                                                   stop_at != "enroll"):
             return "done"
         if state == "enroll":
             if stop_at == "enroll":

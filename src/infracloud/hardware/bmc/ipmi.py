@@ -8,10 +8,10 @@ pyghmi quirks this driver works around:
   keeps ONE `Command` per BMC and credentials per process (`_SESSIONS`), dropped after a
   failure so the next call logs in again.
 * pyghmi's own timeouts are long (about 5 s for a silent BMC) and a BMC that ignores an
-  unknown user name makes the login wait forever. Every call therefore runs in a worker
-  thread; the caller stops waiting after `BmcAccess.timeout` and raises BmcTransient. At most
-  one worker per BMC session is ever left behind: a call only starts once it holds the
-  session's lock, which the worker releases when pyghmi finally returns.
+  unknown user name makes the login wait forever. Every call therefore runs on the session's
+  worker thread; the caller stops waiting after `BmcAccess.timeout` and raises BmcTransient.
+  A call is only handed to the worker once it holds the session's lock (released when pyghmi
+  finally returns), so nothing queues behind a stuck call: later callers time out instead.
 
 IPMI has no virtual media (insert_media raises BmcUnsupported) and tells little about the
 hardware: inspect() reports MACs only where the BMC's FRU data lists them."""
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from infracloud.hardware.bmc.base import (
@@ -41,21 +41,47 @@ from infracloud.hardware.bmc.base import (
 T = TypeVar("T")
 
 DEFAULT_PORT = 623
+WORKER_IDLE = 120.0  # seconds an idle session worker thread lingers
 # pyghmi boot device names; what they read back as
 _TO_PYGHMI = {"pxe": "network", "cd": "cd", "disk": "hd"}
 _FROM_PYGHMI = {"network": "pxe", "pxe": "pxe", "optical": "cd", "cd": "cd", "dvd": "cd"}
-_AUTH_WORDS = ("password", "unauthorized", "privilege", "rakp", "kg?", "user", "authenticat")
+_AUTH_WORDS = ("password", "unauthorized", "privilege", "rakp", "user", "authenticat")
 _TRANSIENT_WORDS = ("timeout", "timed out", "no longer connected", "failed to initialize",
                     "transmit", "unreachable", "busy", "out of space")
 _MAC = re.compile(r"^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$", re.IGNORECASE)
 
 
-@dataclass
 class _Session:
-    """The process-wide Command for one BMC and credentials, and the lock a call holds."""
+    """The process-wide Command for one BMC and credentials; the lock a call holds from start
+    to end; and the one worker thread that makes every pyghmi call of this session (pyghmi
+    stalls for a retransmit, about 1 s, far more often when each call is on a new thread)."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    command: Any = None
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.command: Any = None
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._state = threading.Lock()
+        self._serving = False
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._state:
+            self._jobs.put(job)
+            if not self._serving:
+                threading.Thread(target=self._serve, name=self.name, daemon=True).start()
+                self._serving = True
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=WORKER_IDLE)
+            except queue.Empty:
+                with self._state:
+                    if self._jobs.empty():
+                        self._serving = False
+                        return
+                continue
+            job()
 
 
 _SESSIONS: dict[tuple[str, int, str, str], _Session] = {}
@@ -66,7 +92,7 @@ def _session_for(key: tuple[str, int, str, str]) -> _Session:
     with _SESSIONS_LOCK:
         sess = _SESSIONS.get(key)
         if sess is None:
-            sess = _SESSIONS[key] = _Session()
+            sess = _SESSIONS[key] = _Session(f"ipmi {key[0]}:{key[1]}")
         return sess
 
 
@@ -112,7 +138,7 @@ class IpmiBmc:
                                password=self.access.password.encode(), port=self.port)
 
     def _run(self, what: str, fn: Callable[[Any], T]) -> T:
-        """Run fn(command) in a worker thread; wait at most access.timeout in all."""
+        """Run fn(command) on the session's worker; wait at most access.timeout in all."""
         timeout = self.access.timeout
         deadline = time.monotonic() + timeout
         sess = _session_for(self._key)
@@ -135,8 +161,7 @@ class IpmiBmc:
                 done.set()
 
         try:
-            threading.Thread(target=work, name=f"ipmi {self.host}:{self.port}",
-                             daemon=True).start()
+            sess.submit(work)
         except BaseException:
             sess.lock.release()
             raise

@@ -8,9 +8,10 @@ https is assumed without a scheme). Options:
     auth_type   'basic' (default: stateless, one request fewer), 'session' or 'auto'
 
 sushy does HTTP in its constructor, so the connection is made on the first call and reused.
-Each call runs in a worker thread and the caller waits at most `BmcAccess.timeout`; every HTTP
-request is also bounded by that timeout and retried at most once (sushy's defaults would retry
-a 5xx ten times, 3 s apart)."""
+Each call runs in a worker thread and the caller waits at most `BmcAccess.timeout` (+0.5 s);
+every HTTP request is also bounded by that timeout, connection errors are not retried and a
+5xx answer to a GET is retried once (sushy's defaults: 3 tries 2 s apart, 10 retries 3 s
+apart)."""
 
 from __future__ import annotations
 
@@ -65,9 +66,24 @@ def split_address(address: str) -> str:
     return url
 
 
+def _forget(root: sushy.Sushy) -> None:
+    """Let go of a connection. A Redfish session is deleted on a thread of its own, never by
+    sushy's __del__ on whatever thread the garbage collector happens to run."""
+    auth, root._auth = root._auth, None
+    if isinstance(auth, sushy_auth.SessionAuth):
+        threading.Thread(target=_close_quietly, args=(auth,), daemon=True).start()
+
+
 def _close_quietly(auth: Any) -> None:
     with contextlib.suppress(Exception):
         auth.close()
+
+
+def _verify_option(value: Any) -> bool | str:
+    """verify_ca: a bool (also as text, from an inventory file) or a CA bundle path."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    return value if isinstance(value, str) else bool(value)
 
 
 class RedfishBmc:
@@ -82,7 +98,7 @@ class RedfishBmc:
         if system_id:
             sid = str(system_id).rstrip("/")
             self._system_path = sid if sid.startswith("/") else f"{ROOT}/Systems/{sid}"
-        self._verify: bool | str = access.options.get("verify_ca", True)
+        self._verify = _verify_option(access.options.get("verify_ca", True))
         self._auth_type = str(access.options.get("auth_type", "basic"))
         if self._auth_type not in ("basic", "session", "auto"):
             raise ValueError(f"auth_type must be basic, session or auto, not {self._auth_type!r}")
@@ -103,33 +119,37 @@ class RedfishBmc:
         return text.replace(pw, "***") if pw else text
 
     def _connect(self) -> sushy.Sushy:
+        root = self._root
+        if root is not None:
+            return root
+        # sushy does HTTP here: build it without holding the lock, so that a caller giving
+        # up on a slow BMC is never stuck behind this (two racing builds are harmless)
+        user, pw = self.access.username, self.access.password
+        auth: sushy_auth.AuthBase
+        if self._auth_type == "basic":
+            auth = sushy_auth.BasicAuth(username=user, password=pw)
+        elif self._auth_type == "session":
+            auth = sushy_auth.SessionAuth(username=user, password=pw)
+        else:
+            auth = sushy_auth.SessionOrBasicAuth(username=user, password=pw)
+        t = self.access.timeout
+        root = sushy.Sushy(self.base_url + ROOT, auth=auth, verify=self._verify,
+                           read_timeout=t, connect_timeout=t,
+                           server_side_retries=1, server_side_retries_delay=0)
         with self._lock:
-            if self._root is not None:
-                return self._root
-            user, pw = self.access.username, self.access.password
-            auth: sushy_auth.AuthBase
-            if self._auth_type == "basic":
-                auth = sushy_auth.BasicAuth(username=user, password=pw)
-            elif self._auth_type == "session":
-                auth = sushy_auth.SessionAuth(username=user, password=pw)
-            else:
-                auth = sushy_auth.SessionOrBasicAuth(username=user, password=pw)
-            t = self.access.timeout
-            self._root = sushy.Sushy(self.base_url + ROOT, auth=auth, verify=self._verify,
-                                     read_timeout=t, connect_timeout=t,
-                                     server_side_retries=1, server_side_retries_delay=0)
-            return self._root
+            if self._root is None:
+                self._root = root
+                return root
+            winner = self._root
+        _forget(root)
+        return winner
 
     def _drop(self) -> None:
         """Forget the connection (the next call connects again)."""
         with self._lock:
             root, self._root = self._root, None
-        if root is None:
-            return
-        auth, root._auth = root._auth, None  # no session DELETE from __del__ on a GC thread
-        if isinstance(auth, sushy_auth.SessionAuth):
-            # close (DELETE) the Redfish session without making the caller wait for it
-            threading.Thread(target=_close_quietly, args=(auth,), daemon=True).start()
+        if root is not None:
+            _forget(root)
 
     def _system(self) -> Any:
         root = self._connect()
@@ -302,8 +322,10 @@ class RedfishBmc:
                 continue
             try:
                 col = getattr(system, attr)
-                disk_bytes = (col.max_drive_size_bytes or col.max_volume_size_bytes
-                              if attr == "storage" else col.max_size_bytes)
+                if attr == "storage":
+                    disk_bytes = col.max_drive_size_bytes or col.max_volume_size_bytes
+                else:
+                    disk_bytes = col.max_size_bytes
             except (sushy_exc.SushyError, KeyError, TypeError):
                 disk_bytes = None  # the BMC does not describe its disks usably
         macs: list[str] = []
