@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,14 +23,17 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import PASSWORD, start_controller
+from infracloud.client import Client
+from infracloud.demo import site_file
+from infracloud.hardware import inventory, workflow
+from infracloud.hardware.workflow import Progress
 
-from bench.common import PASSWORD, start_controller  # noqa: E402
-from infracloud.client import Client  # noqa: E402
-from infracloud.demo import site_file  # noqa: E402
-from infracloud.hardware import inventory, workflow  # noqa: E402
-from infracloud.hardware.workflow import Progress  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run(site: inventory.Inventory, flaky: float) -> dict[str, Any]:
