@@ -108,7 +108,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                     image_data=image_data, network=network, flavors=flavors,
                     keypairs=keypairs, quotas=quotas, servers=servers, hosts=hosts,
                     signals=signals, nodes=nodes, conductor=conductor,
-                    simulation=Simulation(h.simulation, cacert),
+                    simulation=Simulation(h.simulation, cacert,
+                                          controller=config.base_url()),
                     agent_token=_agent_token(config), clock=clock)
 
 

@@ -14,7 +14,7 @@ from tests.servers import openstack_cli, sdk, start_demo
 
 def test_demo_restarts_with_its_data_intact(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    first = start_demo(state)
+    first = start_demo(state, "--driver", "fake")
     try:
         ready = next(line for line in first.lines if "ready" in line)
         assert first.base_url.startswith("https://127.0.0.1:")
@@ -29,14 +29,28 @@ def test_demo_restarts_with_its_data_intact(tmp_path: Path) -> None:
         kept = admin.identity.create_project(name="kept-across-restarts")
         ci = sdk(state / "clouds.yaml", "infracloud-ci")
         assert ci.current_project_id == admin.identity.find_project("ci").id
+        # the small site's machines were enrolled through their BMCs and became the hosts
+        assert any("site small: 4/4 finished (4 active)" in line for line in first.lines)
+        nodes = {n.name: n for n in admin.baremetal.nodes(details=True)}
+        assert sorted(nodes) == ["small-001", "small-002", "small-003", "small-004"]
+        assert {n.provision_state for n in nodes.values()} == {"active"}
+        hosts = {h.name for h in admin.compute.hypervisors()}
+        assert hosts == set(nodes)
     finally:
         assert first.stop() == 0
     assert "stopped" in first.lines[-1]
     passwords = (state / "secrets.json").read_text()
 
-    second = start_demo(state)
+    second = start_demo(state, "--driver", "fake")
     try:
         assert (state / "secrets.json").read_text() == passwords
+        # the simulated machines start powered off: the demo powers them on, they boot from
+        # "disk" and their agents join again, so servers boot
+        zuul = sdk(state / "clouds.yaml", "infracloud")
+        server = zuul.compute.create_server(
+            name="after-restart", flavor_id=zuul.compute.find_flavor("ci.small").id,
+            image_id=zuul.image.find_image("demo").id, networks="auto")
+        assert zuul.compute.wait_for_server(server, wait=60).status == "ACTIVE"
         admin = sdk(state / "clouds.yaml", "infracloud-admin")
         assert admin.identity.find_project("kept-across-restarts").id == kept.id
         r = openstack_cli(state / "clouds.yaml", "--os-cloud", "infracloud", "token", "issue")

@@ -30,8 +30,11 @@ def config_url(media_url: str) -> str:
 
 class Simulation:
     def __init__(self, config: SimulationConfig, cacert: str | bool = True,
-                 simulator: Simulator | None = None) -> None:
+                 simulator: Simulator | None = None, controller: str | None = None) -> None:
+        """`controller`: the URL of the controller this simulation runs in; machines booting
+        from their disk use it (the demo may come back on another port)."""
         self.config = config
+        self.controller = controller
         self.cacert = cacert
         self.sim = simulator or SIMULATOR
         self._root = config.root
@@ -61,6 +64,8 @@ class Simulation:
             self._install(m, config)
         elif m.boot_device == "disk":
             config = self._installed(m)
+            if config is not None and self.controller:
+                config["controller"] = self.controller
         if config is None:
             return  # nothing to boot (PXE has no server in the simulation)
         if config.get("role") != "compute":
