@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -370,3 +371,14 @@ def test_shipped_sites_match_seed_001() -> None:
 def test_fake_bmc_repr_hides_the_password() -> None:
     access = BmcAccess("fake", "x", "admin", PASSWORD)
     assert PASSWORD not in repr(access) and PASSWORD not in str(access)
+
+
+def test_the_key_file_is_made_once_when_many_threads_need_it(tmp_path: Path) -> None:
+    config = ControllerConfig(database={"url": "sqlite:///unused.db"},
+                              hardware={"secret_key_file": str(tmp_path / "k" / "bmc.key")})
+    boxes = [SecretBox(config) for _ in range(8)]  # as if several controllers started at once
+    with ThreadPoolExecutor(16) as pool:
+        tokens = list(pool.map(lambda i: boxes[i % 8].encrypt(f"pw{i}"), range(64)))
+    for i, token in enumerate(tokens):
+        assert boxes[(i + 3) % 8].decrypt(token) == f"pw{i}"
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["bmc.key"]

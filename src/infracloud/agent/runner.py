@@ -41,7 +41,8 @@ class HostInfo:
 
 class Agent:
     def __init__(self, controller: str, token: str, driver: Driver, host: HostInfo,
-                 workdir: Path, *, cacert: str | bool = True, poll_wait: float = 20,
+                 workdir: Path, *, cacert: str | bool | ssl.SSLContext = True,
+                 poll_wait: float = 20,
                  workers: int = 4, join_token: str | None = None) -> None:
         """`token`: the site's agent token; or, for a machine the conductor deployed,
         `join_token`: the one-time token from its deploy media, traded for the agent token
@@ -53,6 +54,8 @@ class Agent:
         self.poll_wait = poll_wait
         verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=cacert)
                                          if isinstance(cacert, str) else cacert)
+        if verify is True:  # the system's CAs, loaded once here rather than by httpx
+            verify = ssl.create_default_context()
         self.http = httpx.Client(base_url=self.controller + "/agent/v1", verify=verify,
                                  timeout=httpx.Timeout(10, read=poll_wait + 30),
                                  headers={"X-Agent-Token": token})

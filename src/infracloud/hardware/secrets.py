@@ -5,6 +5,8 @@ with mode 0600; with PostgreSQL every controller of the site needs the same file
 from __future__ import annotations
 
 import os
+import threading
+import uuid
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -33,6 +35,7 @@ class SecretBox:
     def __init__(self, config: ControllerConfig) -> None:
         self.config = config
         self._key: Fernet | None = None
+        self._lock = threading.Lock()
 
     @property
     def path(self) -> Path:
@@ -40,25 +43,34 @@ class SecretBox:
 
     @property
     def _fernet(self) -> Fernet:
-        if self._key is None:
-            self._key = Fernet(self._load_or_create(self.path))
-        return self._key
+        with self._lock:
+            if self._key is None:
+                self._key = Fernet(self._load_or_create(self.path))
+            return self._key
 
     @staticmethod
     def _load_or_create(path: Path) -> bytes:
+        """The key in the file; a new one if there is no file. The file appears complete or
+        not at all (written aside, then linked), and when two controllers race, the first
+        link wins and both use its key."""
         try:
             return path.read_bytes().strip()
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key()
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another controller made it first
-            return path.read_bytes().strip()
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key + b"\n")
-        return key
+            f.write(Fernet.generate_key() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_bytes().strip()
 
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode()).decode()

@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from infracloud.hardware.inventory import Inventory, MachineSpec
 
 Call = Callable[..., Any]
+SENDERS = 8  # requests in flight at once when starting work on many nodes
 FAILED = ("inspect failed", "clean failed", "deploy failed", "error")
 IN_USE = ("deploying", "wait call-back", "active", "deleting")  # enrolled long ago
 POLL = 0.5
@@ -54,13 +56,21 @@ def node_body(m: MachineSpec, site: str) -> dict[str, Any]:
                             "bmc_options": options}}
 
 
+def _each(fn: Callable[[Any], Any], items: list[Any]) -> None:
+    """fn(item) for every item, a few at a time (one request each: the controller does the
+    work, this only asks)."""
+    with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+        list(pool.map(fn, items))
+
+
 def list_nodes(call: Call, fields: str = FIELDS) -> dict[str, dict[str, Any]]:
     return {n["name"]: n for n in call("GET", "/baremetal/v1/nodes",
                                        params={"fields": fields})["nodes"]}
 
 
 def _watch(call: Call, names: list[str], step: Callable[[str, dict[str, Any]], str | None],
-           report: Report, timeout: float) -> Progress:
+           report: Report, timeout: float, after: Callable[[], None] = lambda: None
+           ) -> Progress:
     """Poll until every node is finished: `step` returns 'done', 'failed: why', or None
     (still going; it may send requests to move the node on)."""
     progress = Progress(total=len(names))
@@ -78,6 +88,7 @@ def _watch(call: Call, names: list[str], step: Callable[[str, dict[str, Any]], s
             progress.done += 1
             if outcome.startswith("failed"):
                 progress.failed[name] = outcome.partition(": ")[2]
+        after()
         report(progress)
         if left and time.monotonic() > deadline:
             for name in left:
@@ -98,15 +109,20 @@ def _why(node: dict[str, Any]) -> str:
 def enroll(call: Call, inventory: Inventory, report: Report, *, stop_at: str = "available",
            timeout: float = 3600) -> Progress:
     existing = list_nodes(call)
-    for m in inventory.machines:
-        if m.name not in existing:
-            call("POST", "/baremetal/v1/nodes", json=node_body(m, inventory.name))
+    _each(lambda m: call("POST", "/baremetal/v1/nodes", json=node_body(m, inventory.name)),
+          [m for m in inventory.machines if m.name not in existing])
     asked: dict[str, str] = {}
+    moves: list[tuple[str, str]] = []
 
-    def move(name: str, target: str) -> None:
+    def move(name: str, target: str) -> None:  # sent after each poll, all together
         if asked.get(name) != target:
             asked[name] = target
-            call("PUT", f"/baremetal/v1/nodes/{name}/states/provision", json={"target": target})
+            moves.append((name, target))
+
+    def send() -> None:
+        _each(lambda m: call("PUT", f"/baremetal/v1/nodes/{m[0]}/states/provision",
+                             json={"target": m[1]}), moves)
+        moves.clear()
 
     def step(name: str, node: dict[str, Any]) -> str | None:
         state = node["provision_state"]
@@ -132,12 +148,12 @@ def enroll(call: Call, inventory: Inventory, report: Report, *, stop_at: str = "
             return "failed: " + _why(node)
         return None
 
-    return _watch(call, [m.name for m in inventory.machines], step, report, timeout)
+    return _watch(call, [m.name for m in inventory.machines], step, report, timeout, send)
 
 
 def deploy(call: Call, names: list[str], report: Report, timeout: float = 3600) -> Progress:
-    for name in names:
-        call("PUT", f"/baremetal/v1/nodes/{name}/states/provision", json={"target": "active"})
+    _each(lambda name: call("PUT", f"/baremetal/v1/nodes/{name}/states/provision",
+                            json={"target": "active"}), names)
 
     def step(name: str, node: dict[str, Any]) -> str | None:
         state = node["provision_state"]
@@ -152,9 +168,8 @@ def deploy(call: Call, names: list[str], report: Report, timeout: float = 3600) 
 
 def undeploy(call: Call, names: list[str], report: Report, *, evict: bool = False,
              timeout: float = 7200) -> Progress:
-    for name in names:
-        call("PUT", f"/baremetal/v1/nodes/{name}/states/provision",
-             json={"target": "deleted", "evict": evict})
+    _each(lambda name: call("PUT", f"/baremetal/v1/nodes/{name}/states/provision",
+                            json={"target": "deleted", "evict": evict}), names)
 
     def step(name: str, node: dict[str, Any]) -> str | None:
         state = node["provision_state"]
