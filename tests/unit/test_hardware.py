@@ -382,3 +382,28 @@ def test_the_key_file_is_made_once_when_many_threads_need_it(tmp_path: Path) -> 
     for i, token in enumerate(tokens):
         assert boxes[(i + 3) % 8].decrypt(token) == f"pw{i}"
     assert [p.name for p in (tmp_path / "k").iterdir()] == ["bmc.key"]
+
+
+def test_two_conductors_on_one_database_never_work_on_the_same_node(site: Site) -> None:
+    """Several controllers share a site: each node's work is leased to one conductor."""
+    other = Conductor(site.db, site.config, site.clock, site.nodes,
+                      Drainer(site.db, site.clock, site.env.hosts, site.env.servers),
+                      "https://controller.invalid", "other-conductor",
+                      make=lambda access: FakeBmc(access, site.sim))
+    try:
+        names = [f"shared{i:02d}" for i in range(20)]
+        for name in names:
+            site.add(name)
+            site.nodes.provision(name, "manage")
+        deadline = time.monotonic() + 20
+        while not all(site.state(n) == "manageable" for n in names):
+            assert time.monotonic() < deadline
+            with ThreadPoolExecutor(2) as pool:  # both pick work at the same moment
+                list(pool.map(lambda c: c.tick(), [site.conductor, other]))
+            while not (site.conductor.idle() and other.idle()):
+                time.sleep(0.005)
+        # verifying is validate() + get_power(): two calls, made by one conductor only
+        assert [site.sim.machines[f"{n}-bmc"].calls for n in names] == [2] * 20
+        assert {site.nodes.get(n).bmc_calls for n in names} == {2}
+    finally:
+        other.stop()

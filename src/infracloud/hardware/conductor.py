@@ -390,7 +390,8 @@ class Conductor:
     def _step_verifying(self, node: Node, calls: Calls) -> None:
         calls(calls.bmc.validate)
         on = calls(calls.bmc.get_power) == "on"
-        calls.pending.update(power_state="power on" if on else "power off")
+        calls.pending.update(power_checked_at=self.clock.now(),
+                             power_state="power on" if on else "power off")
 
     def _step_inspecting(self, node: Node, calls: Calls) -> None:
         started = self.clock.now()
@@ -409,7 +410,7 @@ class Conductor:
         calls.power("off", self.config.power_wait)
         if calls.bmc.virtual_media:
             calls(calls.bmc.eject_media)
-        calls.pending.update(power_state="power off")
+        calls.pending.update(power_checked_at=self.clock.now(), power_state="power off")
 
     def _step_deploying(self, node: Node, calls: Calls) -> str:
         token, media = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
@@ -423,7 +424,7 @@ class Conductor:
             calls(calls.bmc.set_boot_device, "pxe")
         calls(calls.bmc.set_power, "on")
         calls.wait_power("on", self.config.power_wait)
-        calls.pending.update(power_state="power on")
+        calls.pending.update(power_checked_at=self.clock.now(), power_state="power on")
         return "wait"
 
     def _step_deleting(self, node: Node, calls: Calls) -> None:
@@ -436,8 +437,9 @@ class Conductor:
             calls(calls.bmc.eject_media)
         if node.host_name:
             self.drainer.forget(node.host_name)
-        calls.pending.update(power_state="power off", host_name=None, join_token_hash=None,
-                             join_secret=None, media_id=None)
+        calls.pending.update(power_checked_at=self.clock.now(), power_state="power off",
+                             host_name=None, join_token_hash=None, join_secret=None,
+                             media_id=None)
 
     def _note(self, node_id: str, **values: Any) -> None:
         with self.db.write() as s:
