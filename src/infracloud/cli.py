@@ -232,7 +232,8 @@ def agent(
 @app.command()
 def states(
     kind: Annotated[str | None, typer.Argument(
-        help="image, instance, host or node (default: all)")] = None,
+        help="image, instance, host, node, pool-node or pool-request (default: all)")
+                    ] = None,
     output: Annotated[str, typer.Option("--format", help="table or dot (Graphviz)")] = "table",
 ) -> None:
     """Print the state machines (states, transitions, timeouts) the code runs on."""
@@ -256,10 +257,26 @@ def states(
 
 
 @config_app.command("validate")
-def config_validate(config_file: Annotated[Path, typer.Argument(help="controller YAML file")]
-                    ) -> None:
-    """Report every error in a controller config file (exit 2 if there is any)."""
-    _load(config_file)
+def config_validate(config_file: Annotated[Path, typer.Argument(
+        help="controller or pool YAML file (a pool file has `providers:`)")]) -> None:
+    """Report every error in a controller or pool config file (exit 2 if there is any)."""
+    import yaml
+
+    from infracloud.core.settings import validate_file
+    from infracloud.pool.config import PoolConfig
+
+    try:
+        is_pool = "providers" in (yaml.safe_load(config_file.read_text()) or {})
+    except (OSError, yaml.YAMLError, TypeError):
+        is_pool = False
+    if is_pool:
+        _, errors = validate_file(config_file, PoolConfig)
+        for line in errors:
+            typer.echo(line, err=True)
+        if errors:
+            raise typer.Exit(2)
+    else:
+        _load(config_file)
     typer.echo(f"{config_file}: ok")
 
 

@@ -199,3 +199,15 @@ def test_states_prints_the_tables_the_code_runs_on() -> None:
     dot = infracloud("states", "image", "--format", "dot").stdout
     assert dot.startswith("digraph image {") and '"saving" -> "killed"' in dot
     assert infracloud("states", "nothing").returncode == 2
+
+
+def test_config_validate_knows_pool_files(tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text("labels: [{name: noble, min-ready: 1}]\nproviders:\n"
+                    "  - {name: vanilla, cloud: infracloud, max-servers: 4,\n"
+                    "     pools: [{labels: [{name: noble, image: noble, flavor-name: ci.8g}]}]}\n")
+    r = infracloud("config", "validate", str(pool))
+    assert r.returncode == 0 and r.stdout.strip() == f"{pool}: ok"
+    pool.write_text(pool.read_text().replace("max-servers: 4", "max-servers: many"))
+    r = infracloud("config", "validate", str(pool))
+    assert r.returncode == 2 and f"{pool}:3: providers.0.max-servers:" in r.stderr

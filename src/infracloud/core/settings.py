@@ -274,8 +274,17 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def config_errors(path: Path) -> tuple[ControllerConfig | None, list[str]]:
-    """Validate a config file. Returns the config (None on error) and every error, one per line,
-    each as `FILE:LINE: dotted.path: message`."""
+    """Validate a controller config file. Returns the config (None on error) and every error,
+    one per line, each as `FILE:LINE: dotted.path: message`."""
+    data, errors = validate_file(path, ControllerConfig)
+    if data is None:
+        return None, errors
+    assert isinstance(data, ControllerConfig)
+    return _resolve_paths(data, path.parent), []
+
+
+def validate_file(path: Path, model: type[BaseModel]) -> tuple[BaseModel | None, list[str]]:
+    """Any YAML config file against its pydantic model, errors with their lines."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -293,7 +302,7 @@ def config_errors(path: Path) -> tuple[ControllerConfig | None, list[str]]:
     if not isinstance(data, dict):
         return None, [f"{path}:1: the file must hold a mapping of settings"]
     try:
-        config = ControllerConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
@@ -305,7 +314,7 @@ def config_errors(path: Path) -> tuple[ControllerConfig | None, list[str]]:
                 msg = "unknown setting"
             errors.append(f"{path}:{line}: {dotted}: {msg}")
         return None, errors
-    return _resolve_paths(config, path.parent), []
+    return config, []
 
 
 def _resolve_paths(config: ControllerConfig, base: Path) -> ControllerConfig:

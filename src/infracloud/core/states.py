@@ -221,4 +221,59 @@ PROVISION = Machine(
     """),
 )
 
-MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST, PROVISION)}
+# The node pool's nodes (nodepool's states): a server on some provider, launched for a label.
+POOL_NODE = Machine(
+    "pool-node",
+    [State("building", stable=False, timeout=3600,
+           description="server created; waiting for ACTIVE, SSH and its host keys"),
+     State("ready", stable=True, description="SSH-reachable, host keys recorded, unassigned"),
+     State("in-use", stable=True, description="handed to a requestor"),
+     State("used", stable=True, description="released; to be deleted"),
+     State("held", stable=True, description="kept by an operator (with a reason)"),
+     State("failed", stable=True, failure=True,
+           description="launch failed (console log kept); to be deleted"),
+     State("deleting", stable=False, timeout=900, description="server being deleted"),
+     State("deleted", stable=True, description="gone from the provider")],
+    _t("""
+        building --ready--> ready
+        building --fail--> failed
+        building --timeout--> failed
+        ready --assign--> in-use
+        ready --expire--> used
+        ready --hold--> held
+        in-use --release--> used
+        in-use --hold--> held
+        held --release--> used
+        used --delete--> deleting
+        failed --delete--> deleting
+        ready --delete--> deleting
+        deleting --deleted--> deleted
+        deleting --fail--> failed
+        deleting --timeout--> failed
+    """),
+)
+
+# Node requests: waiting for capacity is normal (quota is a wait, not a failure); a request no
+# provider can ever satisfy fails at once with the reason.
+POOL_REQUEST = Machine(
+    "pool-request",
+    [State("requested", stable=True, description="waiting for a fair share of capacity"),
+     State("pending", stable=False, timeout=7200, description="its nodes are launching"),
+     State("fulfilled", stable=True, description="every node is ready and assigned"),
+     State("failed", stable=True, failure=True,
+           description="no provider can serve it, or its launches kept failing"),
+     State("cancelled", stable=True, description="withdrawn by the requestor")],
+    _t("""
+        requested --launch--> pending
+        requested --fulfil--> fulfilled
+        requested --fail--> failed
+        requested --cancel--> cancelled
+        pending --fulfil--> fulfilled
+        pending --fail--> failed
+        pending --timeout--> failed
+        pending --cancel--> cancelled
+        failed --retry--> requested
+    """),
+)
+
+MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST, PROVISION, POOL_NODE, POOL_REQUEST)}
