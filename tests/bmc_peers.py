@@ -24,15 +24,10 @@ from pathlib import Path
 import bcrypt
 import httpx
 
-BIN = Path(sys.executable).parent
+from tests.servers import BIN, free_port, stop_process
+
 HERE = Path(__file__).resolve().parent
 DRIVE_BYTES = 100 * 2**30
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_udp_ports(n: int) -> list[int]:
@@ -68,13 +63,7 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout: float = 10) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout, signal.SIGTERM)
 
     def wait_until(self, ready: Callable[[], bool], what: str, timeout: float = 30) -> None:
         """Poll `ready()` until true; fail if the process died or the time ran out."""

@@ -41,15 +41,6 @@ def _check_format(value: str, allowed: tuple[str, ...]) -> None:
 
 
 @contextmanager
-def _client(cloud: str | None) -> Iterator[Client]:
-    client = Client(cloud)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@contextmanager
 def progress_bar(title: str, total: int) -> Iterator[Callable[[Outcome], None]]:
     """A progress bar on a terminal; on anything else, a line per change of the counts."""
     console = Console(stderr=True)
@@ -96,7 +87,7 @@ def enroll(inventory_file: Annotated[Path, typer.Argument(
     if stop_at not in ("enroll", "manageable", "available"):
         _fail(f"--stop-at must be enroll, manageable or available, not {stop_at!r}")
     site = inv.load(inventory_file)
-    with _client(cloud) as c, progress_bar(f"enrolling {site.name}",
+    with Client(cloud) as c, progress_bar(f"enrolling {site.name}",
                                            len(site.machines)) as report:
         outcome = workflow.enroll(c.call, site, report, stop_at=stop_at, timeout=timeout)
     _finish(outcome, f"enrolled {len(site.machines)} machines of {site.name}")
@@ -122,7 +113,7 @@ def deploy(names: Annotated[list[str] | None, typer.Argument(help="machines")] =
     """Deploy machines: boot them with a one-time join token; compute ones join as hosts."""
     if role not in (None, "compute", "controller"):
         _fail(f"--role must be compute or controller, not {role!r}")
-    with _client(cloud) as c:
+    with Client(cloud) as c:
         chosen = _names(c, names or [], all_, role, "available")
         if not chosen:
             _fail("no available machine matches")
@@ -140,7 +131,7 @@ def undeploy(names: Annotated[list[str] | None, typer.Argument(help="machines")]
              timeout: Annotated[float, typer.Option(help="seconds to wait for all")] = 7200,
              cloud: Cloud = None) -> None:
     """Drain machines (no new servers; wait for, or --evict, theirs), power off, clean."""
-    with _client(cloud) as c:
+    with Client(cloud) as c:
         chosen = _names(c, names or [], all_, role, "active")
         if not chosen:
             _fail("no active machine matches")
@@ -163,7 +154,7 @@ def _row(n: dict[str, Any]) -> dict[str, Any]:
 def list_(output: Format = "table", cloud: Cloud = None) -> None:
     """Every machine: provisioning state, power, role, compute host, faults."""
     _check_format(output, ("table", "json"))
-    with _client(cloud) as c:
+    with Client(cloud) as c:
         rows = [_row(n) for n in workflow.list_nodes(c.call, LIST_FIELDS).values()]
     if output == "json":
         typer.echo(json.dumps(rows, indent=2))
@@ -203,7 +194,7 @@ def inventory(source: Annotated[Path | None, typer.Argument(
                      "bmc_address": m.bmc.address, "macs": m.macs,
                      "ipv4_address": m.ipv4_address} for m in site.machines]
     else:
-        with _client(cloud) as c:
+        with Client(cloud) as c:
             nodes = c.call("GET", "/baremetal/v1/nodes/detail")["nodes"]
         name = next((n["extra"].get("site") for n in nodes if n["extra"].get("site")), "site")
         machines = [{"name": n["name"] or n["uuid"], "role": n["extra"].get("role"),
@@ -223,7 +214,7 @@ def capacity(flavor: Annotated[str, typer.Option(help="flavor name or id")] = "c
              output: Format = "table", cloud: Cloud = None) -> None:
     """How many servers of a flavor this site's hardware holds, and what binds."""
     _check_format(output, ("table", "json"))
-    with _client(cloud) as c:
+    with Client(cloud) as c:
         cap = c.call("GET", "/hardware/v1/capacity", params={"flavor": flavor})["capacity"]
     if output == "json":
         typer.echo(json.dumps(cap, indent=2))

@@ -186,19 +186,15 @@ def bring_up_site(services: Services, paths: DemoPaths, site: str, report: Repor
     """Enrol the site's simulated machines through their (simulated) BMCs and deploy its
     compute machines, through the API like an operator would; machines deployed by an
     earlier run are powered on again (the simulated world starts powered off)."""
-    client = Client("infracloud-admin", clouds_file=paths.clouds_yaml)
-    try:
+    with Client("infracloud-admin", clouds_file=paths.clouds_yaml) as client:
         enrolled = workflow.enroll(client.call, inventory.load(site_file(site)), report)
         nodes = workflow.list_nodes(client.call, workflow.FIELDS + ",extra")
-        for name, node in nodes.items():
-            if node["provision_state"] == "active" and not node["maintenance"]:
-                client.call("PUT", f"/baremetal/v1/nodes/{name}/states/power",
-                            json={"target": "power on"})
+        workflow.set_state(client.call, "power", [
+            (name, {"target": "power on"}) for name, node in nodes.items()
+            if node["provision_state"] == "active" and not node["maintenance"]])
         ready = sorted(n for n, node in nodes.items() if node["provision_state"] ==
                        "available" and node["extra"].get("role") == "compute")
         deployed = workflow.deploy(client.call, ready, report) if ready else Progress(0)
-    finally:
-        client.close()
     return enrolled, deployed
 
 

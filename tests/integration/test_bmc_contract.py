@@ -33,12 +33,12 @@ from tests.bmc_peers import (
     DRIVE_BYTES,
     IpmiPeer,
     RedfishPeer,
-    free_port,
     free_udp_ports,
     silent_tcp_server,
     start_ipmi,
     start_redfish,
 )
+from tests.servers import free_port
 
 DRIVERS = ["fake", "redfish", "ipmi"]
 POWER_WAIT = 30.0  # the emulator applies a change after up to 11 s

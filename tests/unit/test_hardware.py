@@ -96,7 +96,8 @@ def to_available(site: Site, name: str) -> None:
     assert site.walk(name, "provide", "available").provision_state == "available"
 
 
-def deploy_and_join(site: Site, name: str) -> Host:
+def deploy_and_join(site: Site, name: str) -> str:
+    """Deploys the node, joins it as its agent would; returns its join token."""
     node = site.walk(name, "active", "wait call-back")
     assert node.provision_state == "wait call-back" and node.media_id and node.join_secret
     machine = site.sim.machines[f"{name}-bmc"]
@@ -112,7 +113,7 @@ def deploy_and_join(site: Site, name: str) -> Host:
     assert node.provision_state == "active" and node.host_name == name
     assert node.media_id is None and node.join_secret is None  # the media is served no more
     assert site.nodes.joining(token).id == node.id  # an agent restart may join again
-    return host
+    return token
 
 
 def test_every_api_target_is_an_event_of_the_table() -> None:
@@ -128,7 +129,7 @@ def test_a_machine_walks_from_enrolment_to_compute_host_and_back(site: Site) -> 
     to_available(site, "m1")
     node = site.nodes.get("m1")
     assert node.power_state == "power off" and node.properties["memory_mb"] == 32768
-    deploy_and_join(site, "m1")
+    token = deploy_and_join(site, "m1")
     server = site.env.servers.create(ADMIN, CreateRequest(name="s1", flavor_ref="ci.small",
                                                           image_ref=IMAGE_ID))
     assert server.host_id is not None
@@ -154,8 +155,8 @@ def test_a_machine_walks_from_enrolment_to_compute_host_and_back(site: Site) -> 
     assert site.sim.machines["m1-bmc"].media is None
     with site.db.read() as s:
         assert s.scalar(select(Host).where(Host.name == "m1")) is None
-    with pytest.raises(Unauthorized):  # the old join token is dead
-        site.nodes.joining("x" * 43)
+    with pytest.raises(Unauthorized):  # its join token died with the undeploy
+        site.nodes.joining(token)
 
 
 def test_undeploy_with_evict_deletes_the_servers(site: Site) -> None:

@@ -35,26 +35,39 @@ def machine_capacity(path: Path) -> tuple[int, int, int]:
 
 
 class AgentThreads:
-    """Several agents on daemon threads, stopped together."""
+    """Agents on daemon threads, by name; stopped one at a time or all together."""
 
     def __init__(self) -> None:
-        self.agents: list[Agent] = []
-        self.threads: list[threading.Thread] = []
+        self.running: dict[str, tuple[Agent, threading.Thread]] = {}
+        self._lock = threading.Lock()
 
-    def start(self, agent: Agent) -> None:
+    @property
+    def agents(self) -> list[Agent]:
+        with self._lock:
+            return [agent for agent, _ in self.running.values()]
+
+    def start(self, agent: Agent, key: str | None = None) -> None:
         t = threading.Thread(target=agent.run, name=f"agent-{agent.host.name}", daemon=True)
-        self.agents.append(agent)
-        self.threads.append(t)
+        with self._lock:
+            self.running[key or agent.host.name] = (agent, t)
         t.start()
 
-    def stop(self, timeout: float = 10) -> None:
-        for a in self.agents:
-            a.stop()
-        for t in self.threads:
-            t.join(timeout)
-        for a in self.agents:
-            a.close()
-            a.driver.close()
+    def stop(self, keys: list[str] | None = None, timeout: float = 10,
+             destroy: bool = False) -> None:
+        """Stop the agents (all, or those of `keys`); with `destroy`, their instances go too
+        (the machine lost power)."""
+        with self._lock:
+            chosen = [self.running.pop(k) for k in (list(self.running) if keys is None
+                                                     else keys) if k in self.running]
+        for agent, _ in chosen:
+            agent.stop()
+        for agent, thread in chosen:
+            thread.join(timeout)
+            agent.close()
+            if destroy:
+                for instance_id in agent.driver.list():
+                    agent.driver.destroy(instance_id)
+            agent.driver.close()
 
 
 def host_info(name: str, vcpus: int, ram_mb: int, disk_gb: int, az: str = "nova",

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.baremetal_views import (
     LIST_FIELDS,
@@ -22,7 +21,8 @@ from infracloud.api.baremetal_views import (
 from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
 from infracloud.core.errors import BadRequest, Forbidden, NotAcceptable
 from infracloud.hardware.bmc import DRIVERS
-from infracloud.hardware.nodes import NodeQuery, NodeService
+from infracloud.hardware.nodes import NodeQuery
+from infracloud.services import Services
 
 router = APIRouter(prefix="/baremetal")
 VERSION_HEADER = "X-OpenStack-Ironic-API-Version"
@@ -98,17 +98,12 @@ def drivers(services: ServicesDep) -> dict[str, Any]:
                         for d in DRIVERS]}
 
 
-def _nodes(services: Any) -> NodeService:
-    nodes: NodeService = services.nodes
-    return nodes
-
-
 def _fields(request: Request) -> set[str] | None:
     raw = request.query_params.get("fields")
     return {f.strip() for f in raw.split(",") if f.strip()} if raw else None
 
 
-def _list(services: Any, request: Request, detail: bool) -> dict[str, Any]:
+def _list(services: Services, request: Request, detail: bool) -> dict[str, Any]:
     q = request.query_params
     try:
         limit = min(int(q["limit"]), MAX_LIMIT) if q.get("limit") else None
@@ -120,7 +115,7 @@ def _list(services: Any, request: Request, detail: bool) -> dict[str, Any]:
                       maintenance=parse_bool(q.get("maintenance")), driver=q.get("driver"),
                       fault=q.get("fault"), role=q.get("role"), limit=limit,
                       marker=q.get("marker"))
-    rows, marker = _nodes(services).list_nodes(query)
+    rows, marker = services.nodes.list_nodes(query)
     fields = _fields(request)
     if fields is None and not (detail or parse_bool(q.get("detail"))):
         fields = set(LIST_FIELDS)
@@ -143,12 +138,12 @@ def list_nodes_detail(services: ServicesDep, request: Request) -> dict[str, Any]
 
 @nodes_api.post("", status_code=201)
 def create_node(services: ServicesDep, body: dict[str, Any]) -> dict[str, Any]:
-    return node_view(_nodes(services).create(body), services.base_url)
+    return node_view(services.nodes.create(body), services.base_url)
 
 
 @nodes_api.get("/{ident}")
 def show_node(services: ServicesDep, ident: str, request: Request) -> dict[str, Any]:
-    return node_view(_nodes(services).get(ident), services.base_url, _fields(request))
+    return node_view(services.nodes.get(ident), services.base_url, _fields(request))
 
 
 def _patch(ops: Any) -> tuple[dict[Any, Any], list[Any]]:
@@ -176,28 +171,28 @@ def _patch(ops: Any) -> tuple[dict[Any, Any], list[Any]]:
 def update_node(services: ServicesDep, ident: str, body: Annotated[Any, Body()] = None
                 ) -> dict[str, Any]:
     changes, removed = _patch(body)
-    return node_view(_nodes(services).update(ident, changes, removed), services.base_url)
+    return node_view(services.nodes.update(ident, changes, removed), services.base_url)
 
 
 @nodes_api.delete("/{ident}", status_code=204)
 def delete_node(services: ServicesDep, ident: str) -> Response:
-    _nodes(services).delete(ident)
+    services.nodes.delete(ident)
     return Response(status_code=204)
 
 
 @nodes_api.get("/{ident}/states")
 def node_states(services: ServicesDep, ident: str) -> dict[str, Any]:
-    return states_view(_nodes(services).get(ident))
+    return states_view(services.nodes.get(ident))
 
 
 @nodes_api.put("/{ident}/states/power", status_code=202)
 def set_power(services: ServicesDep, ident: str, body: dict[str, Any]) -> None:
-    _nodes(services).power(ident, str(body.get("target")))
+    services.nodes.power(ident, str(body.get("target")))
 
 
 @nodes_api.put("/{ident}/states/provision", status_code=202)
 def set_provision(services: ServicesDep, ident: str, body: dict[str, Any]) -> None:
-    _nodes(services).provision(ident, str(body.get("target")),
+    services.nodes.provision(ident, str(body.get("target")),
                                evict=bool(body.get("evict", False)))
 
 
@@ -205,19 +200,19 @@ def set_provision(services: ServicesDep, ident: str, body: dict[str, Any]) -> No
 def maintenance_on(services: ServicesDep, ident: str, body: Annotated[Any, Body()] = None
                    ) -> None:
     reason = body.get("reason") if isinstance(body, dict) else None
-    _nodes(services).set_maintenance(ident, True, reason)
+    services.nodes.set_maintenance(ident, True, reason)
 
 
 @nodes_api.delete("/{ident}/maintenance", status_code=202)
 def maintenance_off(services: ServicesDep, ident: str) -> None:
-    _nodes(services).set_maintenance(ident, False)
+    services.nodes.set_maintenance(ident, False)
 
 
 @nodes_api.get("/{ident}/validate")
-async def validate(services: ServicesDep, ident: str) -> dict[str, Any]:
-    node = await run_in_threadpool(_nodes(services).get, ident)
-    access = _nodes(services).access(node)
-    missing = [] if access.address and (access.password or node.driver == "fake") \
+def validate(services: ServicesDep, ident: str) -> dict[str, Any]:
+    node = services.nodes.get(ident)
+    address = services.nodes.access(node).address
+    missing = [] if address and (node.bmc_password or node.driver == "fake") \
         else ["BMC address and password"]
     bmc = {"result": not missing,
            "reason": f"Missing {', '.join(missing)} in driver_info" if missing else None}

@@ -54,6 +54,21 @@ class Report:
     console: str | None = None
 
 
+def lose_servers(s: Session, host_id: str, why: str, now: dt.datetime) -> int:
+    """The servers on a host that can no longer be trusted go to ERROR with `why` as their
+    fault (the caller holds the host row). Returns how many."""
+    lost = 0
+    for inst in s.scalars(select(Instance).where(Instance.host_id == host_id,
+                                                 Instance.state.in_(PRESENT))
+                          .with_for_update()):
+        inst.state = INSTANCE.next(inst.state, "host_lost" if inst.state == "active" else
+                                   "fail")
+        inst.state_changed_at = inst.updated_at = now
+        inst.fault = fault(500, why, now)
+        lost += 1
+    return lost
+
+
 class HostService:
     def __init__(self, db: Database, config: ComputeConfig, clock: Clock,
                  servers: ServerService, notify: Callable[[str], None]) -> None:
@@ -207,16 +222,11 @@ class HostService:
             for host in s.scalars(select(Host).where(Host.state == "down",
                                                      Host.down_since <= grace)
                                   .with_for_update()):
-                for inst in s.scalars(select(Instance).where(Instance.host_id == host.id,
-                                                             Instance.state.in_(PRESENT))
-                                      .with_for_update()):
-                    inst.state = INSTANCE.next(inst.state, "host_lost" if inst.state ==
-                                               "active" else "fail")
-                    inst.state_changed_at = inst.updated_at = now
-                    inst.fault = fault(500, f"Compute host {host.name} is down: no heartbeat "
-                                            f"since {host.last_heartbeat:%Y-%m-%d %H:%M:%S}Z.",
-                                       now)
-                    counts["servers_failed"] += 1
+                lost = lose_servers(s, host.id, f"Compute host {host.name} is down: no "
+                                    f"heartbeat since {host.last_heartbeat:%Y-%m-%d %H:%M:%S}Z.",
+                                    now)
+                counts["servers_failed"] += lost
+                if lost:
                     touched.add(host.id)
             spawn_limit = now - dt.timedelta(seconds=c.spawn_timeout)
             for inst in s.scalars(select(Instance).where(Instance.state == "spawning",

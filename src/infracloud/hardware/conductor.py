@@ -33,7 +33,14 @@ from infracloud.core.settings import HardwareConfig
 from infracloud.core.states import PROVISION
 from infracloud.hardware.bmc import Bmc, BmcAccess, BmcError, make_bmc
 from infracloud.hardware.drain import Drainer
-from infracloud.hardware.nodes import HEADING, NodeService, expired, timeouts, token_hash
+from infracloud.hardware.nodes import (
+    HEADING,
+    NodeService,
+    expired,
+    move,
+    timeouts,
+    token_hash,
+)
 from infracloud.store import Database
 from infracloud.store.models import Node
 
@@ -47,6 +54,11 @@ JOBS = ("verifying", "inspecting", "cleaning", "deploying", "deleting")
 POWER_POLL = 0.5
 RECHECK_DRAIN = 5.0
 FENCE_FAULT = "power failure"
+
+
+def ironic_power(state: str) -> str:
+    """The API's words for a BMC's 'on' / 'off'."""
+    return f"power {state}"
 
 
 class NotYet(Exception):
@@ -95,6 +107,16 @@ class Calls:
         if self(self.bmc.get_power) != state:
             self(self.bmc.set_power, state)
             self.wait_power(state, limit)
+
+    def powered(self, state: str, now: dt.datetime, **more: Any) -> None:
+        """Record, when the step succeeds, the power state the step left the machine in."""
+        self.pending.update(power_state=ironic_power(state), power_checked_at=now, **more)
+
+    def off_and_empty(self, limit: float) -> None:
+        """Power off and take out any deploy media (cleaning, undeploy)."""
+        self.power("off", limit)
+        if self.bmc.virtual_media:
+            self(self.bmc.eject_media)
 
 
 class Conductor:
@@ -159,18 +181,14 @@ class Conductor:
 
     # ---- picking work --------------------------------------------------------------------------
 
-    def _free(self, protocol: str) -> int:
-        with self._lock:
-            return self.config.workers.get(protocol, 1) - self.in_flight.get(protocol, 0)
-
-    def _claim(self, node_id: str, hold: float | None = None) -> bool:
+    def _claim(self, node_id: str) -> bool:
         now = self.clock.now()
         with self.db.write() as s:
             done = s.execute(update(Node).where(
                 Node.id == node_id,
                 or_(Node.reserved_until.is_(None), Node.reserved_until < now))
                 .values(reservation=self.holder,
-                        reserved_until=now + dt.timedelta(seconds=hold or self.config.lease))
+                        reserved_until=now + dt.timedelta(seconds=self.config.lease))
                 .execution_options(synchronize_session=False))
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
@@ -304,10 +322,7 @@ class Conductor:
             if node is None or (own and node.reservation != self.holder):
                 return
             if event and PROVISION.allows(node.provision_state, event):
-                before = node.provision_state
-                node.provision_state = PROVISION.next(before, event)
-                node.target_provision_state = HEADING.get(node.provision_state)
-                node.provision_updated_at = now
+                before = move(node, event, now)
                 log.log(logging.WARNING if error else logging.INFO, "node %s -> %s",
                         before, node.provision_state,
                         extra={"node": node.id, "node_name": node.name, "event": "node." + event,
@@ -361,13 +376,15 @@ class Conductor:
         target = node.target_power_state or ""
         error = None
         state: str | None
-        try:
+        try:  # each path ends only once the BMC reports the wanted state
             if target in ("rebooting", "soft rebooting"):
                 calls(calls.bmc.reboot)
                 calls.wait_power("on", self.config.power_wait)
+                state = ironic_power("on")
             else:
-                calls.power("on" if target == "power on" else "off", self.config.power_wait)
-            state = "power on" if calls(calls.bmc.get_power) == "on" else "power off"
+                wanted = "on" if target == "power on" else "off"
+                calls.power(wanted, self.config.power_wait)
+                state = ironic_power(wanted)
         except BmcError as exc:
             error = f"Failed to change the power to {target}: {exc}"
             state = node.power_state
@@ -376,8 +393,7 @@ class Conductor:
 
     def _sync_one(self, node: Node, calls: Calls) -> None:
         try:
-            state: str | None = "power on" if calls(calls.bmc.get_power) == "on" \
-                else "power off"
+            state: str | None = ironic_power(calls(calls.bmc.get_power))
         except BmcError:
             state = node.power_state
         if state != node.power_state:
@@ -389,9 +405,7 @@ class Conductor:
 
     def _step_verifying(self, node: Node, calls: Calls) -> None:
         calls(calls.bmc.validate)
-        on = calls(calls.bmc.get_power) == "on"
-        calls.pending.update(power_checked_at=self.clock.now(),
-                             power_state="power on" if on else "power off")
+        calls.powered(calls(calls.bmc.get_power), self.clock.now())
 
     def _step_inspecting(self, node: Node, calls: Calls) -> None:
         started = self.clock.now()
@@ -407,10 +421,8 @@ class Conductor:
                         "; ".join(mismatch)) if mismatch else None)
 
     def _step_cleaning(self, node: Node, calls: Calls) -> None:
-        calls.power("off", self.config.power_wait)
-        if calls.bmc.virtual_media:
-            calls(calls.bmc.eject_media)
-        calls.pending.update(power_checked_at=self.clock.now(), power_state="power off")
+        calls.off_and_empty(self.config.power_wait)
+        calls.powered("off", self.clock.now())
 
     def _step_deploying(self, node: Node, calls: Calls) -> str:
         token, media = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
@@ -424,7 +436,7 @@ class Conductor:
             calls(calls.bmc.set_boot_device, "pxe")
         calls(calls.bmc.set_power, "on")
         calls.wait_power("on", self.config.power_wait)
-        calls.pending.update(power_checked_at=self.clock.now(), power_state="power on")
+        calls.powered("on", self.clock.now())
         return "wait"
 
     def _step_deleting(self, node: Node, calls: Calls) -> None:
@@ -432,14 +444,11 @@ class Conductor:
             evict = bool((node.instance_info or {}).get("evict"))
             if not self.drainer.drain(node.host_name, evict=evict):
                 raise NotYet
-        calls.power("off", self.config.power_wait)
-        if calls.bmc.virtual_media:
-            calls(calls.bmc.eject_media)
+        calls.off_and_empty(self.config.power_wait)
         if node.host_name:
             self.drainer.forget(node.host_name)
-        calls.pending.update(power_checked_at=self.clock.now(), power_state="power off",
-                             host_name=None, join_token_hash=None, join_secret=None,
-                             media_id=None)
+        calls.powered("off", self.clock.now(), host_name=None, join_token_hash=None,
+                      join_secret=None, media_id=None)
 
     def _note(self, node_id: str, **values: Any) -> None:
         with self.db.write() as s:

@@ -8,12 +8,11 @@ import logging
 
 from sqlalchemy import func, select, update
 
-from infracloud.compute.hosts import PRESENT, HostService
-from infracloud.compute.servers import ServerService, fault
+from infracloud.compute.hosts import HostService, lose_servers
+from infracloud.compute.servers import ServerService
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
 from infracloud.core.errors import NotFound
-from infracloud.core.states import INSTANCE
 from infracloud.store import Database
 from infracloud.store.models import Host, Instance
 
@@ -81,16 +80,8 @@ class Drainer:
                 return 0
             host.enabled = False
             host.disabled_reason = f"{FENCED}{reason}"[:255]
-            lost = 0
-            for inst in s.scalars(select(Instance).where(Instance.host_id == host.id,
-                                                         Instance.state.in_(PRESENT))
-                                  .with_for_update()):
-                inst.state = INSTANCE.next(inst.state, "host_lost" if inst.state == "active"
-                                           else "fail")
-                inst.state_changed_at = inst.updated_at = now
-                inst.fault = fault(500, f"Lost: compute host {host_name} was fenced ({reason}).",
-                                   now)
-                lost += 1
+            lost = lose_servers(s, host.id, f"Lost: compute host {host_name} was fenced "
+                                            f"({reason}).", now)
             s.execute(update(Host).where(Host.id == host.id)
                       .values(generation=Host.generation + 1)
                       .execution_options(synchronize_session=False))

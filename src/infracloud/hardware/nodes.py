@@ -77,7 +77,8 @@ class NodeService:
 
     # ---- BMC access --------------------------------------------------------------------------
 
-    def split_driver_info(self, driver: str, info: Any) -> tuple[dict[str, Any], str | None]:
+    @staticmethod
+    def split_driver_info(info: Any) -> tuple[dict[str, Any], str | None]:
         """The driver_info to store, and the password taken out of it (if given)."""
         if not isinstance(info, dict):
             raise BadRequest("driver_info must be an object.")
@@ -163,7 +164,7 @@ class NodeService:
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or not name or is_uuid(name)):
             raise BadRequest(f"Expected a logical name but received {name}.")
-        info, password = self.split_driver_info(driver, body.get("driver_info") or {})
+        info, password = self.split_driver_info(body.get("driver_info") or {})
         role = (body.get("extra") or {}).get("role", body.get("role", "compute"))
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}.")
@@ -221,7 +222,7 @@ class NodeService:
                 if node.provision_state in HEADING:
                     raise Conflict(f"Node {node.id} is {node.provision_state}: change its "
                                    f"driver_info when it has finished.")
-                current, password = self.split_driver_info(node.driver, current)
+                current, password = self.split_driver_info(current)
                 if password is not None:
                     node.bmc_password = self.box.encrypt(password)
                 elif sub in PASSWORD_KEYS and remove:
@@ -253,9 +254,8 @@ class NodeService:
                 raise BadRequest(f"The requested action \"{target}\" can not be performed on node "
                                f"\"{node.id}\" while it is in state "
                                f"\"{node.provision_state}\".")
-            node.provision_state = PROVISION.next(node.provision_state, event)
-            node.target_provision_state = HEADING.get(node.provision_state)
-            node.provision_updated_at = node.updated_at = now
+            move(node, event, now)
+            node.updated_at = now
             node.last_error = None
             if event == "undeploy":
                 node.instance_info = {**(node.instance_info or {}), "evict": evict}
@@ -325,15 +325,23 @@ class NodeService:
             if node is None:
                 raise NotFound(f"Node {node_id} could not be found.")
             if node.provision_state == "wait call-back":
-                node.provision_state = PROVISION.next(node.provision_state, "done")
-                node.target_provision_state = None
-                node.provision_updated_at = now
+                move(node, "done", now)
             node.host_name = host_name
             node.join_secret = None  # the media is no longer served
             node.media_id = None
             node.updated_at = now
         log.info("node joined", extra={"node": node_id, "host": host_name,
                                        "event": "node.active"})
+
+
+def move(node: Node, event: str, now: dt.datetime) -> str:
+    """The one way a node changes provision state: through the table. Returns the state it
+    left."""
+    before = node.provision_state
+    node.provision_state = PROVISION.next(before, event)
+    node.target_provision_state = HEADING.get(node.provision_state)
+    node.provision_updated_at = now
+    return before
 
 
 def timeouts(config: HardwareConfig) -> dict[str, float]:

@@ -5,18 +5,18 @@ disk as its capacity. Powering it off stops the agent (its servers vanish with i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import ssl
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from infracloud.agent.hosts import host_info, make_driver
+from infracloud.agent.hosts import AgentThreads, host_info, make_driver
 from infracloud.agent.runner import Agent
 from infracloud.core.settings import SimulationConfig
 from infracloud.hardware.bmc.fake import SIMULATOR, SimulatedMachine, Simulator
@@ -35,13 +35,18 @@ class Simulation:
         from their disk use it (the demo may come back on another port)."""
         self.config = config
         self.controller = controller
-        # one TLS context for every simulated machine (making one costs ~30 ms of CPU)
-        self.tls = ssl.create_default_context(cafile=cacert) if isinstance(cacert, str) \
-            else ssl.create_default_context()
+        self.cacert = cacert
         self.sim = simulator or SIMULATOR
         self._root = config.root
-        self.agents: dict[str, tuple[Agent, threading.Thread]] = {}
-        self._lock = threading.Lock()
+        self.agents = AgentThreads()  # by simulated machine (BMC address)
+
+    @functools.cached_property
+    def tls(self) -> ssl.SSLContext:
+        """One TLS context for every simulated machine (making one costs ~30 ms of CPU), made
+        when the first machine boots."""
+        if isinstance(self.cacert, str):
+            return ssl.create_default_context(cafile=self.cacert)
+        return ssl.create_default_context()
 
     @property
     def root(self) -> Path:
@@ -103,10 +108,7 @@ class Simulation:
                       host_info(name, m.cpus, m.memory_mb, m.disk_gb), root,
                       cacert=self.tls, poll_wait=self.config.poll_wait,
                       join_token=config["join_token"])
-        t = threading.Thread(target=agent.run, name=f"sim-agent-{name}", daemon=True)
-        with self._lock:
-            self.agents[m.name] = (agent, t)
-        t.start()
+        self.agents.start(agent, key=m.name)
         log.info("simulated machine booted", extra={"host": name, "event": "sim.boot"})
 
     def _join_only(self, m: SimulatedMachine, config: dict[str, Any]) -> None:
@@ -118,19 +120,8 @@ class Simulation:
             log.warning("simulated machine %s cannot join: %s", m.name, exc)
 
     def power_off(self, m: SimulatedMachine) -> None:
-        with self._lock:
-            entry = self.agents.pop(m.name, None)
-        if entry is None:
-            return
-        agent, thread = entry
-        agent.stop()
-        thread.join(15)
-        agent.close()
-        for instance_id in agent.driver.list():
-            agent.driver.destroy(instance_id)
-        agent.driver.close()
+        self.agents.stop([m.name], timeout=15, destroy=True)
 
     def close(self) -> None:
-        for name in list(self.agents):
-            self.power_off(self.sim.machines[name])
+        self.agents.stop(timeout=15, destroy=True)
         self.sim.on_boot = self.sim.on_power_off = None

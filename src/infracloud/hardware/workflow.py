@@ -63,6 +63,12 @@ def _each(fn: Callable[[Any], Any], items: list[Any]) -> None:
         list(pool.map(fn, items))
 
 
+def set_state(call: Call, kind: str, targets: list[tuple[str, dict[str, Any]]]) -> None:
+    """PUT /nodes/{name}/states/{kind} (provision or power) with each body, a few at once."""
+    _each(lambda t: call("PUT", f"/baremetal/v1/nodes/{t[0]}/states/{kind}", json=t[1]),
+          targets)
+
+
 def list_nodes(call: Call, fields: str = FIELDS) -> dict[str, dict[str, Any]]:
     return {n["name"]: n for n in call("GET", "/baremetal/v1/nodes",
                                        params={"fields": fields})["nodes"]}
@@ -72,7 +78,8 @@ def _watch(call: Call, names: list[str], step: Callable[[str, dict[str, Any]], s
            report: Report, timeout: float, after: Callable[[], None] = lambda: None
            ) -> Progress:
     """Poll until every node is finished: `step` returns 'done', 'failed: why', or None
-    (still going; it may send requests to move the node on)."""
+    (still going; it may ask for requests that move the node on, which `after` sends once
+    the poll's nodes have all been looked at)."""
     progress = Progress(total=len(names))
     left = set(names)
     deadline = time.monotonic() + timeout
@@ -120,8 +127,7 @@ def enroll(call: Call, inventory: Inventory, report: Report, *, stop_at: str = "
             moves.append((name, target))
 
     def send() -> None:
-        _each(lambda m: call("PUT", f"/baremetal/v1/nodes/{m[0]}/states/provision",
-                             json={"target": m[1]}), moves)
+        set_state(call, "provision", [(name, {"target": target}) for name, target in moves])
         moves.clear()
 
     def step(name: str, node: dict[str, Any]) -> str | None:
@@ -152,8 +158,7 @@ def enroll(call: Call, inventory: Inventory, report: Report, *, stop_at: str = "
 
 
 def deploy(call: Call, names: list[str], report: Report, timeout: float = 3600) -> Progress:
-    _each(lambda name: call("PUT", f"/baremetal/v1/nodes/{name}/states/provision",
-                            json={"target": "active"}), names)
+    set_state(call, "provision", [(name, {"target": "active"}) for name in names])
 
     def step(name: str, node: dict[str, Any]) -> str | None:
         state = node["provision_state"]
@@ -168,8 +173,8 @@ def deploy(call: Call, names: list[str], report: Report, timeout: float = 3600) 
 
 def undeploy(call: Call, names: list[str], report: Report, *, evict: bool = False,
              timeout: float = 7200) -> Progress:
-    _each(lambda name: call("PUT", f"/baremetal/v1/nodes/{name}/states/provision",
-                            json={"target": "deleted", "evict": evict}), names)
+    set_state(call, "provision", [(name, {"target": "deleted", "evict": evict})
+                                  for name in names])
 
     def step(name: str, node: dict[str, Any]) -> str | None:
         state = node["provision_state"]
