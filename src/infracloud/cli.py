@@ -14,6 +14,7 @@ import typer
 
 from infracloud import __version__
 from infracloud.cli_hardware import capacity, hardware_app
+from infracloud.cli_pool import pool_app
 from infracloud.core.errors import InfracloudError
 from infracloud.core.settings import ControllerConfig
 
@@ -24,6 +25,7 @@ keys_app = typer.Typer(help="Manage the token encryption keys of a site.", no_ar
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(hardware_app, name="hardware")
+app.add_typer(pool_app, name="pool")
 app.command("capacity")(capacity)
 
 
@@ -75,12 +77,25 @@ def demo(
     driver: Annotated[str, typer.Option(help="sandbox (SSH works) or fake")] = "sandbox",
     ssh_port: Annotated[int | None, typer.Option(
         help="port of the sandbox servers' SSH (default 22 as root, else 2222)")] = None,
+    network_cidr: Annotated[str, typer.Option(
+        help="the servers' network (loopback, so SSH works without touching the host's "
+        "network); two demos side by side need two")] = "127.100.0.0/16",
+    min_ready: Annotated[int, typer.Option(
+        help="nodes of label ubuntu-noble the demo's pool keeps ready", min=0, max=50)] = 2,
+    ci_load: Annotated[float, typer.Option(
+        help="JOBS_PER_MIN: run a synthetic CI workload on the pool (0: none)", min=0,
+        max=600)] = 0,
 ) -> None:
-    """Run an all-in-one demo site (embedded SQLite, simulated machines) until Ctrl-C."""
+    """Run an all-in-one demo site (embedded SQLite, simulated machines, a node pool) until
+    Ctrl-C."""
+    import ipaddress
+
     from infracloud import demo as demo_mod
+    from infracloud import demo_pool
     from infracloud.agent.hosts import AgentThreads
     from infracloud.cli_hardware import progress_bar
     from infracloud.ops import logging as logs
+    from infracloud.pool_server import attach
     from infracloud.runtime import check_port_free, serve
     from infracloud.services import Services, build_services
 
@@ -91,10 +106,15 @@ def demo(
         fail(f"--site must be one of {', '.join(SITES)}, not {site!r}")
     if ssh_port is None:
         ssh_port = 22 if os.geteuid() == 0 else 2222
+    try:
+        if not ipaddress.ip_network(network_cidr).is_loopback:
+            fail(f"--network-cidr must be a loopback network (127.0.0.0/8), not {network_cidr}")
+    except ValueError as exc:
+        fail(f"--network-cidr: {exc}")
     check_port_free(host, port)
     config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
                                      log_format=log_format, site=site, driver=driver,
-                                     ssh_port=ssh_port)
+                                     ssh_port=ssh_port, cidr=network_cidr)
     log_stream = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as the demo
     logs.configure(config.logging.format, config.logging.level, stream=log_stream)
     typer.echo(f"infracloud demo: preparing {paths.state_dir} (log: {paths.log})")
@@ -102,6 +122,10 @@ def demo(
     demo_mod.bootstrap(services, paths)
 
     agents: list[AgentThreads] = []
+    pool, pool_auth = demo_pool.build(services, paths.state_dir, driver=driver,
+                                      ssh_port=ssh_port, min_ready=min_ready, max_servers=10)
+    pool.load()
+    stop_load = threading.Event()
 
     def bring_up(s: Services) -> None:
         if site != "none":
@@ -115,11 +139,19 @@ def demo(
         if hosts:
             agents.append(demo_mod.start_hosts(s, paths, hosts, driver, ssh_port))
             typer.echo(f"  {hosts} extra compute hosts ({driver} driver)")
-        typer.echo(f"  servers on {demo_mod.DEMO_CIDR}" + (
+        typer.echo(f"  servers on {network_cidr}" + (
             f", SSH port {ssh_port}" if driver == "sandbox" else ""))
+        pool.start()
+        # (no "ready" in this line: scripts wait for the one line that says it)
+        typer.echo(f"  node pool: label {demo_pool.LABEL}, {min_ready} nodes kept on hand "
+                   f"(config: {paths.state_dir / 'pool.yaml'}, SSH key: "
+                   f"{paths.state_dir / 'pool-key'})")
         typer.echo(f"infracloud demo ready at {s.base_url} — clouds.yaml: {paths.clouds_yaml}")
         typer.echo(f"  try: source {paths.env_file} && openstack server list")
+        typer.echo(f"       infracloud pool request {demo_pool.LABEL} --count 2 --wait")
         sys.stdout.flush()
+        if ci_load:
+            demo_pool.start_ci_load(s, paths.state_dir, ci_load, driver, stop_load)
 
     def ready(s: Services) -> None:
         def run() -> None:
@@ -132,8 +164,11 @@ def demo(
         threading.Thread(target=run, name="demo-site", daemon=True).start()
 
     try:
-        serve(config, services=services, on_ready=ready)
+        serve(config, services=services, on_ready=ready,
+              extend=lambda app: attach(app, pool, pool_auth))
     finally:
+        stop_load.set()
+        pool.stop()
         for a in agents:
             a.stop()
     typer.echo("infracloud demo stopped")

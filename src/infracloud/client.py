@@ -1,10 +1,13 @@
 """A small client for infracloud's own commands (`infracloud hardware`, `capacity`): logs in
-with a cloud from clouds.yaml, as the openstack CLI does, and calls the controller."""
+with a cloud from clouds.yaml, as the openstack CLI does, and calls the controller.
+`infracloud pool` uses the login alone (`password_login`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,28 +52,58 @@ def cloud_entry(cloud: str | None, clouds_file: Path | None = None
     return name, clouds[name]
 
 
+def tls_verify(verify: Any) -> ssl.SSLContext | bool:
+    """httpx's `verify` for a clouds.yaml `cacert` file (or a `verify` bool)."""
+    if isinstance(verify, str | Path):
+        try:
+            return ssl.create_default_context(cafile=str(verify))
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientError(f"CA file {verify}: cannot use it: {exc}") from None
+    return bool(verify)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A password login to a clouds.yaml cloud: its Keystone token and catalog, and how to
+    verify the cloud's TLS (its `cacert` file, else its `verify` setting)."""
+
+    cloud: str
+    token: str
+    verify: Any  # str (a CA file) or bool
+    catalog: list[dict[str, Any]]
+
+
+def password_login(cloud: str | None, timeout: float = 30, *,
+                   clouds_file: Path | None = None) -> Login:
+    """Log in to a cloud of clouds.yaml with its password, as the openstack CLI does."""
+    name, entry = cloud_entry(cloud, clouds_file)
+    auth = entry.get("auth") or {}
+    verify: Any = entry.get("cacert") or entry.get("verify", True)
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": auth.get("username"), "password": auth.get("password"),
+        "domain": {"name": auth.get("user_domain_name", "Default")}}}},
+        "scope": {"project": {"name": auth.get("project_name"), "domain": {
+            "name": auth.get("project_domain_name", "Default")}}}}}
+    url = str(auth.get("auth_url", "")).rstrip("/")
+    with httpx.Client(verify=tls_verify(verify), timeout=timeout) as http:
+        try:
+            r = http.post(f"{url}/v3/auth/tokens", json=body)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the controller at {url}: {exc}") from None
+    if r.status_code != 201:
+        raise ClientError(f"login to cloud {name!r} failed: HTTP {r.status_code}")
+    return Login(name, r.headers["X-Subject-Token"], verify,
+                 r.json()["token"].get("catalog", []))
+
+
 class Client:
     def __init__(self, cloud: str | None = None, timeout: float = 30, *,
                  clouds_file: Path | None = None) -> None:
-        name, entry = cloud_entry(cloud, clouds_file)
-        auth = entry.get("auth") or {}
-        verify: Any = entry.get("cacert") or entry.get("verify", True)
-        self.http = httpx.Client(verify=verify, timeout=timeout)
-        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-            "name": auth.get("username"), "password": auth.get("password"),
-            "domain": {"name": auth.get("user_domain_name", "Default")}}}},
-            "scope": {"project": {"name": auth.get("project_name"), "domain": {
-                "name": auth.get("project_domain_name", "Default")}}}}}
-        url = str(auth.get("auth_url", "")).rstrip("/")
-        try:
-            r = self.http.post(f"{url}/v3/auth/tokens", json=body)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach the controller at {url}: {exc}") from None
-        if r.status_code != 201:
-            raise ClientError(f"login to cloud {name!r} failed: HTTP {r.status_code}")
-        self.http.headers["X-Auth-Token"] = r.headers["X-Subject-Token"]
-        self.base = self._endpoint(r.json()["token"].get("catalog", []), "baremetal",
-                                   name).removesuffix("/baremetal")
+        login = password_login(cloud, timeout, clouds_file=clouds_file)
+        self.http = httpx.Client(verify=tls_verify(login.verify), timeout=timeout)
+        self.http.headers["X-Auth-Token"] = login.token
+        self.base = self._endpoint(login.catalog, "baremetal", login.cloud
+                                   ).removesuffix("/baremetal")
 
     @staticmethod
     def _endpoint(catalog: list[dict[str, Any]], kind: str, cloud: str) -> str:

@@ -89,8 +89,8 @@ def _passwords(paths: DemoPaths) -> dict[str, str]:
 
 
 def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = "json", *,
-            site: str = "none", driver: str = "sandbox", ssh_port: int = 22
-            ) -> tuple[ControllerConfig, DemoPaths]:
+            site: str = "none", driver: str = "sandbox", ssh_port: int = 22,
+            cidr: str = DEMO_CIDR) -> tuple[ControllerConfig, DemoPaths]:
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
@@ -103,7 +103,7 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
         "listen": {"host": host, "port": port},
         "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
         "images": {"store_path": str(state_dir / "images")},
-        "compute": {"network": {"name": "demo-net", "cidr": DEMO_CIDR},
+        "compute": {"network": {"name": "demo-net", "cidr": cidr},
                     "agent_token_file": str(paths.agent_token)},
         # the site's simulated machines boot in-process agents with the demo's driver
         "hardware": {"simulation": {"agent_driver": driver, "root": str(state_dir / "hosts"),
@@ -214,9 +214,13 @@ def write_client_files(config: ControllerConfig, paths: DemoPaths,
             entry["cacert"] = str(config.tls.ca)
         clouds[cloud] = entry
     _write_private(paths.clouds_yaml, yaml.safe_dump({"clouds": clouds}, sort_keys=False))
-    write_env(paths, {"OS_CLIENT_CONFIG_FILE": str(paths.clouds_yaml), "OS_CLOUD": "infracloud",
-                      "INFRACLOUD_ADMIN_CLOUD": "infracloud-admin",
-                      "INFRACLOUD_URL": config.base_url()})
+    env = {"OS_CLIENT_CONFIG_FILE": str(paths.clouds_yaml), "OS_CLOUD": "infracloud",
+           "INFRACLOUD_ADMIN_CLOUD": "infracloud-admin", "INFRACLOUD_URL": config.base_url(),
+           # the demo's pool is served by its controller; its requestor is the token's project
+           "INFRACLOUD_POOL_URL": config.base_url(), "INFRACLOUD_POOL_CLOUD": "infracloud"}
+    if config.tls and config.tls.ca:
+        env["INFRACLOUD_POOL_CACERT"] = str(config.tls.ca)
+    write_env(paths, env)
 
 
 def write_env(paths: DemoPaths, env: dict[str, str]) -> None:

@@ -8,13 +8,15 @@ import errno
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from infracloud.api.app import create_app
 from infracloud.core.errors import ConfigError
-from infracloud.core.settings import ControllerConfig
+from infracloud.core.settings import ControllerConfig, ListenConfig, TLSConfig
 from infracloud.services import Services, build_services
 
 log = logging.getLogger(__name__)
@@ -87,21 +89,42 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def uvicorn_config(app: FastAPI, listen: ListenConfig, tls: TLSConfig | None
+                   ) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=listen.host.strip("[]"), port=listen.port, log_config=None,
+        access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=30,
+        timeout_graceful_shutdown=30, ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None)
+
+
+def run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main` on the event loop; SIGINT and SIGTERM are a normal stop."""
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; both end
+    # up here as KeyboardInterrupt, which is a normal stop (exit code 0).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def serve(config: ControllerConfig, *, services: Services | None = None,
-          on_ready: Callable[[Services], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. `on_ready` runs once the socket accepts connections."""
+          on_ready: Callable[[Services], None] | None = None,
+          extend: Callable[[FastAPI], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. `on_ready` runs once the socket accepts connections;
+    `extend` adds routes to the app (the demo's pool)."""
     check_port_free(config.listen.host, config.listen.port)
     services = services or build_services(config)
     bootstrap_admin(services)
     services.maintenance()
     app = create_app(services)
-    uv = uvicorn.Config(
-        app, host=config.listen.host.strip("[]"), port=config.listen.port, log_config=None,
-        access_log=False, proxy_headers=False, server_header=False, timeout_keep_alive=30,
-        timeout_graceful_shutdown=30,
-        ssl_certfile=str(config.tls.cert) if config.tls else None,
-        ssl_keyfile=str(config.tls.key) if config.tls else None)
-    server = _Server(uv)
+    if extend is not None:
+        extend(app)
+    server = _Server(uvicorn_config(app, config.listen, config.tls))
     server.on_shutdown = services.signals.close
 
     async def main() -> None:
@@ -130,16 +153,9 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
             reaper.cancel()
             ready.cancel()
 
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; both end
-    # up here as KeyboardInterrupt, which is a normal stop (exit code 0).
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(main())
-    except KeyboardInterrupt:
-        pass
+        run_until_signal(main)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         services.close()
     if not server.started:
         raise ConfigError(f"the controller could not start on {config.listen.host}:"

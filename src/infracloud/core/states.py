@@ -222,6 +222,8 @@ PROVISION = Machine(
 )
 
 # The node pool's nodes (nodepool's states): a server on some provider, launched for a label.
+# A launch the provider refused for quota or capacity is withdrawn (no server) or deleted (a
+# server in ERROR): a wait, never a failure.
 POOL_NODE = Machine(
     "pool-node",
     [State("building", stable=False, timeout=3600,
@@ -236,6 +238,8 @@ POOL_NODE = Machine(
      State("deleted", stable=True, description="gone from the provider")],
     _t("""
         building --ready--> ready
+        building --withdraw--> deleted
+        building --delete--> deleting
         building --fail--> failed
         building --timeout--> failed
         ready --assign--> in-use
@@ -268,6 +272,7 @@ POOL_REQUEST = Machine(
         requested --fulfil--> fulfilled
         requested --fail--> failed
         requested --cancel--> cancelled
+        pending --requeue--> requested
         pending --fulfil--> fulfilled
         pending --fail--> failed
         pending --timeout--> failed

@@ -17,11 +17,12 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
-from infracloud.core.errors import Forbidden, NotFound
+from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import NetworkConfig
 from infracloud.store import Database
 from infracloud.store.models import Network, Port, Subnet
@@ -72,7 +73,8 @@ class NetworkService:
 
     # ---- IPAM (inside the caller's write transaction) ----------------------------------------
 
-    def allocate(self, s: Session, device_id: str, project_id: str) -> Port:
+    def allocate(self, s: Session, device_id: str, project_id: str,
+                 device_owner: str = DEVICE_OWNER) -> Port:
         assert self.subnet is not None and self.network is not None
         # the subnet row is the allocation cursor; locking it serialises allocations
         sub = s.get(Subnet, self.subnet.id, with_for_update=True)
@@ -83,7 +85,7 @@ class NetworkService:
         sub.next_ip = candidate + 1
         port = Port(id=str(uuid.uuid4()), network_id=self.network.id, subnet_id=sub.id,
                     ip_int=candidate, ip_address=str(ipaddress.ip_address(candidate)),
-                    mac_address=_random_mac(), device_id=device_id, device_owner=DEVICE_OWNER,
+                    mac_address=_random_mac(), device_id=device_id, device_owner=device_owner,
                     project_id=project_id, status="DOWN", created_at=self.clock.now())
         s.add(port)
         s.flush()  # the unique keys are checked here
@@ -136,6 +138,29 @@ class NetworkService:
             port = s.get(Port, port_id)
         if port is None or not (caller.is_admin or port.project_id == caller.project_id):
             raise NotFound(f"Port {port_id} could not be found.")
+        return port
+
+    def create_port(self, caller: Caller, network_id: str, device_id: str = "",
+                    device_owner: str = "") -> Port:
+        """A port made through the API (not by a server): DOWN, an address from the pool, in
+        the caller's project. Nothing uses it until it is deleted."""
+        if caller.project_id is None:
+            raise Forbidden("Creating a port needs a project-scoped token.")
+        if self.network is None or network_id != self.network.id:
+            raise NotFound(f"Network {network_id} could not be found.")
+        for _attempt in range(8):
+            try:
+                with self.db.write() as s:
+                    port = self.allocate(s, device_id, caller.project_id, device_owner)
+                break
+            except IntegrityError:  # another controller took the same address: again
+                continue
+            except AddressesExhausted as exc:
+                raise Conflict(str(exc)) from None
+        else:
+            raise BadRequest("Could not allocate an address; try again.")
+        log.info("port created", extra={"event": "port.create", "port_id": port.id,
+                                        "project_id": caller.project_id})
         return port
 
     def delete_port(self, caller: Caller, port_id: str) -> None:

@@ -62,7 +62,11 @@ def configure(fmt: str = "json", level: str = "info", stream: Any = None) -> Non
     root.setLevel(level.upper())
     # uvicorn's own access log is replaced by ours (api.middleware), which carries request ids.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # alembic, and the HTTP clients inside the services (the pool's openstacksdk and token
+    # checks), log every step at info: only their warnings are worth a line
+    for noisy in ("alembic", "httpx", "keystoneauth", "openstack", "stevedore",
+                  "asyncssh"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

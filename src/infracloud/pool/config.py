@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infracloud.core.settings import ListenConfig, TLSConfig
+
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
@@ -22,18 +24,36 @@ class Label(_Section):
                                description="seconds a ready node may wait; 0: no limit")
 
 
+class DiskImage(_Section):
+    name: str = Field(pattern=NAME)
+    file: Path = Field(description="local image file, uploaded to every provider that uses it")
+    disk_format: str = Field("qcow2", alias="disk-format")
+    container_format: str = Field("bare", alias="container-format")
+
+
 class PoolLabel(_Section):
     name: str = Field(pattern=NAME, description="a label defined under `labels`")
-    image: str = Field(min_length=1, description="image name or id on the provider")
+    image: str | None = Field(None, min_length=1,
+                              description="image name or id already on the provider")
+    diskimage: str | None = Field(None, description="a `diskimages` entry the pool uploads")
     flavor: str = Field(min_length=1, alias="flavor-name")
     network: str | None = Field(None, description="network name; default: the provider's")
     key_name: str | None = Field(None, alias="key-name")
     username: str = Field("root", description="the SSH user CI systems log in as")
+    connection_port: int = Field(22, ge=1, le=65535, alias="connection-port")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> PoolLabel:
+        if (self.image is None) == (self.diskimage is None):
+            raise ValueError(f"label {self.name}: give exactly one of image and diskimage")
+        return self
 
 
 class ProviderPool(_Section):
     name: str = Field("main", pattern=NAME)
     max_servers: int | None = Field(None, ge=0, alias="max-servers")
+    host_key_checking: bool = Field(True, alias="host-key-checking",
+                                    description="wait for SSH and record the host keys")
     labels: list[PoolLabel] = Field(min_length=1)
 
 
@@ -51,7 +71,19 @@ class Provider(_Section):
     launch_timeout: float = Field(3600, gt=0, alias="launch-timeout",
                                   description="seconds from create to ACTIVE")
     launch_retries: int = Field(3, ge=1, le=20, alias="launch-retries")
+    max_concurrency: int = Field(16, ge=1, le=256, alias="max-concurrency",
+                                 description="API calls in flight at once")
+    status_interval: float = Field(1.0, gt=0, le=60, alias="status-interval",
+                                   description="seconds between server-list polls while "
+                                   "launching or deleting")
     pools: list[ProviderPool] = Field(min_length=1)
+
+    def pool_label(self, label: str) -> tuple[ProviderPool, PoolLabel] | None:
+        for pool in self.pools:
+            for pl in pool.labels:
+                if pl.name == label:
+                    return pool, pl
+        return None
 
 
 class Requestor(_Section):
@@ -59,7 +91,33 @@ class Requestor(_Section):
     share: float = Field(1.0, gt=0, description="weight in the fair share of capacity")
 
 
+class Auth(_Section):
+    static_token_file: Path | None = Field(
+        None, alias="static-token-file", description="a file holding the one token accepted")
+    identity_url: str | None = Field(
+        None, alias="identity-url",
+        description="Keystone base URL (…/identity): tokens are validated there and the "
+        "requestor is the token's project")
+    cacert: Path | None = Field(None, description="CA to trust for identity-url")
+
+    @model_validator(mode="after")
+    def _one(self) -> Auth:
+        if (self.static_token_file is None) == (self.identity_url is None):
+            raise ValueError("auth: give exactly one of static-token-file and identity-url")
+        return self
+
+
 class PoolConfig(_Section):
+    name: str = Field("infracloud", pattern=NAME,
+                      description="names this pool in the metadata of what it creates")
+    listen: ListenConfig = Field(default_factory=lambda: ListenConfig(port=8450))
+    tls: TLSConfig | None = None
+    database: str | None = Field(None, description="SQLAlchemy URL; default: pool.db beside "
+                                 "this file")
+    auth: Auth | None = Field(None, description="required to serve the API beyond loopback")
+    cleanup_interval: float = Field(60, gt=0, alias="cleanup-interval",
+                                    description="seconds between leak scans (servers, ports)")
+    diskimages: list[DiskImage] = Field(default_factory=list)
     labels: list[Label] = Field(min_length=1)
     providers: list[Provider] = Field(min_length=1)
     requestors: list[Requestor] = Field(default_factory=list)
@@ -75,13 +133,23 @@ class PoolConfig(_Section):
             if dupes:
                 raise ValueError(f"{kind} names must be unique: {', '.join(dupes)}")
         known = {label.name for label in self.labels}
+        images = {d.name for d in self.diskimages}
         for p in self.providers:
             for pool in p.pools:
                 for pl in pool.labels:
                     if pl.name not in known:
                         raise ValueError(f"provider {p.name}, pool {pool.name}: label "
                                          f"{pl.name} is not defined under labels")
+                    if pl.diskimage is not None and pl.diskimage not in images:
+                        raise ValueError(f"provider {p.name}, pool {pool.name}: diskimage "
+                                         f"{pl.diskimage} is not defined under diskimages")
         return self
+
+    def diskimage(self, name: str) -> DiskImage:
+        return next(d for d in self.diskimages if d.name == name)
+
+    def label(self, name: str) -> Label | None:
+        return next((label for label in self.labels if label.name == name), None)
 
     def shares(self) -> dict[str, float]:
         return {r.name: r.share for r in self.requestors}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -61,6 +61,20 @@ class FairQueue:
         heapq.heappush(r.heap, (-w.priority, w.created, next(self._seq), w))
         self._where[w.id] = w.requestor
 
+    def give_back(self, w: Waiting) -> None:
+        """One more node of `w` to launch (a launch of it failed or was withdrawn)."""
+        name = self._where.get(w.id)
+        if name is None:
+            self.push(Waiting(w.id, w.requestor, 1, w.priority, w.created))
+            return
+        for item in self._who[name].heap:
+            if item[3].id == w.id:
+                item[3].nodes += 1
+                return
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self._where
+
     def remove(self, request_id: str) -> None:
         """A request cancelled or satisfied otherwise: it takes no more slots."""
         name = self._where.pop(request_id, None)
@@ -76,11 +90,15 @@ class FairQueue:
     def _start(self, r: _Requestor) -> float:
         return max(self.vtime, r.finish)
 
-    def pop(self) -> Waiting | None:
-        """The request the next launch slot serves (one node of it), or None."""
+    def pop(self, accept: Callable[[Waiting], bool] | None = None) -> Waiting | None:
+        """The request the next launch slot serves (one node of it), or None. With `accept`,
+        requestors whose first request it refuses (no capacity for that label now) are
+        passed over this time, without losing their place."""
         best: tuple[float, str] | None = None
         for name, r in self._who.items():
-            if r.heap and (best is None or (self._start(r), name) < best):
+            if not r.heap or (accept is not None and not accept(r.heap[0][3])):
+                continue
+            if best is None or (self._start(r), name) < best:
                 best = (self._start(r), name)
         if best is None:
             return None

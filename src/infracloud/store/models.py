@@ -418,3 +418,74 @@ class Node(Base):
     inspection_finished_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class PoolNode(Base):
+    """A test node of the node pool: one server on one provider, from launch to deletion.
+    `request_id` is set once the node is allocated to a request."""
+
+    __tablename__ = "pool_nodes"
+    __table_args__ = (Index("ix_pool_nodes_live", "state"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime]
+    ready_at: Mapped[dt.datetime | None]
+    request_id: Mapped[str | None] = mapped_column(String(32))
+    requestor: Mapped[str | None] = mapped_column(String(255))
+    server_id: Mapped[str | None] = mapped_column(String(64))
+    image_id: Mapped[str | None] = mapped_column(String(64))
+    interface_ip: Mapped[str | None] = mapped_column(String(64))
+    ssh_port: Mapped[int] = mapped_column(Integer, default=22)
+    username: Mapped[str] = mapped_column(String(64), default="root")
+    key_name: Mapped[str | None] = mapped_column(String(255))
+    host_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    hold_reason: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[str | None] = mapped_column(Text)
+    console: Mapped[str | None] = mapped_column(Text)
+
+
+class PoolRequest(Base):
+    """A node request: one entry per node wanted ({label, node, failures, avoid})."""
+
+    __tablename__ = "pool_requests"
+    __table_args__ = (Index("ix_pool_requests_state", "state"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    requestor: Mapped[str] = mapped_column(String(255))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    entries: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime]
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class PoolUpload(Base):
+    """One upload of a local disk image to one provider."""
+
+    __tablename__ = "pool_uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    diskimage: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    external_name: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[dt.datetime]
+    in_use: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PoolProvider(Base):
+    """What an operator set on a provider at run time (drained by `pool drain`)."""
+
+    __tablename__ = "pool_providers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,179 @@
+"""The node pool's HTTP API (`/pool/v1`, token in X-Auth-Token) and nodepool's read-only
+status lists (`/node-list`, `/request-list`, `/label-list`, `/image-list`, JSON, no token, as
+nodepool's web app serves them). Served by `infracloud pool` and, in the demo, by the
+controller."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from infracloud import __version__
+from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.pool.auth import PoolCaller
+from infracloud.pool.service import PoolService
+
+router = APIRouter()
+WAIT_POLL = 0.1  # seconds between looks at a request someone waits on
+MAX_WAIT = 60.0
+
+
+def get_pool(request: Request) -> PoolService:
+    pool: PoolService = request.app.state.pool
+    return pool
+
+
+async def get_caller(request: Request,
+                     x_auth_token: Annotated[str | None, Header()] = None) -> PoolCaller:
+    check = request.app.state.pool_auth
+    caller: PoolCaller = await run_in_threadpool(check.check, x_auth_token)
+    return caller
+
+
+PoolDep = Annotated[PoolService, Depends(get_pool)]
+CallerDep = Annotated[PoolCaller, Depends(get_caller)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewRequest(_Body):
+    labels: list[str] = Field(min_length=1, max_length=100)
+    requestor: str | None = Field(None, min_length=1, max_length=255)
+    priority: int = Field(0, ge=-1000, le=1000)
+
+
+class Hold(_Body):
+    reason: str = Field(min_length=1, max_length=1000)
+
+
+class Drain(_Body):
+    reason: str | None = Field(None, max_length=1000)
+
+
+@router.get("/pool/v1")
+@router.get("/pool/v1/")
+def version(pool: PoolDep) -> dict[str, Any]:
+    return {"pool": pool.config.name, "version": __version__,
+            "labels": [label.name for label in pool.config.labels]}
+
+
+@router.post("/pool/v1/requests", status_code=201)
+def create_request(pool: PoolDep, caller: CallerDep, body: NewRequest) -> dict[str, Any]:
+    requestor = caller.requestor
+    if body.requestor and body.requestor != caller.requestor:
+        if not caller.admin:
+            raise Forbidden(f"Only an admin may request nodes for {body.requestor}; "
+                            f"this token's requestor is {caller.requestor}.")
+        requestor = body.requestor
+    return {"request": pool.create_request(body.labels, requestor, body.priority)}
+
+
+@router.get("/pool/v1/requests")
+def list_requests(pool: PoolDep, caller: CallerDep, history: bool = False
+                  ) -> dict[str, Any]:
+    return {"requests": pool.list_requests(history)}
+
+
+@router.get("/pool/v1/requests/{request_id}")
+async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
+                       wait: float = 0) -> dict[str, Any]:
+    """With `wait=SECONDS` (at most 60), answers once the request is fulfilled, failed or
+    cancelled, or when the time is up."""
+    if wait < 0:
+        raise BadRequest("wait must be a number of seconds, 0 or more.")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, MAX_WAIT)
+    while True:
+        view = await run_in_threadpool(pool.get_request, request_id)
+        if view["state"] in ("fulfilled", "failed", "cancelled") or loop.time() >= deadline:
+            return {"request": view}
+        await asyncio.sleep(WAIT_POLL)
+
+
+@router.delete("/pool/v1/requests/{request_id}")
+def cancel_request(pool: PoolDep, caller: CallerDep, request_id: str) -> dict[str, Any]:
+    return {"request": pool.cancel_request(request_id, caller.owner())}
+
+
+@router.get("/pool/v1/nodes")
+def list_nodes(pool: PoolDep, caller: CallerDep, label: str | None = None,
+               state: str | None = None) -> dict[str, Any]:
+    return {"nodes": pool.list_nodes(label, state)}
+
+
+@router.get("/pool/v1/nodes/{node_id}")
+def show_node(pool: PoolDep, caller: CallerDep, node_id: str) -> dict[str, Any]:
+    return {"node": pool.get_node(node_id)}
+
+
+@router.post("/pool/v1/nodes/{node_id}/release")
+def release_node(pool: PoolDep, caller: CallerDep, node_id: str) -> dict[str, Any]:
+    return {"node": pool.release(node_id, caller.owner())}
+
+
+@router.post("/pool/v1/nodes/{node_id}/hold")
+def hold_node(pool: PoolDep, caller: CallerDep, node_id: str, body: Hold) -> dict[str, Any]:
+    return {"node": pool.hold(node_id, body.reason, caller.owner())}
+
+
+@router.get("/pool/v1/labels")
+def list_labels(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+    return {"labels": pool.list_labels()}
+
+
+@router.get("/pool/v1/providers")
+def list_providers(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+    return {"providers": pool.list_providers()}
+
+
+def _admin(caller: PoolCaller, what: str) -> None:
+    if not caller.admin:
+        raise Forbidden(f"Only an admin may {what}.")
+
+
+@router.post("/pool/v1/providers/{name}/drain")
+def drain_provider(pool: PoolDep, caller: CallerDep, name: str, body: Drain | None = None
+                   ) -> dict[str, Any]:
+    _admin(caller, "drain a provider")
+    return {"provider": pool.drain(name, body.reason if body else None)}
+
+
+@router.post("/pool/v1/providers/{name}/undrain")
+def undrain_provider(pool: PoolDep, caller: CallerDep, name: str) -> dict[str, Any]:
+    _admin(caller, "undrain a provider")
+    return {"provider": pool.drain(name, None, drained=False)}
+
+
+# ---- nodepool's web app lists ----------------------------------------------------------------
+
+def _nodepool(rows: list[dict[str, Any]]) -> JSONResponse:
+    return JSONResponse(rows, headers={"Access-Control-Allow-Origin": "*",
+                                       "Cache-Control": "public, max-age=1"})
+
+
+@router.get("/node-list")
+def node_list(pool: PoolDep, node_id: str | None = None) -> JSONResponse:
+    rows = pool.nodepool_nodes()
+    return _nodepool([r for r in rows if node_id in (None, r["id"])])
+
+
+@router.get("/request-list")
+def request_list(pool: PoolDep) -> JSONResponse:
+    return _nodepool(pool.nodepool_requests())
+
+
+@router.get("/label-list")
+def label_list(pool: PoolDep) -> JSONResponse:
+    return _nodepool([{"label": label.name} for label in pool.config.labels])
+
+
+@router.get("/image-list")
+def image_list(pool: PoolDep) -> JSONResponse:
+    return _nodepool(pool.nodepool_images())

@@ -1,0 +1,109 @@
+"""Who is calling the pool's API. Two ways, chosen in the config:
+
+- `identity-url`: a Keystone (infracloud's or any) validates the token. The caller's requestor
+  is the token's project; with the admin role it may name another requestor and act on any
+  node.
+- `static-token-file`: one shared token for a standalone pool; its holder is trusted to name
+  the requestor.
+
+Validations are cached for a minute (never past the token's expiry), so a busy CI system costs
+one identity call per token per minute."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from infracloud.core.errors import ServiceUnavailable as Unavailable
+from infracloud.core.errors import Unauthorized
+
+CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class PoolCaller:
+    requestor: str  # the requestor new requests are made for, unless `admin` names another
+    admin: bool  # may name any requestor and act on any node
+
+    def owner(self) -> str | None:
+        """The requestor whose nodes this caller may touch (None: any)."""
+        return None if self.admin else self.requestor
+
+
+class TokenCheck(Protocol):
+    def check(self, token: str | None) -> PoolCaller: ...
+
+
+class StaticToken:
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("the pool's static token is empty")
+        self.token = token
+
+    @classmethod
+    def from_file(cls, path: Path) -> StaticToken:
+        return cls(path.read_text().strip())
+
+    def check(self, token: str | None) -> PoolCaller:
+        if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise Unauthorized("The request you have made requires authentication.")
+        return PoolCaller("default", admin=True)
+
+
+class IdentityTokens:
+    def __init__(self, identity_url: str, cacert: Path | None = None,
+                 timeout: float = 10) -> None:
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(cacert)) \
+            if cacert else True
+        self.url = identity_url.rstrip("/") + "/v3/auth/tokens"
+        self.http = httpx.Client(verify=verify, timeout=timeout)
+        self._cache: dict[str, tuple[float, PoolCaller]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, token: str | None) -> PoolCaller:
+        if not token:
+            raise Unauthorized("The request you have made requires authentication.")
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            r = self.http.get(self.url, headers={"X-Auth-Token": token,
+                                                 "X-Subject-Token": token})
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"The identity service did not answer: {exc}") from None
+        if r.status_code in (401, 403, 404):
+            raise Unauthorized("The token is not valid.")
+        if r.status_code != 200:
+            raise Unavailable(f"The identity service answered {r.status_code}.")
+        body = r.json().get("token", {})
+        project = (body.get("project") or {}).get("name")
+        if not project:
+            raise Unauthorized("The token is not scoped to a project.")
+        roles = {role.get("name") for role in body.get("roles", [])}
+        caller = PoolCaller(project, admin="admin" in roles)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now + CACHE_SECONDS, caller)
+        return caller
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class Open:
+    """No authentication: only for a pool that listens on loopback (the config's default)."""
+
+    def check(self, token: str | None) -> PoolCaller:
+        return PoolCaller("default", admin=True)

@@ -1,0 +1,152 @@
+"""A client for the node pool's HTTP API (`/pool/v1`, see `infracloud.api.pool`), used by
+`infracloud pool ...`. Every method returns the JSON object the API answers with (the node,
+request or provider dicts of `infracloud.pool.service`); an HTTP error raises the matching
+`infracloud.core.errors` error with the server's message, and a pool that cannot be reached
+raises `infracloud.client.ClientError`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from infracloud.client import ClientError, tls_verify
+from infracloud.core import errors
+from infracloud.core.errors import InfracloudError
+
+MAX_WAIT = 60.0  # the API's cap on `wait`
+ERRORS: dict[int, type[InfracloudError]] = {
+    400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden,
+    404: errors.NotFound, 409: errors.Conflict, 503: errors.ServiceUnavailable}
+
+
+class PoolError(InfracloudError):
+    """An HTTP error of the pool without a class of its own; `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_for(status: int, message: str) -> InfracloudError:
+    cls = ERRORS.get(status)
+    return cls(message) if cls is not None else PoolError(message, status)
+
+
+def _message(r: httpx.Response) -> str:
+    """The `error.message` of the pool's error body, else something short."""
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    text = r.text.strip()[:300]
+    return f"HTTP {r.status_code}" + (f": {text}" if text else "")
+
+
+def _seg(value: str) -> str:
+    """One path segment: a node, request or provider name never reaches another route."""
+    return quote(value, safe="")
+
+
+class PoolClient:
+    """`cacert`: a CA file to trust (default: the system's CAs); False: do not verify (a
+    cloud's `verify: false`)."""
+
+    def __init__(self, url: str, token: str | None = None,
+                 cacert: str | Path | bool | None = None, timeout: float = 30, *,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        verify = tls_verify(True if cacert is None else cacert)
+        headers = {"X-Auth-Token": token} if token else {}
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout,
+                                 headers=headers, transport=transport)
+
+    def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+             ) -> Any:
+        try:
+            r = self.http.request(method, path, timeout=timeout or self.timeout, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(f"cannot reach the pool at {self.url}: {exc}") from None
+        if r.status_code >= 400:
+            raise error_for(r.status_code, _message(r))
+        try:
+            return r.json() if r.content else None
+        except ValueError:
+            raise ClientError(f"{method} {path}: the pool at {self.url} did not answer "
+                              f"JSON (is it a pool?)") from None
+
+    # ---- requests ---------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self.call("GET", "/pool/v1")
+        return answer
+
+    def create_request(self, labels: list[str], requestor: str | None = None,
+                       priority: int = 0) -> dict[str, Any]:
+        body: dict[str, Any] = {"labels": labels, "priority": priority}
+        if requestor:
+            body["requestor"] = requestor
+        return dict(self.call("POST", "/pool/v1/requests", json=body)["request"])
+
+    def get_request(self, request_id: str, wait: float = 0) -> dict[str, Any]:
+        """The request; with `wait` (seconds, at most 60), once it is fulfilled, failed or
+        cancelled, or when the time is up."""
+        wait = min(max(wait, 0.0), MAX_WAIT)
+        params = {"wait": f"{wait:g}"} if wait else {}
+        return dict(self.call("GET", f"/pool/v1/requests/{_seg(request_id)}", params=params,
+                              timeout=self.timeout + wait)["request"])
+
+    def cancel_request(self, request_id: str) -> dict[str, Any]:
+        return dict(self.call("DELETE", f"/pool/v1/requests/{_seg(request_id)}")["request"])
+
+    def list_requests(self, history: bool = False) -> list[dict[str, Any]]:
+        params = {"history": "true"} if history else {}
+        return list(self.call("GET", "/pool/v1/requests", params=params)["requests"])
+
+    # ---- nodes --------------------------------------------------------------------------------
+
+    def list_nodes(self, label: str | None = None, state: str | None = None
+                   ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("label", label), ("state", state)) if v is not None}
+        return list(self.call("GET", "/pool/v1/nodes", params=params)["nodes"])
+
+    def get_node(self, node_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/pool/v1/nodes/{_seg(node_id)}")["node"])
+
+    def release(self, node_id: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/pool/v1/nodes/{_seg(node_id)}/release")["node"])
+
+    def hold(self, node_id: str, reason: str) -> dict[str, Any]:
+        return dict(self.call("POST", f"/pool/v1/nodes/{_seg(node_id)}/hold",
+                              json={"reason": reason})["node"])
+
+    # ---- labels and providers -----------------------------------------------------------------
+
+    def list_labels(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/pool/v1/labels")["labels"])
+
+    def list_providers(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/pool/v1/providers")["providers"])
+
+    def drain(self, provider: str, reason: str | None = None) -> dict[str, Any]:
+        return dict(self.call("POST", f"/pool/v1/providers/{_seg(provider)}/drain",
+                              json={"reason": reason})["provider"])
+
+    def undrain(self, provider: str) -> dict[str, Any]:
+        answer = self.call("POST", f"/pool/v1/providers/{_seg(provider)}/undrain")
+        return dict(answer["provider"])
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> PoolClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,201 @@
+"""The pool's records in memory (the engine's working state) and their rows in the database.
+The engine owns them; every change is written through (`PoolStore.flush`) in one
+transaction per engine tick or API call."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+
+from infracloud.core.states import POOL_NODE, POOL_REQUEST
+from infracloud.store import Database
+from infracloud.store.models import PoolNode, PoolProvider, PoolRequest, PoolUpload
+
+FINAL_REQUEST = ("fulfilled", "failed", "cancelled")
+
+
+@dataclass
+class NodeRec:
+    id: str
+    label: str
+    provider: str
+    pool: str
+    state: str
+    state_at: dt.datetime
+    created_at: dt.datetime
+    ready_at: dt.datetime | None = None
+    request_id: str | None = None
+    requestor: str | None = None
+    server_id: str | None = None
+    image_id: str | None = None
+    interface_ip: str | None = None
+    ssh_port: int = 22
+    username: str = "root"
+    key_name: str | None = None
+    host_keys: list[str] = field(default_factory=list)
+    hold_reason: str | None = None
+    failure: str | None = None
+    console: str | None = None
+
+    def move(self, event: str, now: dt.datetime) -> None:
+        self.state = POOL_NODE.next(self.state, event)
+        self.state_at = now
+
+    @property
+    def live(self) -> bool:
+        return self.state != "deleted"
+
+
+@dataclass
+class Entry:
+    """One node a request wants."""
+
+    label: str
+    node: str | None = None
+    failures: int = 0
+    avoid: list[str] = field(default_factory=list)  # providers where its launches failed
+
+
+@dataclass
+class RequestRec:
+    id: str
+    requestor: str
+    priority: int
+    entries: list[Entry]
+    state: str
+    state_at: dt.datetime
+    created_at: dt.datetime
+    reason: str | None = None
+
+    def move(self, event: str, now: dt.datetime) -> None:
+        self.state = POOL_REQUEST.next(self.state, event)
+        self.state_at = now
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_REQUEST
+
+    @property
+    def labels(self) -> list[str]:
+        return [e.label for e in self.entries]
+
+
+@dataclass
+class UploadRec:
+    id: str
+    provider: str
+    diskimage: str
+    version: str
+    external_name: str
+    state: str  # uploading, ready, deleting, failed
+    state_at: dt.datetime
+    external_id: str | None = None
+    in_use: bool = False
+
+
+def _row(rec: Any) -> dict[str, Any]:
+    out = asdict(rec)
+    if isinstance(rec, RequestRec):
+        out["entries"] = [asdict(e) for e in rec.entries]
+    return out
+
+
+def _names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _request(row: PoolRequest) -> RequestRec:
+    values = {n: getattr(row, n) for n in _names(RequestRec)}
+    values["entries"] = [Entry(**e) for e in row.entries]
+    return RequestRec(**values)
+
+
+def _node(row: PoolNode) -> NodeRec:
+    return NodeRec(**{n: getattr(row, n) for n in _names(NodeRec)})
+
+
+class PoolStore:
+    """Loads the pool's live records at start and writes changed ones back, in batches."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._new: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
+        self._dirty: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
+
+    def load(self) -> tuple[list[NodeRec], list[RequestRec], list[UploadRec],
+                            dict[str, str | None], int, int]:
+        """Live nodes, open requests, uploads, drained providers (name -> reason) and the
+        next node and request numbers."""
+        with self.db.read() as s:
+            nodes = [_node(row) for row in s.scalars(
+                select(PoolNode).where(PoolNode.state != "deleted"))]
+            requests = [_request(row) for row in s.scalars(select(PoolRequest).where(
+                PoolRequest.state.not_in(FINAL_REQUEST)))]
+            uploads = [UploadRec(**{n: getattr(row, n) for n in _names(UploadRec)})
+                       for row in s.scalars(select(PoolUpload).where(
+                           PoolUpload.state != "deleted"))]
+            drained = {row.name: row.reason for row in s.scalars(
+                select(PoolProvider).where(PoolProvider.drained.is_(True)))}
+            node_ids = [int(i) for i in s.scalars(select(PoolNode.id)) if i.isdigit()]
+            req_ids = [int(i[4:]) for i in s.scalars(select(PoolRequest.id))
+                       if i.startswith("req-") and i[4:].isdigit()]
+        return (nodes, requests, uploads, drained, max(node_ids, default=0) + 1,
+                max(req_ids, default=0) + 1)
+
+    def added(self, rec: NodeRec | RequestRec | UploadRec) -> None:
+        self._new[type(rec)][rec.id] = rec
+
+    def changed(self, rec: NodeRec | RequestRec | UploadRec) -> None:
+        if rec.id not in self._new[type(rec)]:
+            self._dirty[type(rec)][rec.id] = rec
+
+    def flush(self) -> None:
+        """Write every added and changed record in one transaction."""
+        if not any(self._new.values()) and not any(self._dirty.values()):
+            return
+        new, dirty = self._new, self._dirty
+        self._new = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
+        self._dirty = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
+        with self.db.write() as s:
+            for cls, model in ((NodeRec, PoolNode), (RequestRec, PoolRequest),
+                               (UploadRec, PoolUpload)):
+                if new[cls]:
+                    s.execute(insert(model), [_row(r) for r in new[cls].values()])
+                if dirty[cls]:
+                    s.execute(update(model), [_row(r) for r in dirty[cls].values()])
+
+    def set_drained(self, name: str, drained: bool, reason: str | None) -> None:
+        with self.db.write() as s:
+            row = s.get(PoolProvider, name)
+            if row is None:
+                s.add(PoolProvider(name=name, drained=drained, reason=reason))
+            else:
+                row.drained, row.reason = drained, reason
+
+    def finished(self, limit: int = 200) -> tuple[list[NodeRec], list[RequestRec]]:
+        """The most recent deleted nodes and finished requests (for the lists' history)."""
+        with self.db.read() as s:
+            nodes = [_node(row) for row in s.scalars(
+                select(PoolNode).where(PoolNode.state == "deleted")
+                .order_by(PoolNode.state_at.desc()).limit(limit))]
+            requests = [_request(row) for row in s.scalars(
+                select(PoolRequest).where(PoolRequest.state.in_(FINAL_REQUEST))
+                .order_by(PoolRequest.state_at.desc()).limit(limit))]
+        return nodes, requests
+
+    def get_request(self, request_id: str) -> RequestRec | None:
+        with self.db.read() as s:
+            row = s.get(PoolRequest, request_id)
+            return None if row is None else _request(row)
+
+    def prune(self, before: dt.datetime) -> int:
+        """Forget deleted nodes and finished requests older than `before`."""
+        with self.db.write() as s:
+            nodes = s.execute(delete(PoolNode).where(PoolNode.state == "deleted",
+                                                     PoolNode.state_at < before))
+            reqs = s.execute(delete(PoolRequest).where(PoolRequest.state.in_(FINAL_REQUEST),
+                                                       PoolRequest.state_at < before))
+        return sum(int(getattr(r, "rowcount", 0) or 0) for r in (nodes, reqs))

@@ -1,0 +1,1 @@
+"""Simulated workloads (the demo's synthetic CI load)."""
