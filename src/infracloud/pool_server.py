@@ -91,7 +91,8 @@ def create_pool_app(pool: PoolService, auth: TokenCheck) -> FastAPI:
 def serve_pool(config: PoolConfig, config_file: Path | None = None,
                on_ready: Callable[[str], None] | None = None) -> None:
     """Serve the pool until SIGINT/SIGTERM."""
-    check_port_free(config.listen.host, config.listen.port)
+    check_port_free(config.listen.host, config.listen.port,
+                    "is another pool running? set listen.port in the pool's config")
     auth = token_check(config)
     pool = build_pool(config, config_file)
     server = _Server(uvicorn_config(create_pool_app(pool, auth), config.listen, config.tls))

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 MAINTENANCE_SECONDS = 60.0
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int,
+                    hint: str = "is another controller running? choose another with --port"
+                    ) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -32,8 +34,7 @@ def check_port_free(host: str, port: int) -> None:
             s.bind((host.strip("[]"), port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"{host}:{port} is already in use (is another controller "
-                                  f"running? choose another with --port)") from None
+                raise ConfigError(f"{host}:{port} is already in use ({hint})") from None
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 

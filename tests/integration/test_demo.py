@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import re
 import stat
 import subprocess
+import time
 from pathlib import Path
 
+import asyncssh
 import yaml
 
 from tests.servers import openstack_cli, sdk, start_demo
@@ -60,8 +65,10 @@ def test_demo_restarts_with_its_data_intact(tmp_path: Path) -> None:
 
 
 def test_env_file_sets_up_a_shell(tmp_path: Path) -> None:
+    """...for the openstack CLI and the demo's pool; and the synthetic CI load runs jobs
+    that get a node, log in over SSH and release it."""
     state = tmp_path / "demo"
-    running = start_demo(state, "--no-tls")
+    running = start_demo(state, "--no-tls", "--ci-load", "30")
     try:
         assert running.base_url.startswith("http://")
         bindir = Path(os.sys.executable).parent  # type: ignore[attr-defined]
@@ -74,5 +81,34 @@ def test_env_file_sets_up_a_shell(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         project_id, cloud = r.stdout.split()
         assert cloud == "infracloud" and len(project_id) == 32
+        # the pool: a node for the zuul project, reachable with the demo's pool key
+        script = (f"source {state / 'infracloud.env'} && {bindir / 'infracloud'} pool request "
+                  "ubuntu-noble --count 1 --wait --timeout 120 --format json")
+        r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                           timeout=180)
+        assert r.returncode == 0, r.stderr
+        (node,) = json.loads(r.stdout)
+        assert node["label"] == "ubuntu-noble" and node["state"] == "in-use"
+        assert node["requestor"] == "zuul" and node["host_keys"]
+        key = asyncssh.read_private_key(str(state / "pool-key"))
+        known = asyncssh.import_known_hosts("".join(f"{node['interface_ip']} {k}\n"
+                                                    for k in node["host_keys"]))
+
+        async def login() -> str:
+            async with asyncssh.connect(node["interface_ip"], node["ssh_port"],
+                                        username=node["username"], client_keys=[key],
+                                        known_hosts=known, connect_timeout=20) as conn:
+                return str((await conn.run("echo hello from $HOME", check=True)).stdout)
+
+        assert asyncio.run(login()).startswith("hello from")
+        yaml_config = yaml.safe_load((state / "pool.yaml").read_text())
+        assert yaml_config["labels"] == [{"name": "ubuntu-noble", "min-ready": 2}]
+        # the CI load: its status line shows jobs done and none failed
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+                re.search(r"done [1-9]\d*, failed 0", line) for line in running.lines):
+            time.sleep(0.5)
+        assert any(re.search(r"done [1-9]\d*, failed 0", line) for line in running.lines), \
+            running.lines[-5:]
     finally:
         assert running.stop() == 0

@@ -16,6 +16,7 @@ from infracloud.pool.fakecloud import FakeCloud
 from infracloud.pool.probe import FakeProber
 from infracloud.pool.records import PoolStore
 from infracloud.pool.service import PoolService
+from infracloud.pool.stats import Stats
 from infracloud.store import Database
 
 
@@ -38,12 +39,12 @@ def pool_config(providers: dict[str, dict[str, Any]] | None = None, **top: Any) 
 
 class Harness:
     def __init__(self, db: Database, config: PoolConfig, clouds: dict[str, FakeCloud] | None
-                 = None, config_file: Path | None = None) -> None:
+                 = None, config_file: Path | None = None, stats: Stats | None = None) -> None:
         self.db = db
         self.clouds = clouds or {p.name: FakeCloud(p.name, ip_prefix=f"127.{200 + i}.0.")
                                  for i, p in enumerate(config.providers)}
         self.prober = FakeProber()
-        self.pool = PoolService(config, PoolStore(db), self._cloud, self.prober,
+        self.pool = PoolService(config, PoolStore(db), self._cloud, self.prober, stats,
                                 config_file=config_file)
         self.pool.load()
 

@@ -84,17 +84,21 @@ def list_requests(pool: PoolDep, caller: CallerDep, history: bool = False
 @router.get("/pool/v1/requests/{request_id}")
 async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
                        wait: float = 0) -> dict[str, Any]:
-    """With `wait=SECONDS` (at most 60), answers once the request is fulfilled, failed or
-    cancelled, or when the time is up."""
+    """With `wait=SECONDS` (at most 60), answers as soon as the request changes (its state,
+    or nodes allocated to it) or is final, or when the time is up."""
     if wait < 0:
         raise BadRequest("wait must be a number of seconds, 0 or more.")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT)
-    while True:
-        view = await run_in_threadpool(pool.get_request, request_id)
-        if view["state"] in ("fulfilled", "failed", "cancelled") or loop.time() >= deadline:
-            return {"request": view}
+    view = await run_in_threadpool(pool.get_request, request_id)
+    seen = (view["state"], view["node_ids"])
+    while view["state"] not in ("fulfilled", "failed", "cancelled") and \
+            loop.time() < deadline:
         await asyncio.sleep(WAIT_POLL)
+        view = await run_in_threadpool(pool.get_request, request_id)
+        if (view["state"], view["node_ids"]) != seen:
+            break
+    return {"request": view}
 
 
 @router.delete("/pool/v1/requests/{request_id}")
