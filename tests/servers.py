@@ -153,3 +153,34 @@ def ssh_run(ip: str, key: Any, command: str, port: int = 22) -> Any:
             return await conn.run(command)
 
     return asyncio.run(go())
+
+
+def wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.2) -> Any:
+    """Call `probe` until it returns something true (returned) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
+
+
+def start_pool(config_file: Path, log_file: Path, timeout: float = 60
+               ) -> tuple[subprocess.Popen[str], str]:
+    """`infracloud pool --config FILE`: its log (stderr) goes to `log_file`, its stdout is
+    read to the end by a thread (an unread pipe would fill and block it). Returns the process
+    and the URL it serves."""
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen([str(BIN / "infracloud"), "pool", "--config", str(config_file)],
+                                stdout=subprocess.PIPE, stderr=log, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_reader, args=(proc, [], lines), daemon=True).start()
+    try:
+        line = lines.get(timeout=timeout)
+    except queue.Empty:
+        line = ""
+    if not line.startswith("infracloud pool serving at "):
+        proc.kill()
+        raise AssertionError(line + log_file.read_text())
+    return proc, line.split()[-1]

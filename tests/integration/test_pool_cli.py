@@ -6,10 +6,7 @@ fake agent driver) that the pool launches its nodes on. Tokens come from the sit
 from __future__ import annotations
 
 import json
-import queue
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +17,15 @@ import yaml
 
 from infracloud.client import password_login
 from infracloud.pool.client import PoolClient
-from tests.servers import BIN, Running, free_port, infracloud, start_demo, stop_process
+from tests.servers import (
+    Running,
+    free_port,
+    infracloud,
+    start_demo,
+    start_pool,
+    stop_process,
+    wait_for,
+)
 
 PROVIDER = "infracloud"
 
@@ -60,14 +65,6 @@ class Pool:
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return infracloud("pool", *args, env={**self.env, **env})
 
-    def wait_for(self, what: str, probe: Any, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = probe()
-            if got:
-                return got
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +72,7 @@ def pool(site: Running, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Po
     tmp = Path(tmp_path_factory.mktemp("pool-cli"))
     config = tmp / "pool.yaml"
     config.write_text(yaml.safe_dump(pool_config(site, tmp, free_port()), sort_keys=False))
-    with open(tmp / "pool.log", "w") as log:
-        proc = subprocess.Popen([str(BIN / "infracloud"), "pool", "--config", str(config)],
-                                stdout=subprocess.PIPE, stderr=log, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        line = lines.get(timeout=60)
-    except queue.Empty:
-        line = ""
-    assert line.startswith("infracloud pool serving at http://127.0.0.1:"), (
-        line + (tmp / "pool.log").read_text())
-    url = line.split()[-1]
+    proc, url = start_pool(config, tmp / "pool.log")
     env = {"INFRACLOUD_POOL_URL": url, "INFRACLOUD_POOL_CLOUD": "infracloud",
            "OS_CLIENT_CONFIG_FILE": str(site.clouds_yaml), "INFRACLOUD_POOL_TOKEN": "",
            "INFRACLOUD_POOL_CACERT": ""}
@@ -137,7 +117,7 @@ def test_request_wait_list_hold_release(pool: Pool) -> None:
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 2 and all(i in r.stdout for i in ids)
     # a released node is deleted; releasing it once it is gone is an error
-    pool.wait_for("the nodes to go", lambda: not {n["id"] for n in pool.api.list_nodes()}
+    wait_for("the nodes to go", lambda: not {n["id"] for n in pool.api.list_nodes()}
                   & set(ids))
     r = pool.run("release", ids[0])
     assert r.returncode == 2 and r.stdout == ""

@@ -23,20 +23,10 @@ from openstack import exceptions as os_exc
 from infracloud.pool.cloud import Cloud, CloudError, CloudUnreachable, QuotaExceeded, Server
 from infracloud.pool.fakecloud import FakeCloud
 from infracloud.pool.openstack import OpenStackCloud, map_error
-from tests.servers import Running, free_port, sdk, start_demo
+from tests.servers import Running, free_port, sdk, start_demo, wait_for
 
 T = TypeVar("T")
 NETWORK = "demo-net"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
