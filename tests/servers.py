@@ -97,9 +97,8 @@ def start_demo(state_dir: Path, *args: str, port: int | None = None,
             if proc.poll() is not None:
                 break
             continue
-        if "ready" in line:
-            m = re.search(r"(https?://\S+)", line)
-            assert m, line
+        m = re.search(r"ready at (https?://\S+)", line)
+        if m:
             return Running(proc, m.group(1), state_dir, lines)
     proc.kill()
     raise AssertionError("demo did not become ready:\n" + "".join(lines))

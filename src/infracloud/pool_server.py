@@ -32,7 +32,8 @@ LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
 def openstack_cloud(provider: Provider) -> Cloud:
     from infracloud.pool.openstack import OpenStackCloud
 
-    return OpenStackCloud(provider.name, provider.cloud, provider.region, provider.clouds_file)
+    return OpenStackCloud(provider.name, provider.cloud, provider.region, provider.clouds_file,
+                          connections=provider.max_concurrency)
 
 
 def database_url(config: PoolConfig, config_file: Path | None) -> str:

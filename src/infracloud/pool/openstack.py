@@ -104,8 +104,10 @@ class OpenStackCloud:
     image_timeout: float = 3600.0  # seconds an upload may take to become active
 
     def __init__(self, name: str, cloud: str, region: str | None = None,
-                 clouds_file: Path | None = None, timeout: float = 30) -> None:
+                 clouds_file: Path | None = None, timeout: float = 30,
+                 connections: int = 16) -> None:
         self.name = name
+        self.connections = connections
         self.cloud = cloud
         self.region = region
         self.clouds_file = clouds_file
@@ -145,6 +147,12 @@ class OpenStackCloud:
                 region = config.get_one(self.cloud, region_name=self.region,
                                         api_timeout=self.timeout)
                 self._connection = openstack.connection.Connection(config=region)
+                # as many kept-alive HTTP connections as the pool has calls in flight
+                # (requests keeps 10: more threads would reconnect and log a warning each time)
+                adapter = requests.adapters.HTTPAdapter(pool_connections=4,
+                                                        pool_maxsize=self.connections)
+                for scheme in ("https://", "http://"):
+                    self._connection.session.session.mount(scheme, adapter)
             proxy = self._proxies.get(kind)
             if proxy is None:
                 proxy = getattr(self._connection, kind)
