@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/compute.py
 	$(BIN)/python bench/hardware.py
+	$(BIN)/python bench/pool.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info src/*.egg-info

@@ -90,11 +90,15 @@ async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
         raise BadRequest("wait must be a number of seconds, 0 or more.")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT)
+    version = pool.store.version(request_id)
     view = await run_in_threadpool(pool.get_request, request_id)
     seen = (view["state"], view["node_ids"])
     while view["state"] not in ("fulfilled", "failed", "cancelled") and \
             loop.time() < deadline:
         await asyncio.sleep(WAIT_POLL)
+        if pool.store.version(request_id) == version:
+            continue  # unchanged: no need to take the engine's lock
+        version = pool.store.version(request_id)
         view = await run_in_threadpool(pool.get_request, request_id)
         if (view["state"], view["node_ids"]) != seen:
             break

@@ -80,6 +80,7 @@ class Engine:
         self.queue = FairQueue(config.shares(), config.default_share)
         self.impossible: dict[str, str] = {}
         self.loaded_uploads: list[Any] = []
+        self.next_tick = 0.0  # seconds until a provider's server list is due
         self._finished_at: dict[str, float] = {}
         self._next_node = 1
         self._next_request = 1
@@ -195,6 +196,8 @@ class Engine:
                                          if n.state in ("building", "deleting"))
             for p in self.providers.values():
                 p.poll(busy[p.name] > 0)
+            self.next_tick = min((p.next_poll(busy[p.name] > 0)
+                                  for p in self.providers.values()), default=1.0)
             self._advance_launches(now)
             self._advance_deletes(now)
             self._expire(now)

@@ -24,6 +24,8 @@ from infracloud.pool.cloud import CloudError, QuotaExceeded, is_capacity_fault
 from infracloud.pool.probe import Probe, ProbeFailed
 from infracloud.pool.providers import ProviderRuntime
 
+SOON = 0.2  # seconds after a create is answered to look for the server in a list
+
 STEPS = {
     ("create", "created"): "boot", ("create", "quota"): "done", ("create", "error"): "done",
     ("boot", "active"): "scan", ("boot", "ready"): "done", ("boot", "capacity"): "done",
@@ -102,6 +104,7 @@ class Launch:
         except CloudError as exc:
             return self._finish("error", Outcome("failed", f"create: {exc.message}"))
         self._future = None
+        self.provider.soon(SOON)
         self._go("created")
         return None
 

@@ -52,6 +52,7 @@ class ProviderRuntime:
         self.launches = 0
         self._pending: dict[str, tuple[Future[Any], float]] = {}
         self.due: set[str] = set()  # snapshots asked for now
+        self.servers_soon: float | None = None  # a server list asked for at this time
 
     # ---- health ----------------------------------------------------------------------------
 
@@ -130,8 +131,11 @@ class ProviderRuntime:
                 self.last_error = str(exc)
                 return None
         last = getattr(self, f"{key}_at")
-        if now - last >= every or last < 0 or key in self.due:
+        soon = key == "servers" and self.servers_soon is not None and now >= self.servers_soon
+        if now - last >= every or last < 0 or key in self.due or soon:
             self.due.discard(key)
+            if key == "servers":
+                self.servers_soon = None
             setattr(self, f"{key}_at", now)
             self._pending[key] = (self.submit(fn), now)
         return None
@@ -158,6 +162,23 @@ class ProviderRuntime:
             self.limits, _ = limits
             self.launched_since_limits = 0
         return got is not None
+
+    def soon(self, delay: float) -> None:
+        """A server list `delay` seconds from now (a create has just been answered: the
+        server may be ACTIVE before the next regular list)."""
+        at = self.clock() + min(delay, self.config.status_interval)
+        if self.servers_soon is None or at < self.servers_soon:
+            self.servers_soon = at
+
+    def next_poll(self, busy: bool) -> float:
+        """Seconds until the server list is due (the engine sleeps no longer than that)."""
+        if "servers" in self._pending:
+            return IDLE_POLL  # its answer wakes the engine
+        every = self.config.status_interval if busy else IDLE_POLL
+        due = self.servers_at + every
+        if self.servers_soon is not None:
+            due = min(due, self.servers_soon)
+        return max(0.0, due - self.clock())
 
     def room(self, flavor: Flavor) -> int | None:
         """Servers of this flavor the quota still allows (None: no limit known)."""

@@ -124,6 +124,7 @@ class PoolStore:
         self.db = db
         self._new: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._dirty: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
+        self.versions: dict[str, int] = {}
 
     def load(self) -> tuple[list[NodeRec], list[RequestRec], list[UploadRec],
                             dict[str, str | None], int, int]:
@@ -147,10 +148,20 @@ class PoolStore:
 
     def added(self, rec: NodeRec | RequestRec | UploadRec) -> None:
         self._new[type(rec)][rec.id] = rec
+        self._bump(rec)
 
     def changed(self, rec: NodeRec | RequestRec | UploadRec) -> None:
         if rec.id not in self._new[type(rec)]:
             self._dirty[type(rec)][rec.id] = rec
+        self._bump(rec)
+
+    def _bump(self, rec: NodeRec | RequestRec | UploadRec) -> None:
+        if isinstance(rec, RequestRec):
+            self.versions[rec.id] = self.versions.get(rec.id, 0) + 1
+
+    def version(self, request_id: str) -> int:
+        """How often a request has changed: watchers compare it without taking any lock."""
+        return self.versions.get(request_id, 0)
 
     def flush(self) -> None:
         """Write every added and changed record in one transaction."""

@@ -84,7 +84,7 @@ class PoolService(Engine):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.woken.wait(TICK_AT_LEAST)
+            self.woken.wait(max(0.01, min(TICK_AT_LEAST, self.next_tick)))
             self.woken.clear()
             if self._stop.is_set():
                 break
