@@ -54,6 +54,14 @@ def _thirty(h: Harness) -> None:
     server = h.clouds[nodes[0]["provider"]].servers_by_id()[nodes[0]["server_id"]]
     assert server.metadata[META_POOL] == "test-pool"
     assert server.metadata[META_NODE] == nodes[0]["id"]
+    # nodepool's /node-list and /request-list rows
+    rows = {r["id"]: r for r in h.pool.nodepool_nodes()}
+    row = rows[nodes[0]["id"]]
+    assert row["state"] == "in-use" and row["label"] == ["small"]
+    assert row["public_ipv4"] == nodes[0]["interface_ip"] and row["connection_port"] == 22
+    assert row["allocated_to"] == nodes[0]["request_id"]
+    reqs = {r["id"]: r for r in h.pool.nodepool_requests()}
+    assert reqs[ids[0]]["state"] == "fulfilled" and reqs[ids[0]]["node_types"] == ["small"]
     # released nodes are deleted from the cloud
     for n in nodes:
         h.pool.release(n["id"], "zuul")
