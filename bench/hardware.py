@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -23,17 +22,11 @@ from typing import Any
 
 import yaml
 
-from common import PASSWORD, start_controller
+from common import PASSWORD, free_port, start_controller
 from infracloud.client import Client
 from infracloud.demo import site_file
 from infracloud.hardware import inventory, workflow
 from infracloud.hardware.workflow import Progress
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(site: inventory.Inventory, flaky: float) -> dict[str, Any]:

@@ -38,7 +38,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -51,7 +50,7 @@ from typing import Any
 import httpx
 import yaml
 
-from common import BIN
+from common import BIN, free_port, stop_process
 
 SITES = (("vanilla", "127.131.0.0/16"), ("chocolate", "127.132.0.0/16"))
 FLAVOR = "ci.small"  # 1 vCPU, 1 GB, 10 GB
@@ -65,22 +64,6 @@ FINAL = ("fulfilled", "failed", "cancelled")
 
 # ---- processes ------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    """SIGINT, then a kill if it has not stopped after `timeout` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 @dataclass

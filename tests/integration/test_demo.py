@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -11,9 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import asyncssh
 import yaml
 
+from infracloud.pool.client import run_on_node
 from tests.servers import openstack_cli, sdk, start_demo
 
 
@@ -90,17 +89,8 @@ def test_env_file_sets_up_a_shell(tmp_path: Path) -> None:
         (node,) = json.loads(r.stdout)
         assert node["label"] == "ubuntu-noble" and node["state"] == "in-use"
         assert node["requestor"] == "zuul" and node["host_keys"]
-        key = asyncssh.read_private_key(str(state / "pool-key"))
-        known = asyncssh.import_known_hosts("".join(f"{node['interface_ip']} {k}\n"
-                                                    for k in node["host_keys"]))
-
-        async def login() -> str:
-            async with asyncssh.connect(node["interface_ip"], node["ssh_port"],
-                                        username=node["username"], client_keys=[key],
-                                        known_hosts=known, connect_timeout=20) as conn:
-                return str((await conn.run("echo hello from $HOME", check=True)).stdout)
-
-        assert asyncio.run(login()).startswith("hello from")
+        out = run_on_node(node, state / "pool-key", "echo hello from $HOME")
+        assert out.startswith("hello from")
         yaml_config = yaml.safe_load((state / "pool.yaml").read_text())
         assert yaml_config["labels"] == [{"name": "ubuntu-noble", "min-ready": 2}]
         # the CI load: its status line shows jobs done and none failed

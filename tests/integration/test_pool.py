@@ -7,7 +7,6 @@ requests to the other."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from infracloud.pool.client import run_on_node
 from tests.servers import Running, free_port, sdk, start_demo, start_pool, stop_process, wait_for
 
 KEY = "pooltest"
@@ -145,20 +145,6 @@ def pool(sites: dict[str, Running], ssh_key: asyncssh.SSHKey,
         assert code == 0, (tmp / "pool.log").read_text()[-3000:]
 
 
-def ssh_uname(node: dict[str, Any], key: asyncssh.SSHKey) -> str:
-    """Log in with the node's recorded host keys pinned (a wrong key would refuse)."""
-    known = asyncssh.import_known_hosts("".join(f"{node['interface_ip']} {k}\n"
-                                                for k in node["host_keys"]))
-
-    async def go() -> str:
-        async with asyncssh.connect(node["interface_ip"], node["ssh_port"],
-                                    username=node["username"], client_keys=[key],
-                                    known_hosts=known, connect_timeout=20) as conn:
-            return str((await conn.run("uname -s", check=True)).stdout)
-
-    return asyncio.run(go())
-
-
 def test_thirty_requests_are_fulfilled_on_both_sites_and_reachable(
         pool: Pool, sites: dict[str, Running], ssh_key: asyncssh.SSHKey) -> None:
     ids = [pool.request() for _ in range(30)]
@@ -169,7 +155,7 @@ def test_thirty_requests_are_fulfilled_on_both_sites_and_reachable(
     assert len({n["interface_ip"] for n in nodes}) == 30
     for node in nodes:
         assert node["state"] == "in-use" and node["host_keys"]
-        assert ssh_uname(node, ssh_key).strip() == "Linux"
+        assert run_on_node(node, ssh_key, "uname -s").strip() == "Linux"
     # the servers carry the pool's metadata, seen through the cloud's own API
     node = nodes[0]
     conn = sdk(sites[node["provider"]].clouds_yaml, "infracloud-ci")

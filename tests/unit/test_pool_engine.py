@@ -181,8 +181,9 @@ def test_max_servers_zero_in_the_file_drains_on_reload(sqlite_db: Database,
     write_config(path, config)
     h = Harness(sqlite_db, config, config_file=path)
     try:
-        drained = pool_config({"a": {"max-servers": 0}, "b": {}})
-        h.pool.reload(drained)
+        write_config(path, pool_config({"a": {"max-servers": 0}, "b": {}}))
+        h.pool._last["reload"] = -1e9  # the next tick looks at the file (else within 5 s)
+        h.tick()
         ids = [h.request() for _ in range(5)]
         h.until(lambda: all(h.state(r) == "fulfilled" for r in ids))
         assert {n["provider"] for n in h.nodes("in-use")} == {"b"}

@@ -150,3 +150,26 @@ class PoolClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def run_on_node(node: dict[str, Any], client_key: Any, command: str,
+                timeout: float = 60) -> str:
+    """Log in to a pool node over SSH as its user, trusting only the host keys the pool
+    recorded for it, run `command` (a non-zero exit raises) and return its output.
+    `client_key`: a private key file or an asyncssh key."""
+    import asyncio
+
+    import asyncssh
+
+    host, port = node["interface_ip"], node["ssh_port"]
+    where = host if port == 22 else f"[{host}]:{port}"
+    known = asyncssh.import_known_hosts("".join(f"{where} {k}\n" for k in node["host_keys"]))
+    key = str(client_key) if isinstance(client_key, Path) else client_key
+
+    async def run() -> str:
+        async with asyncssh.connect(host, port, username=node["username"], client_keys=[key],
+                                    known_hosts=known, connect_timeout=20) as conn:
+            result = await conn.run(command, check=True, timeout=timeout)
+            return str(result.stdout)
+
+    return asyncio.run(run())

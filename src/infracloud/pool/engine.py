@@ -70,7 +70,6 @@ class Engine:
         self.clock = clock
         self.now = now
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
         self.woken = threading.Event()
         self.nodes: dict[str, NodeRec] = {}
         self.requests: dict[str, RequestRec] = {}
@@ -78,7 +77,6 @@ class Engine:
         self.deletes: dict[str, tuple[Future[None] | None, float]] = {}
         self.providers: dict[str, ProviderRuntime] = {}
         self.queue = FairQueue(config.shares(), config.default_share)
-        self.impossible: dict[str, str] = {}
         self.loaded_uploads: list[Any] = []
         self.next_tick = 0.0  # seconds until a provider's server list is due
         self._finished_at: dict[str, float] = {}
@@ -202,13 +200,13 @@ class Engine:
             self._advance_deletes(now)
             self._expire(now)
             self._check_impossible(now)
-            waiting_labels = self._serve(now)
-            self._min_ready(waiting_labels)
+            room = self._room()
+            waiting_labels = self._serve(now, room)
+            self._min_ready(waiting_labels, room)
             self._fulfil(now)
             self.after_tick(now)
             self.store.flush()
             self._forget_finished()
-            self.changed.notify_all()
 
     def after_tick(self, now: dt.datetime) -> None:
         """Hook for the uploads and the leak cleaner (`PoolService`)."""
@@ -403,18 +401,18 @@ class Engine:
         return f"no provider can launch {label}: " + "; ".join(reasons)
 
     def _check_impossible(self, now: dt.datetime) -> None:
-        self.impossible = {}
+        impossible = {}
         for label in {e.label for r in self.requests.values() if not r.final
                       for e in r.entries}:
             why = self.why_impossible(label)
             if why:
-                self.impossible[label] = why
-        if not self.impossible:
+                impossible[label] = why
+        if not impossible:
             return
         for req in list(self.requests.values()):
             if not req.final:
-                why = next((self.impossible[label] for label in req.labels
-                            if label in self.impossible), None)
+                why = next((impossible[label] for label in req.labels
+                            if label in impossible), None)
                 if why:
                     self._finish(req, "fail", now, why)
 
@@ -466,10 +464,9 @@ class Engine:
             nodes.sort(key=lambda n: (n.ready_at or n.created_at, n.id))
         return spares
 
-    def _serve(self, now: dt.datetime) -> set[str]:
+    def _serve(self, now: dt.datetime, room: Room) -> set[str]:
         """Hand out spare ready nodes and launch, request by request in fair order, while
-        there is room. Returns the labels still waiting."""
-        room = self._room()
+        there is room (taken from `room`). Returns the labels still waiting."""
         spares = self._spares()
 
         def next_entry(w: Waiting) -> Entry | None:
@@ -519,10 +516,9 @@ class Engine:
         provider.launched_since_limits += 1
         return node
 
-    def _min_ready(self, waiting_labels: set[str]) -> None:
-        """Refill min-ready only on providers no waiting request could use; trim spares
-        beyond min-ready that nothing waits for."""
-        room = self._room()
+    def _min_ready(self, waiting_labels: set[str], room: Room) -> None:
+        """Refill min-ready, from the room `_serve` left, only on providers no waiting
+        request could use; trim spares beyond min-ready that nothing waits for."""
         wanted = {pc.name for label in waiting_labels for pc in self.config.providers_for(label)}
         spare: Counter[str] = Counter(n.label for n in self.nodes.values()
                                       if n.state in ("building", "ready") and

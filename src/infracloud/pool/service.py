@@ -223,14 +223,9 @@ class PoolService(Engine):
                 "nodes": [node_view(n) for n in nodes if n is not None and
                           req.state == "fulfilled"]}
 
-    def get_request(self, request_id: str, wait: float = 0) -> dict[str, Any]:
-        """The request; with `wait`, once it is final or after that many seconds."""
-        deadline = self.clock() + min(max(wait, 0), 60)
+    def get_request(self, request_id: str) -> dict[str, Any]:
         with self.lock:
-            req = self._request(request_id)
-            while not req.final and self.clock() < deadline:
-                self.changed.wait(max(0.0, deadline - self.clock()))
-            return self.request_view(req)
+            return self.request_view(self._request(request_id))
 
     def cancel_request(self, request_id: str, requestor: str | None) -> dict[str, Any]:
         with self.lock:

@@ -5,7 +5,6 @@ line shows the throughput and how long jobs waited for their node."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import statistics
 import threading
@@ -123,22 +122,10 @@ class CiLoad:
             self._slots.release()
 
     def _ssh(self, node: dict[str, Any]) -> None:
-        import asyncssh
+        from infracloud.pool.client import run_on_node
 
-        host, port = node["interface_ip"], node["ssh_port"]
-        where = host if port == 22 else f"[{host}]:{port}"
-        known = asyncssh.import_known_hosts("".join(f"{where} {k}\n"
-                                                    for k in node["host_keys"]))
-
-        async def run() -> None:
-            async with asyncssh.connect(host, port, username=node["username"],
-                                        client_keys=[str(self.key)], known_hosts=known,
-                                        connect_timeout=20) as conn:
-                result = await conn.run(self.command, check=True, timeout=60)
-                if not str(result.stdout).strip():
-                    raise RuntimeError(f"{self.command!r} printed nothing")
-
-        asyncio.run(run())
+        if not run_on_node(node, self.key, self.command).strip():
+            raise RuntimeError(f"{self.command!r} printed nothing")
 
     def line(self) -> str:
         """One status line (no word a log reader might take for the demo's own status)."""
