@@ -14,6 +14,7 @@ import typer
 
 from infracloud import __version__
 from infracloud.cli_hardware import capacity, hardware_app
+from infracloud.cli_ops import events
 from infracloud.cli_pool import pool_app
 from infracloud.core.errors import InfracloudError
 from infracloud.core.settings import ControllerConfig
@@ -27,6 +28,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(pool_app, name="pool")
 app.command("capacity")(capacity)
+app.command("events")(events)
 
 
 def fail(message: str) -> None:

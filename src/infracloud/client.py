@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,16 @@ def password_login(cloud: str | None, timeout: float = 30, *,
 
 class Client:
     def __init__(self, cloud: str | None = None, timeout: float = 30, *,
-                 clouds_file: Path | None = None) -> None:
+                 clouds_file: Path | None = None, url: str | None = None,
+                 cacert: Path | None = None) -> None:
+        """Logs in to `cloud` (or $INFRACLOUD_ADMIN_CLOUD / $OS_CLOUD); with `url` and no
+        cloud, calls the controller at `url` without a token (the open operations views)."""
+        if url and not (cloud or os.environ.get("INFRACLOUD_ADMIN_CLOUD")
+                        or os.environ.get("OS_CLOUD")):
+            self.http = httpx.Client(verify=tls_verify(cacert) if cacert else True,
+                                     timeout=timeout)
+            self.base = url.rstrip("/")
+            return
         login = password_login(cloud, timeout, clouds_file=clouds_file)
         self.http = httpx.Client(verify=tls_verify(login.verify), timeout=timeout)
         self.http.headers["X-Auth-Token"] = login.token
@@ -124,6 +134,17 @@ class Client:
         if r.status_code >= 400:
             raise BadRequest(f"{method} {path}: HTTP {r.status_code}: {_message(r)}")
         return r.json() if r.content else None
+
+    def stream(self, path: str, **kwargs: Any) -> Iterator[str]:
+        """The lines of a streamed GET (JSON lines exports)."""
+        try:
+            with self.http.stream("GET", self.base + path, **kwargs) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise BadRequest(f"GET {path}: HTTP {r.status_code}: {_message(r)}")
+                yield from r.iter_lines()
+        except httpx.HTTPError as exc:
+            raise ClientError(f"GET {path}: {exc}") from None
 
     def close(self) -> None:
         self.http.close()

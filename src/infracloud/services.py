@@ -25,6 +25,8 @@ from infracloud.images.data import ImageData
 from infracloud.images.service import ImageService
 from infracloud.images.store import FilesystemStore
 from infracloud.network.service import NetworkService
+from infracloud.ops import context
+from infracloud.ops.events import EventLog
 from infracloud.store import Database
 
 
@@ -47,6 +49,7 @@ class Services:
     simulation: Simulation
     agent_token: str | None
     clock: Clock
+    events: EventLog
 
     @property
     def base_url(self) -> str:
@@ -54,12 +57,15 @@ class Services:
 
     def maintenance(self) -> None:
         """Periodic housekeeping of every service (runs in a worker thread)."""
-        self.identity.maintenance()
-        self.image_data.maintenance()
+        with context.acting("system:maintenance"):
+            self.identity.maintenance()
+            self.image_data.maintenance()
+            self.events.prune()
 
     def reap(self) -> None:
         """Frequent housekeeping: host liveness and server timeouts."""
-        self.hosts.reap()
+        with context.acting("system:reaper"):
+            self.hosts.reap()
 
     def start_background(self) -> None:
         """Work that needs the API up: the conductor (and machines it boots in simulation)."""
@@ -70,6 +76,7 @@ class Services:
         self.conductor.stop()
         self.simulation.close()
         self.image_data.close()
+        self.events.close()
         self.db.dispose()
 
 
@@ -80,6 +87,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                   echo=config.database.echo)
     if migrate:
         db.migrate()
+    events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days)
+    events.install()
     identity = IdentityService(db, config.identity, clock)
     identity.start()
     holder = config.controller_id or f"{socket.gethostname()}:{config.listen.port}"
@@ -110,7 +119,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                     signals=signals, nodes=nodes, conductor=conductor,
                     simulation=Simulation(h.simulation, cacert,
                                           controller=config.base_url()),
-                    agent_token=_agent_token(config), clock=clock)
+                    agent_token=_agent_token(config), clock=clock, events=events)
 
 
 def _agent_token(config: ControllerConfig) -> str | None:

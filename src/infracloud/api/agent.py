@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from infracloud.api.deps import ServicesDep
 from infracloud.compute.hosts import Registration, Report
 from infracloud.core.errors import BadRequest, Forbidden, Unauthorized
+from infracloud.ops import context
 from infracloud.services import Services
 from infracloud.store.models import Instance
 
@@ -32,6 +33,7 @@ def _check(services: Services, token: str | None) -> None:
         raise Forbidden("This controller accepts no agents: compute.agent_token_file is not set.")
     if not token or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Unauthorized("A valid X-Agent-Token is required.")
+    context.identify("agent")
 
 
 AgentToken = Annotated[str | None, Header(alias="X-Agent-Token")]

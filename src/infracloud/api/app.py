@@ -10,14 +10,19 @@ from fastapi import FastAPI
 from infracloud import __version__
 from infracloud.api import (
     agent,
+    alerts,
     baremetal,
     compute,
+    dashboard,
     errors,
     hardware,
     identity_admin,
     identity_auth,
     image,
+    metrics,
     network,
+    ops,
+    reports,
     volume,
 )
 from infracloud.api.catalog import Catalog, ServiceEntry
@@ -49,6 +54,11 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(agent.router)
     app.include_router(baremetal.router)
     app.include_router(hardware.router)
+    app.include_router(ops.router)
+    app.include_router(reports.router)
+    app.include_router(alerts.router)
+    app.include_router(metrics.router)
+    app.include_router(dashboard.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -61,5 +71,6 @@ def create_app(services: Services) -> FastAPI:
                 "region": services.config.region,
                 "services": [{"type": e.type, "url": base + e.path} for e in SERVED]}
 
-    app.add_middleware(RequestIdMiddleware, access_log=services.config.logging.access_log)
+    app.add_middleware(RequestIdMiddleware, access_log=services.config.logging.access_log,
+                       on_write=services.events.api_write)
     return app

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from infracloud.core.errors import Unauthorized
+from infracloud.core.errors import Forbidden, InfracloudError, Unauthorized
 from infracloud.identity.auth import UNAUTHORIZED, TokenInfo
+from infracloud.identity.policy import READER_ROLE
+from infracloud.ops import context
 from infracloud.services import Services
 
 
@@ -25,10 +28,12 @@ async def get_token(request: Request,
     if not x_auth_token:
         raise Unauthorized(UNAUTHORIZED)
     auth = get_services(request).identity.auth
-    hit = auth.cached(x_auth_token)
-    if hit is not None:
-        return hit
-    return await run_in_threadpool(auth.validate, x_auth_token)
+    info = auth.cached(x_auth_token)
+    if info is None:
+        info = await run_in_threadpool(auth.validate, x_auth_token)
+    # the request's actor: events name the caller
+    context.identify(info.user.name, info.user.id, info.project.id if info.project else None)
+    return info
 
 
 def next_query(request: Request, marker: str, limit: int) -> str:
@@ -47,3 +52,23 @@ def parse_bool(value: str | None) -> bool | None:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 TokenDep = Annotated[TokenInfo, Depends(get_token)]
+
+
+async def ops_reader(request: Request,
+                     x_auth_token: Annotated[str | None, Header()] = None) -> None:
+    """Read-only operations views (dashboard, /metrics, status, events, alerts, usage): open
+    to anyone when `ops.public_read` is set (the default: seed 002's fully open operations),
+    else an admin or reader token."""
+    services = get_services(request)
+    if services.config.ops.public_read:
+        if x_auth_token:  # still name the caller in the log when there is one
+            with contextlib.suppress(InfracloudError):
+                await get_token(request, x_auth_token)
+        return
+    info = await get_token(request, x_auth_token)
+    if not (info.caller.is_admin or READER_ROLE in info.caller.roles):
+        raise Forbidden("Operations views need the admin or reader role "
+                        "(ops.public_read is false).")
+
+
+OpsReader = Depends(ops_reader)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from infracloud.api.errors import error_body, style_for
 from infracloud.core.ids import request_id
+from infracloud.ops import context
 from infracloud.ops.logging import request_id_var
 
 access = logging.getLogger("infracloud.access")
@@ -17,10 +19,21 @@ access = logging.getLogger("infracloud.access")
 Scope = dict[str, Any]
 
 
+WriteHook = Callable[[str, str, "str | None", int, context.Actor, "str | None"], None]
+Observer = Callable[[str, "str | None", int, float], None]
+
+
 class RequestIdMiddleware:
-    def __init__(self, app: Any, *, access_log: bool = True) -> None:
+    """`on_write(method, path, route, status, actor, client)` is told of every answered
+    request (the events keep the writes); `observe(method, route, status, seconds)` of every
+    request (the metrics)."""
+
+    def __init__(self, app: Any, *, access_log: bool = True, on_write: WriteHook | None = None,
+                 observe: Observer | None = None) -> None:
         self.app = app
         self.access_log = access_log
+        self.on_write = on_write
+        self.observe = observe
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -28,6 +41,8 @@ class RequestIdMiddleware:
             return
         rid = request_id()
         token = request_id_var.set(rid)
+        actor = context.Actor(name="anonymous", request_id=rid)
+        actor_token = context.begin(actor)
         started = time.perf_counter()
         status = 0
         header = (b"x-openstack-request-id", rid.encode())
@@ -49,13 +64,28 @@ class RequestIdMiddleware:
             if status == 0:
                 await _send_crash(scope, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            client = scope.get("client")
+            route = getattr(scope.get("route"), "path_format", None)
             if self.access_log:
-                client = scope.get("client")
+                first = actor.touched[0] if actor.touched else None
                 access.info(
                     "%s %s %s", scope["method"], scope["path"], status,
                     extra={"method": scope["method"], "path": scope["path"], "status": status,
-                           "ms": round((time.perf_counter() - started) * 1000, 2),
-                           "client": client[0] if client else None, "request_id": rid})
+                           "ms": round(seconds * 1000, 2), "route": route,
+                           "client": client[0] if client else None, "request_id": rid,
+                           "user": actor.name if actor.user_id else None,
+                           "resource_id": first.resource_id if first else None})
+            if self.observe is not None:
+                self.observe(scope["method"], route, status, seconds)
+            if self.on_write is not None:
+                try:
+                    self.on_write(scope["method"], scope["path"], route, status, actor,
+                                  client[0] if client else None)
+                except Exception:
+                    access.exception("could not record the API event", extra={
+                        "request_id": rid})
+            context.end(actor_token)
             request_id_var.reset(token)
 
 

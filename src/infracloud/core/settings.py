@@ -212,6 +212,39 @@ class LoggingConfig(_Section):
     access_log: bool = True
 
 
+class AlertsConfig(_Section):
+    """Health rules, checked every `interval` seconds. Firing and resolved alerts go to the
+    log, the events, the dashboard and (when set) a webhook that gets a JSON POST."""
+
+    interval: float = Field(10, gt=0, le=3600, description="seconds between rule checks")
+    webhook_url: str | None = Field(None, description="JSON POST of every firing and resolved")
+    webhook_timeout: float = Field(5, gt=0, le=60)
+    capacity_flavor: str | None = Field(
+        None, description="flavor whose free slots the capacity rule counts; default: the "
+                          "flavor with the most vCPUs")
+    capacity_min_free: int = Field(
+        1, ge=0, description="capacity alert when fewer slots of that flavor are free")
+    launch_failure_rate: float = Field(
+        0.2, ge=0, le=1, description="alert when more of the window's launches failed")
+    launch_window_minutes: float = Field(15, gt=0, le=24 * 60)
+    launch_min_count: int = Field(
+        5, ge=1, description="launches needed in the window before the rate is judged")
+    pool_wait_minutes: float = Field(
+        10, gt=0, description="pool: alert on requests waiting longer than this")
+
+
+class OpsConfig(_Section):
+    """Operations: events, metrics, the dashboard and alerts."""
+
+    public_read: bool = Field(
+        True, description="the dashboard, /metrics and the read-only ops API (status, events, "
+                          "alerts, usage) need no login; false asks for an admin or reader token")
+    events_retention_days: float = Field(90, gt=0, description="events older than this go")
+    usage_retention_days: float = Field(
+        400, gt=0, description="usage records of servers gone longer than this go")
+    alerts: AlertsConfig = AlertsConfig()
+
+
 class ControllerConfig(_Section):
     site: str = Field("default", pattern=NAME_PATTERN)
     controller_id: str | None = Field(
@@ -229,6 +262,7 @@ class ControllerConfig(_Section):
     hardware: HardwareConfig = HardwareConfig()
     bootstrap: BootstrapConfig = BootstrapConfig()
     logging: LoggingConfig = LoggingConfig()
+    ops: OpsConfig = OpsConfig()
 
     @field_validator("public_url")
     @classmethod

@@ -41,6 +41,7 @@ from infracloud.hardware.nodes import (
     timeouts,
     token_hash,
 )
+from infracloud.ops import context
 from infracloud.store import Database
 from infracloud.store.models import Node
 
@@ -162,6 +163,10 @@ class Conductor:
             bmc.close()
 
     def _loop(self) -> None:
+        with context.acting("system:conductor"):
+            self._loop_body()
+
+    def _loop_body(self) -> None:
         while not self._stop.is_set():
             try:
                 self.tick()
@@ -272,6 +277,10 @@ class Conductor:
         return bmc
 
     def _run(self, node_id: str, kind: str, protocol: str) -> None:
+        with context.acting("system:conductor"):
+            self._run_work(node_id, kind, protocol)
+
+    def _run_work(self, node_id: str, kind: str, protocol: str) -> None:
         calls: Calls | None = None
         try:
             with self.db.read() as s:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -65,6 +65,11 @@ class Database:
         self._write = sessionmaker(
             bind=self.engine.execution_options(infracloud_write=True), expire_on_commit=False
         )
+
+    def on_flush(self, hook: Callable[..., None]) -> None:
+        """Run `hook(session, flush_context, instances)` before every flush of a write
+        transaction (the events' state-change hook)."""
+        event.listen(self._write, "before_flush", hook)
 
     @property
     def is_sqlite(self) -> bool:

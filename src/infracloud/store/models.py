@@ -489,3 +489,74 @@ class PoolProvider(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     drained: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Event(Base):
+    """Something that happened: a state change of a resource, an API write, an alert firing or
+    resolving. Who (`actor`), when (`at`), where (`site`, `host`), what (`kind`, the resource,
+    `source` → `target` through `action`, and `reason`). `id` orders events and is the cursor
+    of `events --follow`."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_project", "project_id", "id"),
+                      Index("ix_events_host", "host", "id"),
+                      Index("ix_events_resource", "resource_id", "id"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # state | api | alert
+    site: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(255))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    resource_name: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class UsageRecord(Base):
+    """One server's life for usage reports: the resources it held, on which host, from when it
+    was created until its record was removed (`ended_at` None while it lives). Kept after the
+    server is gone."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_span", "started_at", "ended_at"),)
+
+    instance_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    flavor: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str | None] = mapped_column(String(255))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    ram_mb: Mapped[int] = mapped_column(Integer)
+    disk_gb: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None]
+
+
+class Alert(Base):
+    """One alert: a rule about one subject (a host, a node, a flavor, the site). Firing until
+    its condition clears, then resolved; a later firing starts a new row."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_state", "state", "key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255))  # rule:subject
+    rule: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str] = mapped_column(String(16))  # critical | warning
+    state: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    summary: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime]
+    resolved_at: Mapped[dt.datetime | None]
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -1,0 +1,86 @@
+"""The operations API (/ops/v1): events (query, JSON lines export, follow). Read-only views
+are open when `ops.public_read` is set (api.deps.ops_reader)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from infracloud.api.deps import OpsReader, ServicesDep
+from infracloud.core.clock import parse_time
+from infracloud.core.errors import BadRequest, NotFound
+from infracloud.ops import events as ev
+
+router = APIRouter(prefix="/ops/v1", tags=["operations"], dependencies=[OpsReader])
+
+MAX_WAIT = 60.0
+
+
+def _time(name: str, value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 time, not {value!r}.") from None
+
+
+def _query(since: str | None, until: str | None, after: int | None, project: str | None,
+           host: str | None, resource: str | None, resource_type: str | None,
+           kind: str | None, actor: str | None, limit: int) -> ev.Query:
+    if kind is not None and kind not in ("state", "api", "alert"):
+        raise BadRequest(f"kind must be state, api or alert, not {kind!r}.")
+    if limit < 1:
+        raise BadRequest("limit must be at least 1.")
+    return ev.Query(since=_time("since", since), until=_time("until", until), after=after,
+                    project_id=project, host=host, resource_id=resource,
+                    resource_type=resource_type, kind=kind, actor=actor, limit=limit)
+
+
+@router.get("/events", response_model=None)
+async def list_events(services: ServicesDep, since: str | None = None,
+                      until: str | None = None, after: int | None = None,
+                      project: str | None = None, host: str | None = None,
+                      resource: str | None = None, resource_type: str | None = None,
+                      kind: str | None = None, actor: str | None = None,
+                      limit: int = Query(100, le=ev.MAX_PAGE), wait: float = 0,
+                      format: str = "json") -> Any:
+    """Events in id order. `after=ID&wait=S` is a long-poll: it answers as soon as a newer
+    matching event exists, or after S seconds with none. `format=jsonl` exports every match
+    as JSON lines (streamed, a page at a time)."""
+    if project is not None:  # a name or an id; a project deleted since may only have its id
+        try:
+            found = await run_in_threadpool(services.identity.directory.find_project, project)
+            project = found.id
+        except NotFound:
+            pass
+    q = _query(since, until, after, project, host, resource, resource_type, kind, actor, limit)
+    log = services.events
+    if format == "jsonl":
+        return StreamingResponse(_iterate(log.export(q)), media_type="application/x-ndjson")
+    if format != "json":
+        raise BadRequest(f"format must be json or jsonl, not {format!r}.")
+    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    while True:
+        page = await run_in_threadpool(log.query, q)
+        if page or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.5)
+    events = [ev.to_dict(e) for e in page]
+    return {"events": events, "next": events[-1]["id"] if events else (after or 0)}
+
+
+async def _iterate(lines: Any) -> Any:
+    """A sync generator of chunks, each read in a worker thread."""
+    done = object()
+    while True:
+        line = await run_in_threadpool(next, lines, done)
+        if line is done:
+            return
+        yield line

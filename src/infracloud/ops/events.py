@@ -1,0 +1,347 @@
+"""Events: who did what, when and where. Every state change of a server, host, bare-metal node
+or image is recorded in the transaction that makes it (a flush hook, so no code path can change
+a state without its event); every API write is recorded after its answer, in batches, with the
+caller as actor. Queries page by id, which is also the cursor of `events --follow`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, inspect, select, update
+from sqlalchemy.orm import Session
+
+from infracloud.core.clock import Clock, isoformat
+from infracloud.core.states import HOST, IMAGE, INSTANCE, PROVISION, Machine
+from infracloud.ops import context
+from infracloud.store import Database
+from infracloud.store.models import (
+    Event,
+    Flavor,
+    Host,
+    Image,
+    Instance,
+    Node,
+    UsageRecord,
+)
+
+log = logging.getLogger(__name__)
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Not recorded as API writes: logins (every CLI call makes one), and the agents' channel,
+# whose effects are recorded as the state changes they cause.
+QUIET_PATHS = ("/identity/v3/auth/tokens", "/agent/")
+MAX_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class _Tracked:
+    resource_type: str
+    attr: str
+    machine: Machine
+
+
+_TRACKED: dict[type, _Tracked] = {
+    Instance: _Tracked("server", "state", INSTANCE),
+    Host: _Tracked("host", "state", HOST),
+    Node: _Tracked("node", "provision_state", PROVISION),
+    Image: _Tracked("image", "status", IMAGE),
+}
+# Other changes worth an event: (model, attribute) → action name
+_FLAGS: dict[tuple[type, str], str] = {
+    (Host, "enabled"): "enabled",
+    (Node, "power_state"): "power",
+    (Node, "maintenance"): "maintenance",
+    (Node, "fault"): "fault",
+}
+
+
+@dataclass(frozen=True)
+class Query:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    after: int | None = None  # id cursor
+    project_id: str | None = None
+    host: str | None = None
+    resource_id: str | None = None
+    resource_type: str | None = None
+    kind: str | None = None
+    actor: str | None = None
+    limit: int = 100
+
+
+def to_dict(e: Event) -> dict[str, Any]:
+    return {"id": e.id, "at": isoformat(e.at, micro=True), "kind": e.kind, "site": e.site,
+            "host": e.host, "actor": e.actor, "actor_id": e.actor_id,
+            "project_id": e.project_id, "request_id": e.request_id,
+            "resource_type": e.resource_type, "resource_id": e.resource_id,
+            "resource_name": e.resource_name, "action": e.action, "source": e.source,
+            "target": e.target, "reason": e.reason, "detail": e.detail}
+
+
+def _action(machine: Machine, source: str | None, target: str) -> str:
+    """The transition's event name (the first one of the table that goes source → target)."""
+    for t in machine.transitions:
+        if t.source == source and t.target == target:
+            return t.event
+    return "set"
+
+
+class EventLog:
+    def __init__(self, db: Database, site: str, clock: Clock, *,
+                 retention_days: float = 90) -> None:
+        self.db = db
+        self.site = site
+        self.clock = clock
+        self.retention = dt.timedelta(days=retention_days)
+        self._hosts: dict[str, str] = {}
+        self._flavors: dict[str, str] = {}
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.listeners: list[Callable[[], None]] = []
+
+    def install(self) -> None:
+        """Record state changes in every write transaction of the database."""
+        self.db.on_flush(self._before_flush)
+
+    # ---- recording -----------------------------------------------------------------------
+
+    def _row(self, *, kind: str, resource_type: str, action: str, **values: Any) -> Event:
+        actor = context.current()
+        values.setdefault("actor", actor.name)
+        values.setdefault("actor_id", actor.user_id)
+        values.setdefault("request_id", actor.request_id)
+        return Event(at=values.pop("at", None) or self.clock.now(), kind=kind, site=self.site,
+                     resource_type=resource_type, action=action, **values)
+
+    def record(self, *, kind: str, resource_type: str, action: str, **values: Any) -> None:
+        """One event now, in its own transaction (alerts, operator actions)."""
+        with self.db.write() as s:
+            s.add(self._row(kind=kind, resource_type=resource_type, action=action, **values))
+        self._notify()
+
+    def api_write(self, method: str, path: str, route: str | None, status: int,
+                  actor: context.Actor, client: str | None) -> None:
+        """An API write was answered: queued, written by a background thread in batches."""
+        if method not in WRITES or path.startswith(QUIET_PATHS) or "/auth/tokens" in path:
+            return
+        first = actor.touched[0] if actor.touched else None
+        segments = [p for p in (route or path).split("/") if p and not p.startswith("{")]
+        self._enqueue({
+            "at": self.clock.now(), "kind": "api", "actor": actor.name,
+            "actor_id": actor.user_id, "request_id": actor.request_id,
+            "project_id": first.project_id if first and first.project_id else actor.project_id,
+            "host": first.host if first else None,
+            "resource_type": first.resource_type if first else (segments[-1] if segments
+                                                                else "api"),
+            "resource_id": first.resource_id if first else None,
+            "resource_name": first.name if first else None,
+            "action": f"{method} {route or path}"[:64], "source": None, "target": str(status),
+            "reason": None, "detail": {"method": method, "path": path, "status": status,
+                                       "client": client}})
+
+    def _enqueue(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, daemon=True,
+                                                name="events-writer")
+                self._writer.start()
+        self._queue.put(row)
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < 500:
+                try:
+                    row = self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    break
+                if row is None:
+                    self._flush(batch)
+                    return
+                batch.append(row)
+            self._flush(batch)
+
+    def _flush(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            with self.db.write() as s:
+                s.add_all(Event(site=self.site, **row) for row in batch)
+        except Exception:  # the events are lost, the API answered already; say so loudly
+            log.exception("could not record %d API events", len(batch))
+            return
+        self._notify()
+
+    def drain(self, timeout: float = 5) -> None:
+        """Write what is queued (tests, shutdown)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join(timeout)
+
+    def close(self) -> None:
+        self.drain()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+    # ---- the flush hook ------------------------------------------------------------------
+
+    def _host_name(self, s: Session, host_id: str | None) -> str | None:
+        if host_id is None:
+            return None
+        name = self._hosts.get(host_id)
+        if name is None:
+            name = s.connection().execute(select(Host.name).where(Host.id == host_id)
+                                          ).scalar()
+            if name is not None:
+                self._hosts[host_id] = name
+        return name
+
+    def _flavor_name(self, s: Session, flavor_id: str) -> str:
+        name = self._flavors.get(flavor_id)
+        if name is None:
+            name = s.connection().execute(select(Flavor.name).where(Flavor.id == flavor_id)
+                                          ).scalar() or flavor_id
+            self._flavors[flavor_id] = name
+        return name
+
+    def _where(self, s: Session, obj: Any) -> tuple[str | None, str | None, str | None, str]:
+        """(project, host, name, id) of a tracked object."""
+        if isinstance(obj, Instance):
+            return obj.project_id, self._host_name(s, obj.host_id), obj.name, obj.id
+        if isinstance(obj, Host):
+            return None, obj.name, obj.name, obj.id
+        if isinstance(obj, Node):
+            return None, obj.host_name, obj.name, obj.id
+        assert isinstance(obj, Image)
+        return obj.owner, None, obj.name, obj.id
+
+    @staticmethod
+    def _reason(obj: Any) -> str | None:
+        if isinstance(obj, Instance) and obj.fault:
+            return str(obj.fault.get("message"))
+        if isinstance(obj, Host):
+            return obj.disabled_reason
+        if isinstance(obj, Node):
+            return obj.last_error
+        return None
+
+    def _before_flush(self, s: Session, flush_context: Any, instances: Any) -> None:
+        rows: list[Event] = []
+        actor = context.current()
+        now = self.clock.now()
+
+        def add(obj: Any, action: str, source: str | None, target: str | None,
+                reason: str | None) -> None:
+            tracked = _TRACKED[type(obj)]
+            project, host, name, rid = self._where(s, obj)
+            rows.append(self._row(kind="state", resource_type=tracked.resource_type,
+                                  action=action, source=source, target=target, reason=reason,
+                                  project_id=project, host=host, resource_id=rid,
+                                  resource_name=name, at=now))
+            if actor is not context.SYSTEM:
+                actor.touched.append(context.Touched(tracked.resource_type, rid, name,
+                                                     project, host))
+
+        for obj in s.new:
+            tracked = _TRACKED.get(type(obj))
+            if tracked is None:
+                continue
+            state = getattr(obj, tracked.attr)
+            add(obj, "create", None, state, self._reason(obj))
+            if isinstance(obj, Instance) and obj.host_id:
+                s.add(UsageRecord(
+                    instance_id=obj.id, name=obj.name, project_id=obj.project_id,
+                    user_id=obj.user_id, flavor=self._flavor_name(s, obj.flavor_id),
+                    host=self._host_name(s, obj.host_id), vcpus=obj.vcpus, ram_mb=obj.ram_mb,
+                    disk_gb=obj.disk_gb, started_at=now, ended_at=None))
+        for obj in s.dirty:
+            tracked = _TRACKED.get(type(obj))
+            if tracked is None:
+                continue
+            attrs = inspect(obj).attrs
+            hist = attrs[tracked.attr].history
+            if hist.added and hist.deleted and hist.added[0] != hist.deleted[0]:
+                source, target = hist.deleted[0], hist.added[0]
+                add(obj, _action(tracked.machine, source, target), source, target,
+                    self._reason(obj))
+            for (model, attr), action in _FLAGS.items():
+                if isinstance(obj, model):
+                    h = attrs[attr].history
+                    if h.added and h.deleted and h.added[0] != h.deleted[0]:
+                        add(obj, action, _text(h.deleted[0]), _text(h.added[0]),
+                            self._reason(obj))
+        for obj in s.deleted:
+            tracked = _TRACKED.get(type(obj))
+            if tracked is None:
+                continue
+            add(obj, "delete", getattr(obj, tracked.attr), "deleted", self._reason(obj))
+            if isinstance(obj, Instance):
+                s.connection().execute(update(UsageRecord).where(
+                    UsageRecord.instance_id == obj.id, UsageRecord.ended_at.is_(None))
+                    .values(ended_at=now))
+        if rows:
+            s.add_all(rows)
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def query(self, q: Query) -> list[Event]:
+        stmt = select(Event)
+        if q.since is not None:
+            stmt = stmt.where(Event.at >= q.since)
+        if q.until is not None:
+            stmt = stmt.where(Event.at < q.until)
+        if q.after is not None:
+            stmt = stmt.where(Event.id > q.after)
+        for column, value in ((Event.project_id, q.project_id), (Event.host, q.host),
+                              (Event.resource_id, q.resource_id),
+                              (Event.resource_type, q.resource_type), (Event.kind, q.kind),
+                              (Event.actor, q.actor)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        limit = max(1, min(q.limit, MAX_PAGE))
+        with self.db.read() as s:
+            return list(s.scalars(stmt.order_by(Event.id).limit(limit)))
+
+    def latest_id(self) -> int:
+        with self.db.read() as s:
+            return int(s.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0)
+
+    def export(self, q: Query) -> Iterator[str]:
+        """JSON lines of every matching event, one chunk per page (bounded memory)."""
+        after = q.after
+        while True:
+            page = self.query(Query(**{**q.__dict__, "after": after, "limit": MAX_PAGE}))
+            if page:
+                yield "".join(json.dumps(to_dict(e), separators=(",", ":")) + "\n"
+                              for e in page)
+            if len(page) < MAX_PAGE:
+                return
+            after = page[-1].id
+
+    def prune(self) -> int:
+        cutoff = self.clock.now() - self.retention
+        with self.db.write() as s:
+            result = s.execute(delete(Event).where(Event.at < cutoff)
+                               .execution_options(synchronize_session=False))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)[:32]
