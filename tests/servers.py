@@ -183,3 +183,13 @@ def start_pool(config_file: Path, log_file: Path, timeout: float = 60
         proc.kill()
         raise AssertionError(line + log_file.read_text())
     return proc, line.split()[-1]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """The KEY=value lines of a demo's infracloud.env (what `source` would set)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            out[key.strip()] = value.strip().strip("'\"")
+    return out

@@ -94,8 +94,8 @@ def events(
     kind: Annotated[str | None, typer.Option(help="state, api or alert")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f",
                                          help="keep printing new events as they happen")] = False,
-    limit: Annotated[int, typer.Option(help="at most this many (not with --follow or "
-                                            "--format jsonl)")] = 1000,
+    limit: Annotated[int, typer.Option(help="show the newest this many (--format jsonl "
+                                            "exports all)")] = 1000,
     fmt: Annotated[str, typer.Option("--format", help="table, json or jsonl")] = "table",
     url: Url = None, os_cloud: Cloud = None, cacert: CaCert = None,
 ) -> None:
@@ -122,8 +122,9 @@ def events(
             except InfracloudError as exc:
                 fail(str(exc))
             return
-        page = call(c, "/ops/v1/events", **params, limit=limit)
-        rows = page["events"]
+        # the newest `limit` events, printed oldest first
+        page = call(c, "/ops/v1/events", **params, limit=limit, order="desc")
+        rows = page["events"][::-1]
         if not follow:
             _print(rows, fmt)
             return

@@ -50,10 +50,12 @@ async def list_events(services: ServicesDep, since: str | None = None,
                       resource: str | None = None, resource_type: str | None = None,
                       kind: str | None = None, actor: str | None = None,
                       limit: int = Query(100, le=ev.MAX_PAGE), wait: float = 0,
-                      format: str = "json") -> Any:
-    """Events in id order. `after=ID&wait=S` is a long-poll: it answers as soon as a newer
-    matching event exists, or after S seconds with none. `format=jsonl` exports every match
-    as JSON lines (streamed, a page at a time)."""
+                      format: str = "json", order: str = "asc") -> Any:
+    """Events in id order (`order=desc`: the newest `limit` first). `after=ID&wait=S` is a
+    long-poll: it answers as soon as a newer matching event exists, or after S seconds with
+    none. `format=jsonl` exports every match as JSON lines (streamed, a page at a time)."""
+    if order not in ("asc", "desc"):
+        raise BadRequest(f"order must be asc or desc, not {order!r}.")
     if project is not None:  # a name or an id; a project deleted since may only have its id
         try:
             found = await run_in_threadpool(services.identity.directory.find_project, project)
@@ -61,6 +63,8 @@ async def list_events(services: ServicesDep, since: str | None = None,
         except NotFound:
             pass
     q = _query(since, until, after, project, host, resource, resource_type, kind, actor, limit)
+    if order == "desc":
+        q = ev.Query(**{**q.__dict__, "newest_first": True})
     log = services.events
     if format == "jsonl":
         return StreamingResponse(_iterate(log.export(q)), media_type="application/x-ndjson")
@@ -73,7 +77,8 @@ async def list_events(services: ServicesDep, since: str | None = None,
             break
         await asyncio.sleep(0.5)
     events = [ev.to_dict(e) for e in page]
-    return {"events": events, "next": events[-1]["id"] if events else (after or 0)}
+    newest = max((e["id"] for e in events), default=after or 0)
+    return {"events": events, "next": newest}
 
 
 async def _iterate(lines: Any) -> Any:

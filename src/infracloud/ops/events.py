@@ -74,6 +74,7 @@ class Query:
     kind: str | None = None
     actor: str | None = None
     limit: int = 100
+    newest_first: bool = False
 
 
 def to_dict(e: Event) -> dict[str, Any]:
@@ -287,7 +288,9 @@ class EventLog:
             tracked = _TRACKED.get(type(obj))
             if tracked is None:
                 continue
-            add(obj, "delete", getattr(obj, tracked.attr), "deleted", self._reason(obj))
+            state = getattr(obj, tracked.attr)
+            if state != "deleted":  # else its way to `deleted` was the event
+                add(obj, "delete", state, "deleted", self._reason(obj))
             if isinstance(obj, Instance):
                 s.connection().execute(update(UsageRecord).where(
                     UsageRecord.instance_id == obj.id, UsageRecord.ended_at.is_(None))
@@ -312,8 +315,9 @@ class EventLog:
             if value is not None:
                 stmt = stmt.where(column == value)
         limit = max(1, min(q.limit, MAX_PAGE))
+        order = Event.id.desc() if q.newest_first else Event.id
         with self.db.read() as s:
-            return list(s.scalars(stmt.order_by(Event.id).limit(limit)))
+            return list(s.scalars(stmt.order_by(order).limit(limit)))
 
     def latest_id(self) -> int:
         with self.db.read() as s:
@@ -323,7 +327,8 @@ class EventLog:
         """JSON lines of every matching event, one chunk per page (bounded memory)."""
         after = q.after
         while True:
-            page = self.query(Query(**{**q.__dict__, "after": after, "limit": MAX_PAGE}))
+            page = self.query(Query(**{**q.__dict__, "after": after, "limit": MAX_PAGE,
+                                       "newest_first": False}))
             if page:
                 yield "".join(json.dumps(to_dict(e), separators=(",", ":")) + "\n"
                               for e in page)
