@@ -222,6 +222,7 @@ def agent(
                               ] = 0,
     reserve_disk_gb: Annotated[int, typer.Option(help="disk kept for the host, GiB", min=0)
                                ] = 0,
+    log_format: Annotated[str, typer.Option(help="json or text")] = "json",
 ) -> None:
     """Run a compute host's agent until Ctrl-C."""
     import socket
@@ -249,7 +250,7 @@ def agent(
         fail("--controller (or --join) is needed")
     if driver not in ("sandbox", "fake"):
         fail(f"--driver must be sandbox or fake, not {driver!r}")
-    logs.configure("json", "info")
+    logs.configure(_log_format(log_format), "info")
     cpus, ram, disk = machine_capacity(state_dir)
     info = host_info(name or socket.gethostname(), vcpus or cpus, ram_mb or ram,
                      disk_gb if disk_gb is not None else disk, availability_zone,
