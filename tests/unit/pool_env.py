@@ -44,8 +44,8 @@ class Harness:
         self.clouds = clouds or {p.name: FakeCloud(p.name, ip_prefix=f"127.{200 + i}.0.")
                                  for i, p in enumerate(config.providers)}
         self.prober = FakeProber()
-        self.pool = PoolService(config, PoolStore(db), self._cloud, self.prober, stats,
-                                config_file=config_file)
+        self.pool = PoolService(config, PoolStore(db, config.name), self._cloud, self.prober,
+                                stats, config_file=config_file)
         self.pool.load()
 
     def _cloud(self, provider: Provider) -> FakeCloud:

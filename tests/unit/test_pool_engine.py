@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from infracloud.core.clock import Clock
 from infracloud.core.errors import BadRequest, Conflict, Forbidden
+from infracloud.ops.events import EventLog, Query
 from infracloud.pool.engine import META_NODE, META_POOL
+from infracloud.pool.records import NodeRec
 from infracloud.store import Database
 from tests.unit.pool_env import Harness, pool_config, write_config
 
@@ -350,3 +353,25 @@ def test_max_ready_age_replaces_stale_spares(sqlite_db: Database) -> None:
                 what="the stale one deleted")
     finally:
         h.close()
+
+
+def test_node_and_request_state_changes_are_events(h: Harness) -> None:
+    rid = h.request(requestor="zuul")
+    h.until(lambda: h.state(rid) == "fulfilled", what="fulfilled")
+    node_id = h.pool.get_request(rid)["node_ids"][0]
+    h.until(lambda: not h.pool.store._new[NodeRec] and not h.pool.store._dirty[NodeRec],
+            what="written")
+    log = EventLog(h.db, "test-pool", Clock())
+    node = log.query(Query(resource_id=node_id))
+    provider = node[0].host
+    assert provider in ("a", "b")
+    assert [(e.action, e.source, e.target, e.host, e.resource_type) for e in node] == [
+        ("create", None, "building", provider, "pool-node"),
+        ("ready", "building", "ready", provider, "pool-node"),
+        ("assign", "ready", "in-use", provider, "pool-node")]
+    request = log.query(Query(resource_id=rid))
+    assert [(e.action, e.source, e.target, e.detail) for e in request] == [
+        ("create", None, "requested", {"requestor": "zuul"}),
+        ("launch", "requested", "pending", {"requestor": "zuul"}),
+        ("fulfil", "pending", "fulfilled", {"requestor": "zuul"})]
+    assert {e.site for e in [*node, *request]} == {"test-pool"}

@@ -86,7 +86,7 @@ def to_dict(e: Event) -> dict[str, Any]:
             "target": e.target, "reason": e.reason, "detail": e.detail}
 
 
-def _action(machine: Machine, source: str | None, target: str) -> str:
+def transition_name(machine: Machine, source: str | None, target: str) -> str:
     """The transition's event name (the first one of the table that goes source → target)."""
     for t in machine.transitions:
         if t.source == source and t.target == target:
@@ -276,7 +276,7 @@ class EventLog:
             hist = attrs[tracked.attr].history
             if hist.added and hist.deleted and hist.added[0] != hist.deleted[0]:
                 source, target = hist.deleted[0], hist.added[0]
-                add(obj, _action(tracked.machine, source, target), source, target,
+                add(obj, transition_name(tracked.machine, source, target), source, target,
                     self._reason(obj))
             for (model, attr), action in _FLAGS.items():
                 if isinstance(obj, model):

@@ -10,9 +10,11 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from infracloud.core.states import POOL_NODE, POOL_REQUEST
+from infracloud.core.states import POOL_NODE, POOL_REQUEST, Machine
+from infracloud.ops import context
+from infracloud.ops.events import transition_name
 from infracloud.store import Database
-from infracloud.store.models import PoolNode, PoolProvider, PoolRequest, PoolUpload
+from infracloud.store.models import Event, PoolNode, PoolProvider, PoolRequest, PoolUpload
 
 FINAL_REQUEST = ("fulfilled", "failed", "cancelled")
 
@@ -117,14 +119,23 @@ def _node(row: PoolNode) -> NodeRec:
     return NodeRec(**{n: getattr(row, n) for n in _names(NodeRec)})
 
 
-class PoolStore:
-    """Loads the pool's live records at start and writes changed ones back, in batches."""
+_KINDS: dict[type, tuple[str, Machine]] = {NodeRec: ("pool-node", POOL_NODE),
+                                           RequestRec: ("pool-request", POOL_REQUEST)}
 
-    def __init__(self, db: Database) -> None:
+
+class PoolStore:
+    """Loads the pool's live records at start and writes changed ones back, in batches.
+    Every state change of a node or request is an event (the `events` table of the pool's
+    database), written in the same transaction as the record."""
+
+    def __init__(self, db: Database, site: str = "pool") -> None:
         self.db = db
+        self.site = site
         self._new: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._dirty: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self.versions: dict[str, int] = {}
+        self._states: dict[str, str] = {}  # the last state an event told, by record id
+        self._events: list[dict[str, Any]] = []
 
     def load(self) -> tuple[list[NodeRec], list[RequestRec], list[UploadRec],
                             dict[str, str | None], int, int]:
@@ -140,6 +151,8 @@ class PoolStore:
                            PoolUpload.state != "deleted"))]
             drained = {row.name: row.reason for row in s.scalars(
                 select(PoolProvider).where(PoolProvider.drained.is_(True)))}
+            for rec in (*nodes, *requests):
+                self._states[rec.id] = rec.state
             node_ids = [int(i) for i in s.scalars(select(PoolNode.id)) if i.isdigit()]
             req_ids = [int(i[4:]) for i in s.scalars(select(PoolRequest.id))
                        if i.startswith("req-") and i[4:].isdigit()]
@@ -149,11 +162,41 @@ class PoolStore:
     def added(self, rec: NodeRec | RequestRec | UploadRec) -> None:
         self._new[type(rec)][rec.id] = rec
         self._bump(rec)
+        self._told(rec)
 
     def changed(self, rec: NodeRec | RequestRec | UploadRec) -> None:
         if rec.id not in self._new[type(rec)]:
             self._dirty[type(rec)][rec.id] = rec
         self._bump(rec)
+        self._told(rec)
+
+    def _told(self, rec: NodeRec | RequestRec | UploadRec) -> None:
+        kind = _KINDS.get(type(rec))
+        source = self._states.get(rec.id)
+        if kind is None or source == rec.state:
+            return
+        resource_type, machine = kind
+        actor = context.current()
+        if isinstance(rec, NodeRec):
+            where, project, reason = rec.provider, rec.requestor, rec.failure or rec.hold_reason
+            name = rec.label
+        else:
+            assert isinstance(rec, RequestRec)
+            where, project, reason = None, rec.requestor, rec.reason
+            name = ",".join(rec.labels)[:255]
+        self._events.append({
+            "at": rec.state_at, "kind": "state", "site": self.site, "host": where,
+            "actor": actor.name, "actor_id": actor.user_id, "project_id": None,
+            "request_id": actor.request_id, "resource_type": resource_type,
+            "resource_id": rec.id, "resource_name": name,
+            "action": "create" if source is None else transition_name(machine, source,
+                                                                      rec.state),
+            "source": source, "target": rec.state, "reason": reason,
+            "detail": {"requestor": project} if project else None})
+        if rec.state in ("deleted", *FINAL_REQUEST):
+            self._states.pop(rec.id, None)
+        else:
+            self._states[rec.id] = rec.state
 
     def _bump(self, rec: NodeRec | RequestRec | UploadRec) -> None:
         if isinstance(rec, RequestRec):
@@ -167,10 +210,13 @@ class PoolStore:
         """Write every added and changed record in one transaction."""
         if not any(self._new.values()) and not any(self._dirty.values()):
             return
-        new, dirty = self._new, self._dirty
+        new, dirty, events = self._new, self._dirty, self._events
         self._new = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._dirty = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
+        self._events = []
         with self.db.write() as s:
+            if events:
+                s.execute(insert(Event), events)
             for cls, model in ((NodeRec, PoolNode), (RequestRec, PoolRequest),
                                (UploadRec, PoolUpload)):
                 if new[cls]:
