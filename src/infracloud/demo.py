@@ -109,6 +109,9 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
         "hardware": {"simulation": {"agent_driver": driver, "root": str(state_dir / "hosts"),
                                     "ssh_port": ssh_port, "poll_wait": 10}},
         "logging": {"format": log_format},
+        # the dashboard, /metrics and the read-only ops API need no login (seed 002)
+        "ops": {"public_read": True, "events_retention_days": 90,
+                "alerts": {"interval": 10, "webhook_url": None}},
     }
     if tls:
         hosts = [host] + (["localhost"] if host in ("127.0.0.1", "::1") else [])
