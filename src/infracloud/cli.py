@@ -151,6 +151,8 @@ def demo(
         typer.echo(f"infracloud demo ready at {s.base_url} — clouds.yaml: {paths.clouds_yaml}")
         typer.echo(f"  try: source {paths.env_file} && openstack server list")
         typer.echo(f"       infracloud pool request {demo_pool.LABEL} --count 2 --wait")
+        typer.echo(f"       infracloud status; infracloud events --follow; "
+                   f"open {s.base_url}/dashboard")
         sys.stdout.flush()
         if ci_load:
             demo_pool.start_ci_load(s, paths.state_dir, ci_load, driver, stop_load)
@@ -223,6 +225,11 @@ def agent(
     reserve_disk_gb: Annotated[int, typer.Option(help="disk kept for the host, GiB", min=0)
                                ] = 0,
     log_format: Annotated[str, typer.Option(help="json or text")] = "json",
+    metrics_port: Annotated[int | None, typer.Option(
+        help="serve Prometheus metrics on this port (default: none)", min=1, max=65535)
+                            ] = None,
+    metrics_host: Annotated[str, typer.Option(
+        help="address the metrics listen on")] = "127.0.0.1",
 ) -> None:
     """Run a compute host's agent until Ctrl-C."""
     import socket
@@ -258,6 +265,18 @@ def agent(
     runner = Agent(str(controller_url), token or "", make_driver(driver, state_dir,
                                                                  ssh_port=ssh_port),
                    info, state_dir, cacert=cacert or True, join_token=join_token)
+    if metrics_port is not None:
+        import prometheus_client
+
+        from infracloud.ops.collectors import agent_registry
+
+        try:
+            prometheus_client.start_http_server(metrics_port, addr=metrics_host,
+                                                registry=agent_registry(runner))
+        except OSError as exc:
+            runner.close()
+            fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: "
+                 f"{exc.strerror or exc}")
     try:
         runner.run()
     except KeyboardInterrupt:

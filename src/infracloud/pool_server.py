@@ -8,13 +8,15 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from infracloud import __version__
 from infracloud.api import errors
+from infracloud.api import metrics as metrics_api
 from infracloud.api import pool as pool_api
 from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.core.errors import ConfigError
+from infracloud.ops import metrics as ops_metrics
 from infracloud.pool.auth import IdentityTokens, Open, StaticToken, TokenCheck
 from infracloud.pool.cloud import Cloud
 from infracloud.pool.config import PoolConfig, Provider
@@ -49,7 +51,7 @@ def build_pool(config: PoolConfig, config_file: Path | None = None, *,
     if db is None:
         db = Database(database_url(config, config_file))
         db.migrate()
-    return PoolService(config, PoolStore(db), make_cloud, Prober(),
+    return PoolService(config, PoolStore(db, config.name), make_cloud, Prober(),
                        Stats(client_from_env()), config_file=config_file)
 
 
@@ -85,7 +87,14 @@ def create_pool_app(pool: PoolService, auth: TokenCheck) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(RequestIdMiddleware, access_log=False)
+    # open, as the controller's is by default (the pool's counts are no secret); the pool's
+    # auth guards its API, and /metrics only reads
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        return metrics_api.render(request)
+
+    app.add_middleware(RequestIdMiddleware, access_log=False,
+                       observe=ops_metrics.observe_request)
     return app
 
 

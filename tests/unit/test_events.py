@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from infracloud.api.middleware import route_template
 from infracloud.compute.hosts import Report
 from infracloud.core.clock import FakeClock
 from infracloud.ops import context
@@ -165,3 +166,19 @@ def test_admin_actions_on_hosts_are_events(db: Database, clock: FakeClock,
              for e in log.query(Query(host="h1")) if e.action == "enabled"]
     assert flags == [("enabled", "true", "false", "disk died", "admin"),
                      ("enabled", "false", "true", None, "admin")]
+
+
+def test_route_templates_of_nested_routers_keep_their_prefixes() -> None:
+    class Route:
+        def __init__(self, fmt: str) -> None:
+            self.path_format = fmt
+
+    def template(fmt: str, path: str) -> str | None:
+        return route_template({"route": Route(fmt), "path": path})
+
+    assert template("/nodes/{ident}/states/provision",
+                    "/baremetal/v1/nodes/n1/states/provision") == \
+        "/baremetal/v1/nodes/{ident}/states/provision"
+    assert template("/compute/v2.1/servers/{server_id}", "/compute/v2.1/servers/abc") == \
+        "/compute/v2.1/servers/{server_id}"
+    assert route_template({"path": "/nowhere"}) is None

@@ -69,6 +69,8 @@ class Agent:
         self._lock = threading.Lock()
         self._consoles: dict[str, str] = {}
         self.stop_event = threading.Event()
+        self.controller_up = False  # the last call reached the controller (metrics)
+        self.on_poll: Callable[[float], None] | None = None  # told each long-poll's seconds
         (workdir / "configdrives").mkdir(parents=True, exist_ok=True)
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -91,9 +93,15 @@ class Agent:
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10)
             except httpx.HTTPError as exc:
+                self.controller_up = False
                 log.warning("controller unreachable: %s", exc)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+    def instance_counts(self) -> dict[str, int]:
+        """Instances this agent runs, and those it is spawning or destroying now."""
+        with self._lock:
+            return {"running": len(self._started), "busy": len(self._busy)}
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -126,8 +134,12 @@ class Agent:
 
     def step(self, wait: float) -> None:
         """One long-poll and one reconciliation."""
+        started = time.monotonic()
         r = self.http.get(f"/hosts/{self.host_id}/desired",
                           params={"generation": self.generation, "wait": wait})
+        self.controller_up = True
+        if self.on_poll is not None:
+            self.on_poll(time.monotonic() - started)
         r.raise_for_status()
         body = r.json()
         self.generation = body["generation"]

@@ -27,6 +27,7 @@ from infracloud.api import (
 )
 from infracloud.api.catalog import Catalog, ServiceEntry
 from infracloud.api.middleware import RequestIdMiddleware
+from infracloud.ops import metrics as ops_metrics
 from infracloud.services import Services
 
 # What this controller serves. The catalog lists these and only these.
@@ -72,5 +73,6 @@ def create_app(services: Services) -> FastAPI:
                 "services": [{"type": e.type, "url": base + e.path} for e in SERVED]}
 
     app.add_middleware(RequestIdMiddleware, access_log=services.config.logging.access_log,
-                       on_write=services.events.api_write)
+                       on_write=services.events.api_write,
+                       observe=ops_metrics.observe_request)
     return app

@@ -66,7 +66,7 @@ class RequestIdMiddleware:
         finally:
             seconds = time.perf_counter() - started
             client = scope.get("client")
-            route = getattr(scope.get("route"), "path_format", None)
+            route = route_template(scope)
             if self.access_log:
                 first = actor.touched[0] if actor.touched else None
                 access.info(
@@ -87,6 +87,21 @@ class RequestIdMiddleware:
                         "request_id": rid})
             context.end(actor_token)
             request_id_var.reset(token)
+
+
+def route_template(scope: Scope) -> str | None:
+    """The template of the route that served the request (`/compute/v2.1/servers/{server_id}`).
+    A route of a router included in another router knows only its own part: the prefixes
+    (which hold no parameters here) come from the request's path."""
+    fmt = getattr(scope.get("route"), "path_format", None)
+    if fmt is None:
+        return None
+    path = scope["path"]
+    own = fmt.count("/")
+    if path.count("/") <= own:
+        return str(fmt)
+    parts = path.split("/")
+    return "/".join(parts[: len(parts) - own]) + fmt
 
 
 async def _send_crash(scope: Scope, send: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from infracloud.ops import metrics
 from infracloud.store.models import Host
 
 CANDIDATES = 8
@@ -83,10 +84,11 @@ def claim(s: Session, req: Request, *, now: dt.datetime, down_after: float,
     if req.host:
         params["host_name"] = req.host
     stmt = _candidates(strategy, bool(req.availability_zone), bool(req.host))
-    for host in s.scalars(stmt, params):
-        taken = s.execute(_TAKE, {**params, "want_host": host.id})
-        if getattr(taken, "rowcount", 0) == 1:
-            return host
+    with metrics.scheduler_decision():
+        for host in s.scalars(stmt, params):
+            taken = s.execute(_TAKE, {**params, "want_host": host.id})
+            if getattr(taken, "rowcount", 0) == 1:
+                return host
     return None
 
 

@@ -27,6 +27,7 @@ from infracloud.core.errors import BadRequest, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import INSTANCE
 from infracloud.network.service import AddressesExhausted, NetworkService
+from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.models import Host, Instance
 
@@ -208,6 +209,8 @@ class ServerService:
                     inst.network_name = self.network.config.name
                     self._to(inst, "networked", now)
             s.add(inst)
+        if inst.state == "error":  # committed: counted once, whatever the retries
+            metrics.server_failed("no_valid_host" if host is None else "no_address")
         return inst
 
     @staticmethod

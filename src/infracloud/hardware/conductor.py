@@ -41,7 +41,7 @@ from infracloud.hardware.nodes import (
     timeouts,
     token_hash,
 )
-from infracloud.ops import context
+from infracloud.ops import context, metrics
 from infracloud.store import Database
 from infracloud.store.models import Node
 
@@ -84,7 +84,7 @@ class Calls:
         for attempt in range(c.retries):
             self.made += 1
             try:
-                result = fn(*args)
+                result = metrics.bmc_call(self.bmc.name, fn, *args)
             except BmcError as exc:
                 self.failed_in_row += 1
                 self.errors.append(str(exc))

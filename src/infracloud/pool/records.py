@@ -151,8 +151,8 @@ class PoolStore:
                            PoolUpload.state != "deleted"))]
             drained = {row.name: row.reason for row in s.scalars(
                 select(PoolProvider).where(PoolProvider.drained.is_(True)))}
-            for rec in (*nodes, *requests):
-                self._states[rec.id] = rec.state
+            self._states.update({n.id: n.state for n in nodes})
+            self._states.update({r.id: r.state for r in requests})
             node_ids = [int(i) for i in s.scalars(select(PoolNode.id)) if i.isdigit()]
             req_ids = [int(i[4:]) for i in s.scalars(select(PoolRequest.id))
                        if i.startswith("req-") and i[4:].isdigit()]

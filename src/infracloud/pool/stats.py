@@ -1,5 +1,6 @@
 """statsd metrics with nodepool's names, so nodepool's Grafana dashboards work unchanged.
-Enabled like nodepool's: STATSD_HOST (and STATSD_PORT) in the environment."""
+Enabled like nodepool's: STATSD_HOST (and STATSD_PORT) in the environment. Launches and
+requests are observed in the Prometheus metrics too (ops/metrics.py), statsd or not."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
+
+from infracloud.ops import metrics
 
 # nodepool's node states; the pool's "held" is nodepool's "hold"
 NODEPOOL_STATE = {"held": "hold"}
@@ -38,6 +41,7 @@ class Stats:
     def launch(self, node: Any, subkey: str, seconds: float) -> None:
         """nodepool's recordLaunchStats: timer and counter per provider, overall and per
         requestor (subkey: ready, error.quota, error.unknown, ...)."""
+        metrics.pool_launch(node.provider, subkey, seconds)
         if self.client is None:
             return
         keys = [f"nodepool.launch.provider.{_name(node.provider)}.{subkey}",
@@ -51,9 +55,10 @@ class Stats:
         pipe.send()
 
     def request(self, req: Any) -> None:
+        seconds = (req.state_at - req.created_at).total_seconds()
+        metrics.pool_request(req.state, seconds)
         if self.client is None:
             return
-        seconds = (req.state_at - req.created_at).total_seconds()
         key = f"nodepool.requests.{_name(req.state)}"  # not a nodepool name: ours
         pipe = self.client.pipeline()
         pipe.timing(key, int(seconds * 1000))
