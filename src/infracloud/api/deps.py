@@ -55,10 +55,14 @@ TokenDep = Annotated[TokenInfo, Depends(get_token)]
 
 
 async def ops_reader(request: Request,
-                     x_auth_token: Annotated[str | None, Header()] = None) -> None:
+                     x_auth_token: Annotated[str | None, Header()] = None,
+                     authorization: Annotated[str | None, Header()] = None) -> None:
     """Read-only operations views (dashboard, /metrics, status, events, alerts, usage): open
     to anyone when `ops.public_read` is set (the default: seed 002's fully open operations),
-    else an admin or reader token."""
+    else an admin or reader token, as X-Auth-Token or `Authorization: Bearer` (what
+    Prometheus' `authorization: credentials_file` sends)."""
+    if not x_auth_token and authorization and authorization.lower().startswith("bearer "):
+        x_auth_token = authorization[7:].strip()
     services = get_services(request)
     if services.config.ops.public_read:
         if x_auth_token:  # still name the caller in the log when there is one
