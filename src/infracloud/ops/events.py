@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, inspect, select, update
+from sqlalchemy import delete, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, isoformat
@@ -114,18 +114,21 @@ class EventLog:
 
     # ---- recording -----------------------------------------------------------------------
 
-    def _row(self, *, kind: str, resource_type: str, action: str, **values: Any) -> Event:
+    def _values(self, *, kind: str, resource_type: str, action: str, **values: Any
+                ) -> dict[str, Any]:
         actor = context.current()
         values.setdefault("actor", actor.name)
         values.setdefault("actor_id", actor.user_id)
         values.setdefault("request_id", actor.request_id)
-        return Event(at=values.pop("at", None) or self.clock.now(), kind=kind, site=self.site,
-                     resource_type=resource_type, action=action, **values)
+        values["at"] = values.get("at") or self.clock.now()
+        return {"kind": kind, "site": self.site, "resource_type": resource_type,
+                "action": action, **values}
 
     def record(self, *, kind: str, resource_type: str, action: str, **values: Any) -> None:
         """One event now, in its own transaction (alerts, operator actions)."""
         with self.db.write() as s:
-            s.add(self._row(kind=kind, resource_type=resource_type, action=action, **values))
+            s.add(Event(**self._values(kind=kind, resource_type=resource_type, action=action,
+                                       **values)))
         self._notify()
 
     def api_write(self, method: str, path: str, route: str | None, status: int,
@@ -240,7 +243,7 @@ class EventLog:
         return None
 
     def _before_flush(self, s: Session, flush_context: Any, instances: Any) -> None:
-        rows: list[Event] = []
+        rows: list[dict[str, Any]] = []
         actor = context.current()
         now = self.clock.now()
 
@@ -248,10 +251,11 @@ class EventLog:
                 reason: str | None) -> None:
             tracked = _TRACKED[type(obj)]
             project, host, name, rid = self._where(s, obj)
-            rows.append(self._row(kind="state", resource_type=tracked.resource_type,
-                                  action=action, source=source, target=target, reason=reason,
-                                  project_id=project, host=host, resource_id=rid,
-                                  resource_name=name, at=now))
+            rows.append(self._values(kind="state", resource_type=tracked.resource_type,
+                                     action=action, source=source, target=target,
+                                     reason=reason, project_id=project, host=host,
+                                     resource_id=rid, resource_name=name, at=now,
+                                     detail=None))
             if actor is not context.SYSTEM:
                 actor.touched.append(context.Touched(tracked.resource_type, rid, name,
                                                      project, host))
@@ -263,7 +267,7 @@ class EventLog:
             state = getattr(obj, tracked.attr)
             add(obj, "create", None, state, self._reason(obj))
             if isinstance(obj, Instance) and obj.host_id:
-                s.add(UsageRecord(
+                s.connection().execute(insert(UsageRecord).values(
                     instance_id=obj.id, name=obj.name, project_id=obj.project_id,
                     user_id=obj.user_id, flavor=self._flavor_name(s, obj.flavor_id),
                     host=self._host_name(s, obj.host_id), vcpus=obj.vcpus, ram_mb=obj.ram_mb,
@@ -295,8 +299,8 @@ class EventLog:
                 s.connection().execute(update(UsageRecord).where(
                     UsageRecord.instance_id == obj.id, UsageRecord.ended_at.is_(None))
                     .values(ended_at=now))
-        if rows:
-            s.add_all(rows)
+        if rows:  # Core inserts in the flush's transaction: no unit-of-work bookkeeping
+            s.connection().execute(insert(Event), rows)
 
     # ---- reading -------------------------------------------------------------------------
 
