@@ -1,0 +1,225 @@
+"""The site on one screen: hosts by state, capacity used and free, free slots per flavor,
+servers by state, bare-metal machines, the node pool's waiting requests, firing alerts and the
+latest events. One plain function over the services (plus the pool when it runs in this
+process), read with a handful of aggregate queries; `GET /ops/v1/status`, `infracloud status`
+and the dashboard all show what it returns."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from infracloud import __version__
+from infracloud.compute.scheduler import _free_disk, _free_ram, _free_vcpus
+from infracloud.core.clock import Clock, isoformat
+from infracloud.core.states import PROVISION
+from infracloud.hardware.capacity import _fits
+from infracloud.hardware.drain import FENCED
+from infracloud.ops import events as ev
+from infracloud.ops.collectors import HOST_STATES, INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
+from infracloud.store import Database
+from infracloud.store.models import Alert, Flavor, Host, Instance, Node
+
+if TYPE_CHECKING:
+    from infracloud.pool.service import PoolService
+    from infracloud.services import Services
+
+RECENT_EVENTS = 20
+MACHINE_FAULTS = 50  # machines listed by name (the counts cover them all)
+OPEN_REQUESTS = 50
+# the capacity.py resource names of the columns, in RESOURCES' order
+_CAPACITY_NAMES = dict(zip(RESOURCES, ("vcpus", "ram", "disk"), strict=True))
+_FAILED_PROVISION = tuple(s.name for s in PROVISION.states.values() if s.failure)
+
+
+def host_state(state: str, enabled: bool, disabled_reason: str | None) -> str:
+    """up, down, disabled or fenced: what the metrics' infracloud_hosts counts (a disabled or
+    fenced host takes no new servers, whatever its heartbeat)."""
+    if enabled:
+        return state
+    return "fenced" if (disabled_reason or "").startswith(FENCED) else "disabled"
+
+
+def site_status(services: Services, pool: PoolService | None = None,
+                recent: int = RECENT_EVENTS) -> dict[str, Any]:
+    config = services.config
+    return gather(services.db, services.events, services.clock, site=config.site,
+                  region=config.region, url=services.base_url, pool=pool, recent=recent)
+
+
+def gather(db: Database, events: ev.EventLog | None, clock: Clock, *, site: str, region: str,
+           url: str, pool: PoolService | None = None, recent: int = RECENT_EVENTS
+           ) -> dict[str, Any]:
+    now = clock.now()
+    with db.read() as s:
+        hosts = read_hosts(s)
+        instances = instance_counts(s)
+        machines = read_machines(s)
+        alerts = firing_alerts(s, now)
+    return {
+        "site": site_view(site, region, url, now),
+        **hosts,
+        "instances": instances,
+        "machines": machines,
+        "pool": None if pool is None else pool_status(pool),
+        "alerts": alerts,
+        "events": [] if events is None else [
+            ev.to_dict(e) for e in events.query(ev.Query(limit=recent, newest_first=True))],
+    }
+
+
+def site_view(site: str, region: str, url: str, now: dt.datetime) -> dict[str, Any]:
+    return {"name": site, "region": region, "version": __version__, "url": url,
+            "generated_at": isoformat(now)}
+
+
+def read_hosts(s: Session) -> dict[str, Any]:
+    """`hosts` (by state, and a row per host), `capacity` and `flavors` (free slots)."""
+    frees = (_free_vcpus(), _free_ram(), _free_disk())  # the scheduler's arithmetic
+    rows = list(s.execute(select(
+        Host.name, Host.state, Host.enabled, Host.disabled_reason, Host.availability_zone,
+        Host.last_heartbeat, Host.id, Host.used_vcpus, Host.used_ram_mb, Host.used_disk_gb,
+        *frees).order_by(Host.name)))
+    on_host = dict(s.execute(select(Instance.host_id, func.count())
+                             .where(Instance.host_id.is_not(None))
+                             .group_by(Instance.host_id)).all())
+    flavors = list(s.scalars(select(Flavor).order_by(Flavor.vcpus, Flavor.ram_mb,
+                                                     Flavor.name)))
+    return _hosts(rows, on_host, flavors)
+
+
+def instance_counts(s: Session) -> dict[str, Any]:
+    counts = dict(s.execute(select(Instance.state, func.count())
+                            .group_by(Instance.state)).all())
+    return {"total": sum(counts.values()),
+            "by_state": {st: int(counts.get(st, 0)) for st in INSTANCE_STATES}}
+
+
+def read_machines(s: Session) -> dict[str, Any]:
+    nodes = list(s.execute(select(Node.provision_state, Node.maintenance, func.count())
+                           .group_by(Node.provision_state, Node.maintenance)))
+    faulty = list(s.execute(
+        select(Node.name, Node.id, Node.provision_state, Node.power_state, Node.fault,
+               Node.maintenance, Node.maintenance_reason, Node.last_error, Node.host_name)
+        .where(or_(Node.fault.is_not(None), Node.maintenance.is_(True),
+                   Node.provision_state.in_(_FAILED_PROVISION)))
+        .order_by(Node.name).limit(MACHINE_FAULTS)))
+    return _machines(nodes, faulty)
+
+
+def firing_alerts(s: Session, now: dt.datetime) -> list[dict[str, Any]]:
+    return [alert_view(a, now) for a in s.scalars(
+        select(Alert).where(Alert.state == "firing")  # critical before warning, newest first
+        .order_by(Alert.severity, Alert.started_at.desc(), Alert.id))]
+
+
+def _hosts(rows: list[Any], on_host: dict[str | None, int], flavors: list[Flavor]
+           ) -> dict[str, Any]:
+    by_state: Counter[str] = Counter()
+    total = dict.fromkeys(RESOURCES, 0.0)
+    used = dict.fromkeys(RESOURCES, 0.0)
+    free = dict.fromkeys(RESOURCES, 0.0)
+    slots = {f.id: [0, 0] for f in flavors}  # free now, total when empty
+    grid = []
+    for (name, state, enabled, reason, zone, heartbeat, host_id, *numbers) in rows:
+        label = host_state(state, enabled, reason)
+        by_state[label] += 1
+        use = dict(zip(RESOURCES, numbers[:3], strict=True))
+        room = dict(zip(RESOURCES, numbers[3:], strict=True))
+        size = {r: float(use[r]) + float(room[r]) for r in RESOURCES}
+        schedulable = enabled and state == "up"  # where the scheduler places servers
+        for r in RESOURCES:
+            total[r] += size[r]
+            used[r] += float(use[r])
+            if schedulable:
+                free[r] += max(float(room[r]), 0.0)
+        if schedulable:
+            for f in flavors:
+                now = _fits({_CAPACITY_NAMES[r]: float(room[r]) for r in RESOURCES}, f)
+                empty = _fits({_CAPACITY_NAMES[r]: size[r] for r in RESOURCES}, f)
+                slots[f.id][0] += min(now.values(), default=0)
+                slots[f.id][1] += min(empty.values(), default=0)
+        grid.append({"name": name, "state": label, "enabled": bool(enabled),
+                     "disabled_reason": reason,
+                     # why it takes no servers, in words (a fence's reason without its prefix)
+                     "note": (reason or "").removeprefix(FENCED) if label != "up" else "",
+                     "availability_zone": zone,
+                     "last_heartbeat": isoformat(heartbeat),
+                     "instances": int(on_host.get(host_id, 0)),
+                     **{r: {"used": _number(use[r]), "total": _number(size[r])}
+                        for r in RESOURCES}})
+    return {
+        "hosts": {"total": len(rows), "by_state": {st: by_state[st] for st in HOST_STATES},
+                  "rows": grid},
+        "capacity": {r: {"total": _number(total[r]), "used": _number(used[r]),
+                         "free": _number(free[r]),
+                         # room on hosts that take no servers now (down, disabled, fenced)
+                         "unavailable": _number(max(total[r] - used[r] - free[r], 0.0))}
+                     for r in RESOURCES},
+        "flavors": [{"name": f.name, "vcpus": f.vcpus, "ram_mb": f.ram_mb,
+                     "disk_gb": f.disk_gb, "free": slots[f.id][0], "total": slots[f.id][1]}
+                    for f in flavors],
+    }
+
+
+def _machines(rows: list[Any], faulty: list[Any]) -> dict[str, Any]:
+    by_state: Counter[str] = Counter()
+    maintenance = 0
+    for state, in_maintenance, count in rows:
+        by_state[state] += count
+        maintenance += count if in_maintenance else 0
+    return {"total": sum(by_state.values()), "by_state": dict(sorted(by_state.items())),
+            "maintenance": maintenance,
+            "faults": [{"name": name or node_id, "id": node_id, "provision_state": state,
+                        "power_state": power, "fault": fault, "maintenance": bool(maint),
+                        "maintenance_reason": maint_reason, "last_error": last_error,
+                        "host": host}
+                       for (name, node_id, state, power, fault, maint, maint_reason,
+                            last_error, host) in faulty]}
+
+
+def pool_status(pool: PoolService) -> dict[str, Any]:
+    """Requests waiting (how many, the oldest's age, by label), nodes by state, the labels
+    and providers: from the pool engine's memory."""
+    with pool.lock:
+        now = pool.now()
+        waiting = sorted((r for r in pool.requests.values() if not r.final),
+                         key=lambda r: r.created_at)
+        by_label = Counter(label for r in waiting for label in set(r.labels))
+        nodes = Counter(n.state for n in pool.nodes.values())
+        requests = [{"id": r.id, "requestor": r.requestor, "labels": r.labels,
+                     "state": r.state, "priority": r.priority,
+                     "created_at": isoformat(r.created_at),
+                     "age_seconds": _age(now, r.created_at)} for r in waiting[:OPEN_REQUESTS]]
+        labels = pool.list_labels()
+        providers = [{k: p[k] for k in ("name", "state", "max_servers", "nodes",
+                                        "drained_reason", "last_error")}
+                     for p in pool.list_providers()]
+    return {"name": pool.config.name, "requests_waiting": len(waiting),
+            "oldest_wait_seconds": _age(now, waiting[0].created_at) if waiting else 0.0,
+            "waiting_by_label": {label["name"]: by_label.get(label["name"], 0)
+                                 for label in labels} | dict(by_label),
+            "requests": requests,
+            "nodes_by_state": {st: nodes[st] for st in POOL_NODE_STATES},
+            "labels": labels, "providers": providers}
+
+
+def alert_view(a: Alert, now: dt.datetime) -> dict[str, Any]:
+    return {"id": a.id, "rule": a.rule, "subject": a.subject, "severity": a.severity,
+            "state": a.state, "summary": a.summary, "started_at": isoformat(a.started_at),
+            "resolved_at": isoformat(a.resolved_at),
+            "age_seconds": _age(a.resolved_at or now, a.started_at)}
+
+
+def _age(now: dt.datetime, then: dt.datetime) -> float:
+    return round(max((now - then).total_seconds(), 0.0), 1)
+
+
+def _number(value: Any) -> int | float:
+    """Whole numbers as int (JSON reads better), fractions (ratios) kept."""
+    f = float(value or 0)
+    return int(f) if f.is_integer() else round(f, 2)
