@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/compute.py
 	$(BIN)/python bench/hardware.py
 	$(BIN)/python bench/pool.py
+	$(BIN)/python bench/events.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info src/*.egg-info

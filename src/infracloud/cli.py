@@ -16,6 +16,8 @@ from infracloud import __version__
 from infracloud.cli_hardware import capacity, hardware_app
 from infracloud.cli_ops import events
 from infracloud.cli_pool import pool_app
+from infracloud.cli_report import report_app
+from infracloud.cli_status import status
 from infracloud.core.errors import InfracloudError
 from infracloud.core.settings import ControllerConfig
 
@@ -29,6 +31,8 @@ app.add_typer(hardware_app, name="hardware")
 app.add_typer(pool_app, name="pool")
 app.command("capacity")(capacity)
 app.command("events")(events)
+app.add_typer(report_app, name="report")
+app.command("status")(status)
 
 
 def fail(message: str) -> None:
@@ -230,6 +234,12 @@ def agent(
                             ] = None,
     metrics_host: Annotated[str, typer.Option(
         help="address the metrics listen on")] = "127.0.0.1",
+    alert_webhook: Annotated[str | None, typer.Option(
+        help="URL that gets a JSON POST when the controller stays unreachable, and when it "
+        "answers again")] = None,
+    alert_after: Annotated[float | None, typer.Option(
+        help="seconds without the controller before the alert fires (default: 3 long-polls, "
+        "60 s)", min=1)] = None,
 ) -> None:
     """Run a compute host's agent until Ctrl-C."""
     import socket
@@ -257,6 +267,8 @@ def agent(
         fail("--controller (or --join) is needed")
     if driver not in ("sandbox", "fake"):
         fail(f"--driver must be sandbox or fake, not {driver!r}")
+    if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
+        fail(f"--alert-webhook must be an http:// or https:// URL, not {alert_webhook!r}")
     logs.configure(_log_format(log_format), "info")
     cpus, ram, disk = machine_capacity(state_dir)
     info = host_info(name or socket.gethostname(), vcpus or cpus, ram_mb or ram,
@@ -264,7 +276,8 @@ def agent(
                      reserved=(reserve_vcpus, reserve_ram_mb, reserve_disk_gb))
     runner = Agent(str(controller_url), token or "", make_driver(driver, state_dir,
                                                                  ssh_port=ssh_port),
-                   info, state_dir, cacert=cacert or True, join_token=join_token)
+                   info, state_dir, cacert=cacert or True, join_token=join_token,
+                   alert_after=alert_after, alert_webhook=alert_webhook)
     if metrics_port is not None:
         import prometheus_client
 

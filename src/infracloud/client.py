@@ -125,6 +125,11 @@ class Client:
         raise ClientError(f"cloud {cloud!r} has no {kind} service in its catalog")
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = self.raw(method, path, **kwargs)
+        return r.json() if r.content else None
+
+    def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The answer of a successful call, whatever its type (CSV, PNG)."""
         headers = {"X-OpenStack-Ironic-API-Version": "latest"} if path.startswith(
             "/baremetal") else {}
         try:
@@ -133,7 +138,7 @@ class Client:
             raise ClientError(f"{method} {path}: {exc}") from None
         if r.status_code >= 400:
             raise BadRequest(f"{method} {path}: HTTP {r.status_code}: {_message(r)}")
-        return r.json() if r.content else None
+        return r
 
     def stream(self, path: str, **kwargs: Any) -> Iterator[str]:
         """The lines of a streamed GET (JSON lines exports)."""

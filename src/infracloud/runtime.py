@@ -134,6 +134,8 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
                                            "maintenance"))
         reaper = asyncio.create_task(_every(config.compute.reap_seconds, services.reap,
                                             "reaper"))
+        alerts = asyncio.create_task(_every(config.ops.alerts.interval, services.alerts.tick,
+                                            "alerts"))
 
         async def announce() -> None:
             while not server.started:
@@ -152,6 +154,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
         finally:
             maint.cancel()
             reaper.cancel()
+            alerts.cancel()
             ready.cancel()
 
     try:

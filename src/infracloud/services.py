@@ -26,7 +26,9 @@ from infracloud.images.service import ImageService
 from infracloud.images.store import FilesystemStore
 from infracloud.network.service import NetworkService
 from infracloud.ops import context
+from infracloud.ops.alerts import SiteAlerts, event_recorder
 from infracloud.ops.events import EventLog
+from infracloud.ops.usage import UsageReports
 from infracloud.store import Database
 
 
@@ -50,6 +52,8 @@ class Services:
     agent_token: str | None
     clock: Clock
     events: EventLog
+    usage: UsageReports
+    alerts: SiteAlerts
 
     @property
     def base_url(self) -> str:
@@ -61,6 +65,7 @@ class Services:
             self.identity.maintenance()
             self.image_data.maintenance()
             self.events.prune()
+            self.usage.prune()
 
     def reap(self) -> None:
         """Frequent housekeeping: host liveness and server timeouts."""
@@ -76,6 +81,7 @@ class Services:
         self.conductor.stop()
         self.simulation.close()
         self.image_data.close()
+        self.alerts.close()
         self.events.close()
         self.db.dispose()
 
@@ -119,7 +125,11 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                     signals=signals, nodes=nodes, conductor=conductor,
                     simulation=Simulation(h.simulation, cacert,
                                           controller=config.base_url()),
-                    agent_token=_agent_token(config), clock=clock, events=events)
+                    agent_token=_agent_token(config), clock=clock, events=events,
+                    usage=UsageReports(db, clock, config),
+                    alerts=SiteAlerts(db, config.site, config.ops.alerts, clock,
+                                      base_url=config.base_url(),
+                                      record_event=event_recorder(events)))
 
 
 def _agent_token(config: ControllerConfig) -> str | None:

@@ -171,7 +171,8 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
                                      ("agent",), ("states",), ("hardware",),
                                      ("hardware", "enroll"), ("hardware", "list"),
                                      ("hardware", "deploy"), ("hardware", "undeploy"),
-                                     ("hardware", "inventory"), ("capacity",)])
+                                     ("hardware", "inventory"), ("capacity",), ("status",),
+                                     ("events",), ("report",), ("report", "usage")])
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
     r = infracloud(*command, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout
@@ -211,3 +212,31 @@ def test_config_validate_knows_pool_files(tmp_path: Path) -> None:
     pool.write_text(pool.read_text().replace("max-servers: 4", "max-servers: many"))
     r = infracloud("config", "validate", str(pool))
     assert r.returncode == 2 and f"{pool}:3: providers.0.max-servers:" in r.stderr
+
+
+def test_closed_ops_views_need_a_reader_token(tmp_path: Path) -> None:
+    path, url = _write_config(tmp_path, f"sqlite:///{tmp_path / 'c.db'}")
+    config = yaml.safe_load(path.read_text())
+    config["ops"] = {"public_read": False}
+    path.write_text(yaml.safe_dump(config))
+    running = start_controller(path, url)
+    try:
+        token = _login(running)
+        with running.http() as h:
+            r = h.post("/identity/v3/users", headers={"X-Auth-Token": token}, json={
+                "user": {"name": "nobody", "password": "nobody-secret"}})
+            assert r.status_code == 201, r.text
+            body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+                "name": "nobody", "domain": {"id": "default"}, "password": "nobody-secret"}}}}}
+            r = h.post("/identity/v3/auth/tokens", json=body)  # no project: no roles
+            assert r.status_code == 201, r.text
+            unscoped = r.headers["X-Subject-Token"]
+            for view in ("/ops/v1/events", "/metrics", "/dashboard", "/ops/v1/status"):
+                r = h.get(view)
+                assert r.status_code == 401, (view, r.text)
+                assert h.get(view, headers={"X-Auth-Token": unscoped}).status_code == 403
+                assert h.get(view, headers={"X-Auth-Token": token}).status_code == 200, view
+                bearer = h.get(view, headers={"Authorization": f"Bearer {token}"})
+                assert bearer.status_code == 200, view
+    finally:
+        assert running.stop() == 0

@@ -22,6 +22,7 @@ import httpx
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
+from infracloud.ops.alerts import controller_watch
 
 log = logging.getLogger(__name__)
 CONSOLE_LINES = 400
@@ -43,10 +44,13 @@ class Agent:
     def __init__(self, controller: str, token: str, driver: Driver, host: HostInfo,
                  workdir: Path, *, cacert: str | bool | ssl.SSLContext = True,
                  poll_wait: float = 20,
-                 workers: int = 4, join_token: str | None = None) -> None:
+                 workers: int = 4, join_token: str | None = None,
+                 alert_after: float | None = None, alert_webhook: str | None = None) -> None:
         """`token`: the site's agent token; or, for a machine the conductor deployed,
         `join_token`: the one-time token from its deploy media, traded for the agent token
-        when the agent joins (and the host name is the machine's)."""
+        when the agent joins (and the host name is the machine's). The controller
+        unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a log
+        line, and a POST to `alert_webhook` when given."""
         self.controller = controller.rstrip("/")
         self.driver = driver
         self.host = host
@@ -71,6 +75,8 @@ class Agent:
         self.stop_event = threading.Event()
         self.controller_up = False  # the last call reached the controller (metrics)
         self.on_poll: Callable[[float], None] | None = None  # told each long-poll's seconds
+        self.outage = controller_watch(self.controller, host.name, alert_after or 3 * poll_wait,
+                                       alert_webhook)
         (workdir / "configdrives").mkdir(parents=True, exist_ok=True)
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -94,6 +100,7 @@ class Agent:
                 backoff = min(backoff * 2, 10)
             except httpx.HTTPError as exc:
                 self.controller_up = False
+                self.outage.failed(str(exc) or type(exc).__name__)
                 log.warning("controller unreachable: %s", exc)
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10)
@@ -110,6 +117,7 @@ class Agent:
         self.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.http.close()
+        self.outage.close()
 
     def register(self) -> None:
         h = self.host
@@ -138,6 +146,7 @@ class Agent:
         r = self.http.get(f"/hosts/{self.host_id}/desired",
                           params={"generation": self.generation, "wait": wait})
         self.controller_up = True
+        self.outage.reached()
         if self.on_poll is not None:
             self.on_poll(time.monotonic() - started)
         r.raise_for_status()

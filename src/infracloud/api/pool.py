@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud import __version__
 from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.ops.alerts import STATES, view
 from infracloud.pool.auth import PoolCaller
 from infracloud.pool.service import PoolService
 
@@ -157,6 +158,16 @@ def drain_provider(pool: PoolDep, caller: CallerDep, name: str, body: Drain | No
 def undrain_provider(pool: PoolDep, caller: CallerDep, name: str) -> dict[str, Any]:
     _admin(caller, "undrain a provider")
     return {"provider": pool.drain(name, None, drained=False)}
+
+
+@router.get("/pool/v1/alerts")
+def list_alerts(pool: PoolDep, state: str = "firing") -> dict[str, Any]:
+    """The pool's alerts (firing, resolved or all); open, like /metrics and nodepool's
+    lists: they hold no secret."""
+    if state not in STATES:
+        raise BadRequest(f"state must be firing, resolved or all, not {state!r}.")
+    now = pool.now()
+    return {"alerts": [view(a, now) for a in pool.alerts.list(state)]}
 
 
 # ---- nodepool's web app lists ----------------------------------------------------------------

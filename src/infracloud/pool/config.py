@@ -107,6 +107,24 @@ class Auth(_Section):
         return self
 
 
+class Alerts(_Section):
+    """The pool's health rules (the log, /pool/v1/alerts and, when set, a webhook)."""
+
+    interval: float = Field(10, gt=0, le=3600, description="seconds between rule checks")
+    webhook_url: str | None = Field(None, alias="webhook-url",
+                                    description="JSON POST of every firing and resolved")
+    webhook_timeout: float = Field(5, gt=0, le=60, alias="webhook-timeout")
+    request_wait_minutes: float = Field(
+        10, gt=0, alias="request-wait-minutes",
+        description="alert on requests waiting longer than this")
+    launch_failure_rate: float = Field(
+        0.2, ge=0, le=1, alias="launch-failure-rate",
+        description="alert when more of a provider's launches in the window failed")
+    launch_window_minutes: float = Field(15, gt=0, le=24 * 60, alias="launch-window-minutes")
+    launch_min_count: int = Field(5, ge=1, alias="launch-min-count",
+                                  description="launches needed before the rate is judged")
+
+
 class PoolConfig(_Section):
     name: str = Field("infracloud", pattern=NAME,
                       description="names this pool in the metadata of what it creates")
@@ -123,6 +141,7 @@ class PoolConfig(_Section):
     requestors: list[Requestor] = Field(default_factory=list)
     default_share: float = Field(1.0, gt=0, alias="default-share",
                                  description="share of requestors not listed")
+    alerts: Alerts = Field(default_factory=Alerts)
 
     @model_validator(mode="after")
     def _consistent(self) -> PoolConfig:

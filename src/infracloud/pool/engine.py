@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -79,6 +79,8 @@ class Engine:
         self.queue = FairQueue(config.shares(), config.default_share)
         self.loaded_uploads: list[Any] = []
         self.next_tick = 0.0  # seconds until a provider's server list is due
+        # (clock, provider, ready?) of recent launches that ended (the launch failure alert)
+        self.outcomes: deque[tuple[float, str, bool]] = deque(maxlen=10000)
         self._finished_at: dict[str, float] = {}
         self._next_node = 1
         self._next_request = 1
@@ -231,6 +233,8 @@ class Engine:
     def _landed(self, node: NodeRec, launch: Launch, out: Outcome, now: dt.datetime) -> None:
         provider = launch.provider
         took = self.clock() - launch.started
+        if out.kind in ("ready", "failed"):
+            self.outcomes.append((self.clock(), provider.name, out.kind == "ready"))
         if out.kind == "ready":
             node.interface_ip = launch.ip
             node.host_keys = list(out.host_keys)

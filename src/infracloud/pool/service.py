@@ -15,6 +15,7 @@ from typing import Any
 
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import validate_file
+from infracloud.pool.alerts import PoolAlerts
 from infracloud.pool.cleanup import LeakCleaner
 from infracloud.pool.cloud import Cloud
 from infracloud.pool.config import PoolConfig, Provider
@@ -63,6 +64,7 @@ class PoolService(Engine):
         self._config_stamp = self._stamp()
         self.uploads = Uploads(self, [])
         self.cleaner = LeakCleaner(self)
+        self.alerts = PoolAlerts(self)
         self._thread: threading.Thread | None = None
         self._loaded = False
         self._stop = threading.Event()
@@ -102,6 +104,7 @@ class PoolService(Engine):
         for p in self.providers.values():
             p.close()
         self.prober.close()
+        self.alerts.close()
 
     def current_upload(self, provider: str, diskimage: str) -> str | None:
         return self.uploads.current(provider, diskimage)
@@ -112,6 +115,7 @@ class PoolService(Engine):
     def after_tick(self, now: dt.datetime) -> None:
         self.uploads.tick()
         self.cleaner.tick()
+        self.alerts.tick()
         t = self.clock()
         if t - self._last["gauges"] >= GAUGES_EVERY:
             self._last["gauges"] = t
