@@ -173,7 +173,7 @@ def demo(
 
     try:
         serve(config, services=services, on_ready=ready,
-              extend=lambda app: attach(app, pool, pool_auth))
+              extend=lambda app: attach(app, pool, pool_auth), on_stop=stop_load.set)
     finally:
         stop_load.set()
         pool.stop()

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from infracloud.api.app import create_app
+from infracloud.core import lifecycle
 from infracloud.core.errors import ConfigError
 from infracloud.core.settings import ControllerConfig, ListenConfig, TLSConfig
 from infracloud.services import Services, build_services
@@ -65,6 +66,7 @@ class _Server(uvicorn.Server):
     on_shutdown: Callable[[], None] | None = None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        lifecycle.stopping.set()  # the pool's and the events' long-polls answer now
         if self.on_shutdown is not None:
             self.on_shutdown()  # long-polls answer now instead of holding the shutdown
         # Idle keep-alive connections are dropped at once: a TLS close waits up to 30 s for
@@ -115,9 +117,11 @@ def run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def serve(config: ControllerConfig, *, services: Services | None = None,
           on_ready: Callable[[Services], None] | None = None,
-          extend: Callable[[FastAPI], None] | None = None) -> None:
+          extend: Callable[[FastAPI], None] | None = None,
+          on_stop: Callable[[], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. `on_ready` runs once the socket accepts connections;
-    `extend` adds routes to the app (the demo's pool)."""
+    `extend` adds routes to the app (the demo's pool); `on_stop` runs when the shutdown
+    begins (the demo's CI load stops starting jobs)."""
     check_port_free(config.listen.host, config.listen.port)
     services = services or build_services(config)
     bootstrap_admin(services)
@@ -126,7 +130,14 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     if extend is not None:
         extend(app)
     server = _Server(uvicorn_config(app, config.listen, config.tls))
-    server.on_shutdown = services.signals.close
+    signals = services.signals
+
+    def shutting_down() -> None:
+        signals.close()
+        if on_stop is not None:
+            on_stop()
+
+    server.on_shutdown = shutting_down
 
     async def main() -> None:
         services.signals.bind(asyncio.get_running_loop())

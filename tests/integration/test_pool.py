@@ -163,6 +163,16 @@ def test_thirty_requests_are_fulfilled_on_both_sites_and_reachable(
     assert server.metadata["infracloud_pool"] == "itest"
     assert server.metadata["infracloud_pool_node_id"] == node["id"]
     pool.settle()
+    # every state change of the node is an event: where, who, from what to what
+    events = pool.api("GET", "/events", params={"resource": node["id"]})["events"]
+    assert [(e["source"], e["target"]) for e in events] == [
+        (None, "building"), ("building", "ready"), ("ready", "in-use"), ("in-use", "used"),
+        ("used", "deleting"), ("deleting", "deleted")], events
+    assert {e["host"] for e in events} == {node["provider"]}
+    assert {e["site"] for e in events} == {"itest"}
+    # the engine did all but the release, which the caller did (the static token: "default")
+    assert [e["actor"] for e in events] == ["system:pool"] * 3 + ["default"] + \
+        ["system:pool"] * 2
     # nodepool's status lists
     assert httpx.get(f"{pool.url}/label-list").json() == [{"label": "small"}]
     assert httpx.get(f"{pool.url}/request-list").json()
@@ -268,17 +278,19 @@ def test_a_site_killed_mid_way_hands_its_requests_to_the_other(
     ids = [pool.request() for _ in range(12)]
     until(lambda: any(n["provider"] == "vanilla" and n["state"] == "building"
                       for n in pool.nodes()), timeout=30, what="launches on vanilla")
-    launching = {n["request_id"] for n in pool.nodes()
-                 if n["provider"] == "vanilla" and n["state"] == "building"}
     sites["vanilla"].proc.kill()
     sites["vanilla"].proc.wait()
+    # still building once the site is dead (its servers, SSH included, died with it): these
+    # can only be launched again elsewhere
+    launching = {n["request_id"] for n in pool.nodes()
+                 if n["provider"] == "vanilla" and n["state"] == "building"
+                 and n["request_id"]}
     pool.api("POST", "/providers/chocolate/undrain")
     results = {r: pool.wait(r, timeout=120) for r in ids}
     assert [r["state"] for r in results.values()] == ["fulfilled"] * 12, results
-    # what was launching on the dead site was launched again on the other (a launch that
-    # finished in the instant before the kill stays where it is)
-    moved = [r for r in launching
-             if [n["provider"] for n in results[r]["nodes"]] == ["chocolate"]]
-    assert moved, launching
+    # what was launching on the dead site was launched again on the other
+    assert launching
+    assert all([n["provider"] for n in results[r]["nodes"]] == ["chocolate"]
+               for r in launching), (launching, results)
     until(lambda: pool.provider("vanilla")["state"] == "down", timeout=30)
     assert pool.provider("chocolate")["launch_failures"] == 0

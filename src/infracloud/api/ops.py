@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import OpsReader, ServicesDep
+from infracloud.core import lifecycle
 from infracloud.core.clock import parse_time
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.ops import events as ev
@@ -73,7 +74,7 @@ async def list_events(services: ServicesDep, since: str | None = None,
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
     while True:
         page = await run_in_threadpool(log.query, q)
-        if page or time.monotonic() >= deadline:
+        if page or time.monotonic() >= deadline or lifecycle.stopping.is_set():
             break
         await asyncio.sleep(0.5)
     events = [ev.to_dict(e) for e in page]

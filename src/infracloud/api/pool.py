@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud import __version__
+from infracloud.core import lifecycle
 from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.ops import context
+from infracloud.ops import events as ev
 from infracloud.ops.alerts import STATES, view
 from infracloud.pool.auth import PoolCaller
 from infracloud.pool.service import PoolService
@@ -33,6 +36,7 @@ async def get_caller(request: Request,
                      x_auth_token: Annotated[str | None, Header()] = None) -> PoolCaller:
     check = request.app.state.pool_auth
     caller: PoolCaller = await run_in_threadpool(check.check, x_auth_token)
+    context.identify(caller.requestor)  # events name who released, held or cancelled
     return caller
 
 
@@ -95,7 +99,7 @@ async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
     view = await run_in_threadpool(pool.get_request, request_id)
     seen = (view["state"], view["node_ids"])
     while view["state"] not in ("fulfilled", "failed", "cancelled") and \
-            loop.time() < deadline:
+            loop.time() < deadline and not lifecycle.stopping.is_set():
         await asyncio.sleep(WAIT_POLL)
         if pool.store.version(request_id) == version:
             continue  # unchanged: no need to take the engine's lock
@@ -168,6 +172,20 @@ def list_alerts(pool: PoolDep, state: str = "firing") -> dict[str, Any]:
         raise BadRequest(f"state must be firing, resolved or all, not {state!r}.")
     now = pool.now()
     return {"alerts": [view(a, now) for a in pool.alerts.list(state)]}
+
+
+@router.get("/pool/v1/events")
+def list_events(pool: PoolDep, caller: CallerDep, after: int | None = None,
+                resource: str | None = None, limit: int = Query(100, ge=1, le=ev.MAX_PAGE),
+                order: str = "asc") -> dict[str, Any]:
+    """The state changes of the pool's nodes and requests (who, when, which provider), in id
+    order, or the newest first with `order=desc`; `after=ID` pages and follows."""
+    if order not in ("asc", "desc"):
+        raise BadRequest(f"order must be asc or desc, not {order!r}.")
+    rows = pool.events.query(ev.Query(after=after, resource_id=resource, limit=limit,
+                                      site=pool.config.name, newest_first=order == "desc"))
+    events = [ev.to_dict(e) for e in rows]
+    return {"events": events, "next": max((e["id"] for e in events), default=after or 0)}
 
 
 # ---- nodepool's web app lists ----------------------------------------------------------------

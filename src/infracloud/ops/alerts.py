@@ -594,9 +594,7 @@ def _capacity_low(v: SiteView) -> dict[str, Finding]:
     with v.db.read() as s:
         if not s.scalar(select(func.count()).select_from(Host)):
             return {}  # a site with no hosts yet has no capacity to miss
-        flavor = v.config.capacity_flavor or s.scalar(
-            select(Flavor.name).order_by(Flavor.vcpus.desc(), Flavor.ram_mb.desc(),
-                                         Flavor.name).limit(1))
+        flavor = v.config.capacity_flavor or _biggest_that_fits(s)
     if flavor is None:
         return {}
     c = capacity(v.db, v.site, flavor)
@@ -606,6 +604,20 @@ def _capacity_low(v: SiteView) -> dict[str, Finding]:
         f"{c.free} {c.flavor} servers fit now (alert below {v.config.capacity_min_free}): "
         f"{c.hosts} hosts take servers, {c.in_use} of {c.total} slots in use",
         detail={"free": c.free, "total": c.total, "hosts": c.hosts, "in_use": c.in_use})}
+
+
+def _biggest_that_fits(s: Session) -> str | None:
+    """The flavor with the most vCPUs that one of the site's hosts (whatever its state) holds
+    when empty: a flavor no host could ever take (an admin's experiment) says nothing about
+    capacity running out."""
+    sizes = s.execute(select(Host.vcpus * Host.cpu_ratio - Host.reserved_vcpus,
+                             Host.ram_mb * Host.ram_ratio - Host.reserved_ram_mb,
+                             Host.disk_gb * Host.disk_ratio - Host.reserved_disk_gb)).all()
+    for f in s.execute(select(Flavor.name, Flavor.vcpus, Flavor.ram_mb, Flavor.disk_gb)
+                       .order_by(Flavor.vcpus.desc(), Flavor.ram_mb.desc(), Flavor.name)):
+        if any(v >= f.vcpus and r >= f.ram_mb and d >= f.disk_gb for v, r, d in sizes):
+            return str(f.name)
+    return None
 
 
 LAUNCHING = ("scheduling", "networking", "spawning")

@@ -73,6 +73,7 @@ class Query:
     resource_type: str | None = None
     kind: str | None = None
     actor: str | None = None
+    site: str | None = None
     limit: int = 100
     newest_first: bool = False
 
@@ -315,7 +316,7 @@ class EventLog:
         for column, value in ((Event.project_id, q.project_id), (Event.host, q.host),
                               (Event.resource_id, q.resource_id),
                               (Event.resource_type, q.resource_type), (Event.kind, q.kind),
-                              (Event.actor, q.actor)):
+                              (Event.actor, q.actor), (Event.site, q.site)):
             if value is not None:
                 stmt = stmt.where(column == value)
         limit = max(1, min(q.limit, MAX_PAGE))

@@ -13,8 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infracloud.core.clock import Clock
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import validate_file
+from infracloud.ops import context
+from infracloud.ops.events import EventLog
 from infracloud.pool.alerts import PoolAlerts
 from infracloud.pool.cleanup import LeakCleaner
 from infracloud.pool.cloud import Cloud
@@ -65,6 +68,7 @@ class PoolService(Engine):
         self.uploads = Uploads(self, [])
         self.cleaner = LeakCleaner(self)
         self.alerts = PoolAlerts(self)
+        self.events = EventLog(store.db, config.name, Clock())  # what the store records
         self._thread: threading.Thread | None = None
         self._loaded = False
         self._stop = threading.Event()
@@ -85,6 +89,10 @@ class PoolService(Engine):
         self._thread.start()
 
     def _run(self) -> None:
+        with context.acting("system:pool"):
+            self._loop()
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             self.woken.wait(max(0.01, min(TICK_AT_LEAST, self.next_tick)))
             self.woken.clear()
