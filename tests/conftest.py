@@ -97,3 +97,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         if callspec and callspec.params.get("db_url") == "postgresql":
             item.add_marker(pytest.mark.pg)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite file (the pool's tests, which need no PostgreSQL run)."""
+    db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
+    db.migrate()
+    yield db
+    db.dispose()

@@ -4,7 +4,6 @@ JSON or a PNG chart of the use over time."""
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 from pathlib import Path
@@ -18,18 +17,14 @@ from infracloud.cli_ops import CaCert, Cloud, Url, call, check_format, client, f
 from infracloud.client import Client
 from infracloud.core.clock import isoformat, utcnow
 from infracloud.core.errors import InfracloudError
+from infracloud.ops.units import USAGE_GROUPS, month_start
 
 report_app = typer.Typer(help="Reports of the site's use.", no_args_is_help=True)
 
-GROUPS = ("project", "flavor", "host", "user")  # ops.usage.GROUPS (the CLI stays light)
 FORMATS = ("table", "csv", "json", "png")
 COLUMNS = (("servers", "servers"), ("instance_hours", "instance-hours"),
            ("vcpu_hours", "vCPU-hours"), ("ram_gb_hours", "RAM GiB-hours"),
            ("disk_gb_hours", "disk GB-hours"))
-
-
-def _month_start() -> dt.datetime:
-    return utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 @report_app.command()
@@ -48,9 +43,9 @@ def usage(
     """Instance-, vCPU-, RAM- and disk-hours by project, flavor, host or user over a period,
     and how many more servers of each flavor fit."""
     check_format(fmt, FORMATS)
-    if by not in GROUPS:
-        fail(f"--by must be one of {', '.join(GROUPS)}, not {by!r}")
-    start = when("--since", since) if since else _month_start()
+    if by not in USAGE_GROUPS:
+        fail(f"--by must be one of {', '.join(USAGE_GROUPS)}, not {by!r}")
+    start = when("--since", since) if since else month_start(utcnow())
     end = when("--until", until) if until else None
     if end is not None and start >= end:
         fail("--since must be before --until")

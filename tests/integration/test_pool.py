@@ -77,6 +77,17 @@ class Pool:
             raise AssertionError(f"nodes left: {states}\n"
                                  f"{self.log.read_text()[-4000:]}") from None
 
+    def events(self, after: int) -> list[dict[str, Any]]:
+        """Every pool event after id `after`, page by page."""
+        events: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", "/events", params={"after": after, "limit": 500})
+            if not page["events"]:
+                return events
+            events += page["events"]
+            after = page["next"]
+        return events
+
     def provider(self, name: str) -> dict[str, Any]:
         return next(p for p in self.api("GET", "/providers")["providers"] if p["name"] == name)
 
@@ -275,21 +286,28 @@ def test_a_site_killed_mid_way_hands_its_requests_to_the_other(
     """Last in the module: it kills a site."""
     until(lambda: pool.provider("vanilla")["state"] == "up", timeout=20)
     pool.api("POST", "/providers/chocolate/drain", json={"reason": "all on vanilla first"})
+    first = pool.api("GET", "/events", params={"order": "desc", "limit": 1})["next"]
     ids = [pool.request() for _ in range(12)]
     until(lambda: any(n["provider"] == "vanilla" and n["state"] == "building"
                       for n in pool.nodes()), timeout=30, what="launches on vanilla")
     sites["vanilla"].proc.kill()
     sites["vanilla"].proc.wait()
-    # still building once the site is dead (its servers, SSH included, died with it): these
-    # can only be launched again elsewhere
-    launching = {n["request_id"] for n in pool.nodes()
-                 if n["provider"] == "vanilla" and n["state"] == "building"
-                 and n["request_id"]}
     pool.api("POST", "/providers/chocolate/undrain")
     results = {r: pool.wait(r, timeout=120) for r in ids}
     assert [r["state"] for r in results.values()] == ["fulfilled"] * 12, results
-    # what was launching on the dead site was launched again on the other
-    assert launching
+    # the pool's events tell which launches were still on their way on the dead site (never
+    # ready: their servers, SSH included, died with it); those were launched again on the other
+    targets: dict[str, set[str]] = {}
+    request_of: dict[str, str] = {}
+    for event in pool.events(after=first):
+        detail = event["detail"] or {}
+        if event["resource_type"] == "pool-node" and event["host"] == "vanilla" \
+                and detail.get("request") in results:
+            targets.setdefault(event["resource_id"], set()).add(event["target"])
+            request_of[event["resource_id"]] = detail["request"]
+    launching = {request_of[node] for node, seen in targets.items()
+                 if "building" in seen and "ready" not in seen}
+    assert launching, targets
     assert all([n["provider"] for n in results[r]["nodes"]] == ["chocolate"]
                for r in launching), (launching, results)
     until(lambda: pool.provider("vanilla")["state"] == "down", timeout=30)

@@ -31,7 +31,7 @@ from infracloud.ops.events import EventLog, Query
 from infracloud.store import Database
 from infracloud.store.models import Alert, Node
 from tests.servers import free_port
-from tests.unit.compute_env import ADMIN, Env
+from tests.unit.compute_env import ADMIN, Env, in_threads
 from tests.unit.pool_env import Harness, pool_config
 from tests.webhooks import Recorder
 
@@ -265,7 +265,6 @@ def test_two_controllers_evaluating_at_once_fire_one_alert(
     clock.advance(env.config.host_down_after + 1)
     env.hosts.reap()
     n = 4
-    barrier = threading.Barrier(n)
     checked = threading.Barrier(n)  # every controller has seen the host down before any writes
     (rule,) = [r for r in al.SITE_RULES if r.name == "host_down"]
 
@@ -278,20 +277,7 @@ def test_two_controllers_evaluating_at_once_fire_one_alert(
                                  record_event=al.event_recorder(events),
                                  rules=[dataclasses.replace(rule, check=check)])
                    for _ in range(n)]
-    results: list[Any] = [None] * len(controllers)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            results[i] = controllers[i].evaluate()
-        except Exception as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(controllers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    results = in_threads(n, lambda i: controllers[i].evaluate())
     try:
         assert not [r for r in results if isinstance(r, Exception)], results
         assert sum(len(r) for r in results) == 1
@@ -367,12 +353,6 @@ def test_the_agent_alerts_when_its_controller_stays_unreachable(
 
 # ---- the pool -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
-    db.migrate()
-    yield db
-    db.dispose()
 
 
 def pool_alerts(h: Harness, state: str = "firing") -> list[tuple[str, str, str]]:

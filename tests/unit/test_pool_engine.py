@@ -19,14 +19,6 @@ from tests.unit.pool_env import Harness, pool_config, write_config
 
 
 @pytest.fixture
-def sqlite_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
-    db.migrate()
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
 def h(sqlite_db: Database) -> Iterator[Harness]:
     harness = Harness(sqlite_db, pool_config())
     yield harness
@@ -369,6 +361,7 @@ def test_node_and_request_state_changes_are_events(h: Harness) -> None:
         ("create", None, "building", provider, "pool-node"),
         ("ready", "building", "ready", provider, "pool-node"),
         ("assign", "ready", "in-use", provider, "pool-node")]
+    assert [e.detail for e in node] == [{"request": rid, "requestor": "zuul"}] * 3
     request = log.query(Query(resource_id=rid))
     assert [(e.action, e.source, e.target, e.detail) for e in request] == [
         ("create", None, "requested", {"requestor": "zuul"}),

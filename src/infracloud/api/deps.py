@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from infracloud.core.errors import Forbidden, InfracloudError, Unauthorized
+from infracloud.core.clock import parse_time
+from infracloud.core.errors import BadRequest, Forbidden, InfracloudError, Unauthorized
 from infracloud.identity.auth import UNAUTHORIZED, TokenInfo
 from infracloud.identity.policy import READER_ROLE
 from infracloud.ops import context
@@ -41,6 +43,16 @@ def next_query(request: Request, marker: str, limit: int) -> str:
     keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("marker",
                                                                                "limit")]
     return urlencode([*keep, ("limit", str(limit)), ("marker", marker)])
+
+
+def query_time(name: str, value: str | None) -> dt.datetime | None:
+    """An ISO 8601 time of the query string (naive: UTC), or a 400 naming the parameter."""
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 time, not {value!r}.") from None
 
 
 def parse_bool(value: str | None) -> bool | None:

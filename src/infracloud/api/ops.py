@@ -4,7 +4,6 @@ are open when `ops.public_read` is set (api.deps.ops_reader)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from typing import Any
 
@@ -12,24 +11,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from infracloud.api.deps import OpsReader, ServicesDep
+from infracloud.api.deps import OpsReader, ServicesDep, query_time
 from infracloud.core import lifecycle
-from infracloud.core.clock import parse_time
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.ops import events as ev
 
 router = APIRouter(prefix="/ops/v1", tags=["operations"], dependencies=[OpsReader])
 
 MAX_WAIT = 60.0
-
-
-def _time(name: str, value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 time, not {value!r}.") from None
 
 
 def _query(since: str | None, until: str | None, after: int | None, project: str | None,
@@ -39,7 +28,7 @@ def _query(since: str | None, until: str | None, after: int | None, project: str
         raise BadRequest(f"kind must be state, api or alert, not {kind!r}.")
     if limit < 1:
         raise BadRequest("limit must be at least 1.")
-    return ev.Query(since=_time("since", since), until=_time("until", until), after=after,
+    return ev.Query(since=query_time("since", since), until=query_time("until", until), after=after,
                     project_id=project, host=host, resource_id=resource,
                     resource_type=resource_type, kind=kind, actor=actor, limit=limit)
 

@@ -11,8 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from infracloud.api.deps import OpsReader, ServicesDep
-from infracloud.api.ops import _time
+from infracloud.api.deps import OpsReader, ServicesDep, query_time
 from infracloud.core.errors import BadRequest
 from infracloud.ops import usage as us
 
@@ -28,7 +27,7 @@ async def usage_report(services: ServicesDep, since: str | None = None,
     `step` seconds, chosen to fit the period when not given)."""
     if format not in us.FORMATS:
         raise BadRequest(f"format must be one of {', '.join(us.FORMATS)}, not {format!r}.")
-    start, end = _time("since", since), _time("until", until)
+    start, end = query_time("since", since), query_time("until", until)
     reports = services.usage
     if format == "png":
         png = await run_in_threadpool(reports.png, start, end, by,

@@ -455,6 +455,22 @@ def record(row: Alert) -> AlertRecord:
                        detail=detail)
 
 
+def stored(s: Session, state: str = FIRING, limit: int = MAX_LIST) -> list[AlertRecord]:
+    """The alerts table's alerts: firing (critical before warning, newest first), resolved
+    (the latest resolved first) or all (newest first)."""
+    if state not in STATES:
+        raise ValueError(f"state must be firing, resolved or all, not {state!r}")
+    stmt = select(Alert)
+    if state == FIRING:
+        stmt = stmt.where(Alert.state == FIRING).order_by(
+            Alert.severity, Alert.started_at.desc(), Alert.id)
+    elif state == RESOLVED:
+        stmt = stmt.where(Alert.state == RESOLVED).order_by(Alert.resolved_at.desc(), Alert.id)
+    else:
+        stmt = stmt.order_by(Alert.started_at.desc(), Alert.id)
+    return [record(a) for a in s.scalars(stmt.limit(max(1, min(limit, MAX_LIST))))]
+
+
 @dataclass(frozen=True)
 class SiteView:
     """What the site's checks read."""
@@ -511,19 +527,8 @@ class SiteAlerts:
                               {"k": _LEAD_KEY}).scalar())
 
     def list(self, state: str = FIRING, limit: int = 100) -> list[AlertRecord]:
-        if state not in STATES:
-            raise ValueError(f"state must be firing, resolved or all, not {state!r}")
-        stmt = select(Alert)
-        if state == FIRING:  # critical before warning, newest first
-            stmt = stmt.where(Alert.state == FIRING).order_by(
-                Alert.severity, Alert.started_at.desc(), Alert.id)
-        elif state == RESOLVED:
-            stmt = stmt.where(Alert.state == RESOLVED).order_by(
-                Alert.resolved_at.desc(), Alert.id)
-        else:
-            stmt = stmt.order_by(Alert.started_at.desc(), Alert.id)
         with self.db.read() as s:
-            return [record(a) for a in s.scalars(stmt.limit(max(1, min(limit, MAX_LIST))))]
+            return stored(s, state, limit)
 
     def close(self) -> None:
         self.notifier.close()
@@ -636,12 +641,25 @@ def _launch_failures(v: SiteView) -> dict[str, Finding]:
                  if target == "error" and (source is None or source in LAUNCHING))
     done = failed + sum(n for source, target, n in rows
                         if target == "active" and source == "spawning")
+    found = failure_rate(failed, done, "server launches", c)
+    return {v.site: found} if found else {}
+
+
+class LaunchLimits(Protocol):
+    launch_window_minutes: float
+    launch_failure_rate: float
+    launch_min_count: int
+
+
+def failure_rate(failed: int, done: int, what: str, c: LaunchLimits) -> Finding | None:
+    """A finding when more than `launch_failure_rate` of the `done` launches of the window
+    failed, once at least `launch_min_count` finished (the site's and the pool's rule)."""
     if done < c.launch_min_count or failed <= c.launch_failure_rate * done:
-        return {}
-    return {v.site: Finding(
-        f"{failed} of {done} server launches failed in the last "
-        f"{c.launch_window_minutes:g} min ({failed / done:.0%}; alert above "
-        f"{c.launch_failure_rate:.0%})", detail={"failed": failed, "launches": done})}
+        return None
+    return Finding(f"{failed} of {done} {what} failed in the last "
+                   f"{c.launch_window_minutes:g} min ({failed / done:.0%}; alert above "
+                   f"{c.launch_failure_rate:.0%})",
+                   detail={"failed": failed, "launches": done})
 
 
 SITE_RULES: tuple[Rule[SiteView], ...] = (

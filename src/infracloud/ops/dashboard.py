@@ -17,13 +17,14 @@ from sqlalchemy import case, func, or_, select
 
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest
+from infracloud.ops import alerts as al
 from infracloud.ops import charts
 from infracloud.ops import events as ev
 from infracloud.ops.collectors import INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
-from infracloud.ops.status import alert_view, firing_alerts, instance_counts
+from infracloud.ops.status import firing_alerts, instance_counts
 from infracloud.ops.units import RESOURCE_TITLES, ago, amount, percent
 from infracloud.store import Database
-from infracloud.store.models import Alert, Event, Flavor, Host, Instance, Project
+from infracloud.store.models import Event, Flavor, Host, Instance, Project
 
 REFRESH_MS = 3000
 INSTANCE_ROWS = 500
@@ -268,9 +269,7 @@ def events_page(db: Database, log: ev.EventLog, now: dt.datetime, f: EventFilter
 
 def alerts_page(db: Database, now: dt.datetime) -> dict[str, Any]:
     with db.read() as s:
-        resolved = [alert_view(a, now) for a in s.scalars(
-            select(Alert).where(Alert.state != "firing")
-            .order_by(Alert.resolved_at.desc(), Alert.id).limit(ALERT_HISTORY))]
+        resolved = [al.view(a, now) for a in al.stored(s, al.RESOLVED, ALERT_HISTORY)]
     return {"resolved": resolved}
 
 

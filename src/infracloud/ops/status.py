@@ -19,10 +19,11 @@ from infracloud.core.clock import Clock, isoformat
 from infracloud.core.states import PROVISION
 from infracloud.hardware.capacity import _fits
 from infracloud.hardware.drain import FENCED
+from infracloud.ops import alerts as al
 from infracloud.ops import events as ev
 from infracloud.ops.collectors import HOST_STATES, INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
 from infracloud.store import Database
-from infracloud.store.models import Alert, Flavor, Host, Instance, Node
+from infracloud.store.models import Flavor, Host, Instance, Node
 
 if TYPE_CHECKING:
     from infracloud.pool.service import PoolService
@@ -112,9 +113,7 @@ def read_machines(s: Session) -> dict[str, Any]:
 
 
 def firing_alerts(s: Session, now: dt.datetime) -> list[dict[str, Any]]:
-    return [alert_view(a, now) for a in s.scalars(
-        select(Alert).where(Alert.state == "firing")  # critical before warning, newest first
-        .order_by(Alert.severity, Alert.started_at.desc(), Alert.id))]
+    return [al.view(a, now) for a in al.stored(s, al.FIRING)]
 
 
 def _hosts(rows: list[Any], on_host: dict[str | None, int], flavors: list[Flavor]
@@ -206,13 +205,6 @@ def pool_status(pool: PoolService) -> dict[str, Any]:
             "requests": requests,
             "nodes_by_state": {st: nodes[st] for st in POOL_NODE_STATES},
             "labels": labels, "providers": providers}
-
-
-def alert_view(a: Alert, now: dt.datetime) -> dict[str, Any]:
-    return {"id": a.id, "rule": a.rule, "subject": a.subject, "severity": a.severity,
-            "state": a.state, "summary": a.summary, "started_at": isoformat(a.started_at),
-            "resolved_at": isoformat(a.resolved_at),
-            "age_seconds": _age(a.resolved_at or now, a.started_at)}
 
 
 def _age(now: dt.datetime, then: dt.datetime) -> float:

@@ -3,6 +3,17 @@ the CLI loads this)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+# what usage reports group by (the API checks it, and the CLI before it logs in)
+USAGE_GROUPS = ("project", "flavor", "host", "user")
+
+
+def month_start(t: dt.datetime) -> dt.datetime:
+    """The first instant of `t`'s month, UTC: where usage reports start by default."""
+    return t.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
 RESOURCE_TITLES = {"vcpus": "vCPUs", "ram_mb": "RAM", "disk_gb": "Disk"}
 
 

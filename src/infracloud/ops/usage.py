@@ -27,10 +27,11 @@ from infracloud.core.clock import Clock, isoformat
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware.capacity import capacity
+from infracloud.ops.units import USAGE_GROUPS, month_start
 from infracloud.store import Database
 from infracloud.store.models import Flavor, Host, Project, UsageRecord, User
 
-GROUPS = ("project", "flavor", "host", "user")
+GROUPS = USAGE_GROUPS
 FORMATS = ("json", "csv", "png")
 MEASURES = ("instance_hours", "vcpu_hours", "ram_gb_hours", "disk_gb_hours")
 TOTAL = "(total)"
@@ -184,10 +185,6 @@ class Timeline:
                 "times": [isoformat(t) for t in self.times], "groups": self.groups,
                 "vcpus": self.vcpus, "ram_gb": self.ram_gb, "disk_gb": self.disk_gb,
                 "capacity": self.capacity}
-
-
-def month_start(t: dt.datetime) -> dt.datetime:
-    return t.astimezone(dt.UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def auto_step(span: dt.timedelta, points: int = CHART_POINTS) -> dt.timedelta:

@@ -18,6 +18,7 @@ from infracloud.ops.alerts import (
     Notifier,
     Rule,
     Webhook,
+    failure_rate,
 )
 from infracloud.pool.config import PoolConfig
 from infracloud.pool.engine import Engine
@@ -63,12 +64,9 @@ def _launch_failures(pool: Engine) -> dict[str, Finding]:
         if at >= since:
             done[provider] += 1
             failed[provider] += not ready
-    return {name: Finding(
-        f"{failed[name]} of {n} launches on {name} failed in the last "
-        f"{c.launch_window_minutes:g} min ({failed[name] / n:.0%}; alert above "
-        f"{c.launch_failure_rate:.0%})", detail={"failed": failed[name], "launches": n})
-        for name, n in done.items()
-        if n >= c.launch_min_count and failed[name] > c.launch_failure_rate * n}
+    found = {name: failure_rate(failed[name], n, f"launches on {name}", c)
+             for name, n in done.items()}
+    return {name: f for name, f in found.items() if f is not None}
 
 
 POOL_RULES: tuple[Rule[Engine], ...] = (

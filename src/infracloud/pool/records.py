@@ -177,13 +177,18 @@ class PoolStore:
             return
         resource_type, machine = kind
         actor = context.current()
+        detail: dict[str, Any] = {}
         if isinstance(rec, NodeRec):
             where, project, reason = rec.provider, rec.requestor, rec.failure or rec.hold_reason
             name = rec.label
+            if rec.request_id:
+                detail["request"] = rec.request_id  # which request a launch was for
         else:
             assert isinstance(rec, RequestRec)
             where, project, reason = None, rec.requestor, rec.reason
             name = ",".join(rec.labels)[:255]
+        if project:
+            detail["requestor"] = project
         self._events.append({
             "at": rec.state_at, "kind": "state", "site": self.site, "host": where,
             "actor": actor.name, "actor_id": actor.user_id, "project_id": None,
@@ -192,7 +197,7 @@ class PoolStore:
             "action": "create" if source is None else transition_name(machine, source,
                                                                       rec.state),
             "source": source, "target": rec.state, "reason": reason,
-            "detail": {"requestor": project} if project else None})
+            "detail": detail or None})
         if rec.state in ("deleted", *FINAL_REQUEST):
             self._states.pop(rec.id, None)
         else:
