@@ -13,6 +13,7 @@ from infracloud.core.clock import Clock
 from infracloud.core.errors import BadRequest, Conflict, Forbidden
 from infracloud.ops.events import EventLog, Query
 from infracloud.pool.engine import META_NODE, META_POOL
+from infracloud.pool.fakecloud import FakeCloud
 from infracloud.pool.records import NodeRec
 from infracloud.store import Database
 from tests.unit.pool_env import Harness, pool_config, write_config
@@ -137,6 +138,42 @@ def test_a_flavor_bigger_than_the_quota_fails_at_once(sqlite_db: Database) -> No
         rid = h.request()
         assert h.state(rid) == "failed"
         assert "bigger than the project's quota" in h.pool.get_request(rid)["reason"]
+    finally:
+        h.close()
+
+
+def test_a_request_bigger_than_its_providers_together_fails_at_once(h: Harness) -> None:
+    h.tick(5)
+    too_big = h.request(21)  # a and b hold 10 each
+    h.tick(1)
+    view = h.pool.get_request(too_big)
+    assert view["state"] == "failed"
+    assert "wants 21 small nodes at once" in view["reason"]
+    assert "can hold 20" in view["reason"]
+    assert not h.nodes()  # nothing was launched (or held) for it
+    fits = h.request(20)
+    h.until(lambda: h.state(fits) == "fulfilled", what="20 nodes on a and b")
+    assert {n["provider"] for n in h.nodes("in-use")} == {"a", "b"}
+
+
+def test_the_quota_counts_and_a_full_drain_is_a_wait(sqlite_db: Database, tmp_path: Path
+                                                     ) -> None:
+    path = tmp_path / "pool.yaml"
+    h = Harness(sqlite_db, pool_config(), clouds={"a": FakeCloud("a", instances=3),
+                                                  "b": FakeCloud("b", ip_prefix="127.201.0.")})
+    try:
+        h.tick(5)
+        rid = h.request(14)  # 3 in a's quota + 10 on b
+        h.tick(1)
+        assert h.state(rid) == "failed"
+        assert "can hold 13" in h.pool.get_request(rid)["reason"]
+        write_config(path, pool_config({"a": {"max-servers": 0}, "b": {"max-servers": 0}}))
+        h.pool.config_file = path
+        h.pool._last["reload"] = -1e9
+        h.tick()
+        waiting = h.request(2)  # every provider drained: it waits for an undrain
+        h.tick(3)
+        assert h.state(waiting) == "requested"
     finally:
         h.close()
 

@@ -404,6 +404,44 @@ class Engine:
             return f"no provider offers label {label}"
         return f"no provider can launch {label}: " + "; ".join(reasons)
 
+    def _most(self, pc: Provider, label: str | None = None) -> int:
+        """How many nodes (of `label`) provider `pc` can ever hold at once: its max-servers,
+        its pool's, and what the project's quota holds of the label's flavor."""
+        most = pc.max_servers
+        found = pc.pool_label(label) if label else None
+        if found is None:
+            return most
+        pool, pl = found
+        if pool.max_servers is not None:
+            most = min(most, pool.max_servers)
+        provider = self.providers[pc.name]
+        flavor = provider.flavors.get(pl.flavor)
+        if provider.limits is not None and flavor is not None:
+            lim = provider.limits
+            quota = type(lim)(lim.instances, lim.cores, lim.ram_mb, 0, 0, 0).room(
+                flavor.vcpus, flavor.ram_mb)
+            most = most if quota is None else min(most, quota)
+        return most
+
+    def why_too_big(self, labels: list[str]) -> str | None:
+        """Why a request for `labels` can never be served at once: it wants more nodes than
+        the providers that offer them can hold together. None while every one of them is
+        drained by `max-servers: 0` (a drain is a wait)."""
+        providers = {pc.name: pc for label in set(labels)
+                     for pc in self.config.providers_for(label)}
+        if not any(pc.max_servers for pc in providers.values()):
+            return None
+        for label, wanted in Counter(labels).items():
+            most = sum(self._most(pc, label) for pc in self.config.providers_for(label))
+            if wanted > most:
+                return (f"it wants {wanted} {label} nodes at once; the providers offering "
+                        f"{label} can hold {most} (max-servers and quotas)")
+        most = sum(pc.max_servers for pc in providers.values())
+        if len(labels) > most:
+            return (f"it wants {len(labels)} nodes at once; the providers offering its "
+                    f"labels can hold {most} (max-servers)")
+        return None
+
     def _check_impossible(self, now: dt.datetime) -> None:
         impossible = {}
         for label in {e.label for r in self.requests.values() if not r.final
@@ -411,14 +449,19 @@ class Engine:
             why = self.why_impossible(label)
             if why:
                 impossible[label] = why
-        if not impossible:
-            return
+        too_big: dict[tuple[str, ...], str | None] = {}  # by the labels a request wants
         for req in list(self.requests.values()):
-            if not req.final:
-                why = next((impossible[label] for label in req.labels
-                            if label in impossible), None)
-                if why:
-                    self._finish(req, "fail", now, why)
+            if req.final:
+                continue
+            why = next((impossible[label] for label in req.labels if label in impossible),
+                       None)
+            if why is None:
+                key = tuple(sorted(req.labels))
+                if key not in too_big:
+                    too_big[key] = self.why_too_big(req.labels)
+                why = too_big[key] and f"no provider can serve it: {too_big[key]}"
+            if why:
+                self._finish(req, "fail", now, why)
 
     # ---- serving requests -------------------------------------------------------------------
 
