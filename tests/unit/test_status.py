@@ -151,13 +151,13 @@ def test_recent_events_newest_first(env: Env, db: Database) -> None:
 def test_pool_requests_waiting_by_label_and_age(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
     db.migrate()
-    h = Harness(db, pool_config({"a": {"max-servers": 1}}))
+    h = Harness(db, pool_config({"a": {"max-servers": 2}}))
     try:
-        first = h.request()
+        first = h.request(count=2)
         h.until(lambda: h.state(first) == "fulfilled")
         assert pool_status(h.pool)["requests_waiting"] == 0
         assert pool_status(h.pool)["oldest_wait_seconds"] == 0
-        h.request(count=2)  # max-servers 1, taken: they wait
+        h.request(count=2)  # max-servers 2, both taken: they wait
         h.request(count=1, requestor="ci")
         h.tick(3)
         time.sleep(0.2)
@@ -167,7 +167,7 @@ def test_pool_requests_waiting_by_label_and_age(tmp_path: Path) -> None:
         assert got["oldest_wait_seconds"] == got["requests"][0]["age_seconds"] > 0
         assert [r["requestor"] for r in got["requests"]] == ["zuul", "ci"]  # oldest first
         assert got["labels"][0]["name"] == "small" and got["labels"][0]["waiting"] == 3
-        assert got["nodes_by_state"]["in-use"] == 1 and got["nodes_by_state"]["ready"] == 0
+        assert got["nodes_by_state"]["in-use"] == 2 and got["nodes_by_state"]["ready"] == 0
         assert [(p["name"], p["state"]) for p in got["providers"]] == [("a", "up")]
     finally:
         h.pool.stop()
