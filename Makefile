@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# a module per worker (its servers are module fixtures); PYTEST_ARGS='-n 0' runs in one process
+PYTEST_ARGS ?= -n 2 --dist loadfile
+
 .PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml

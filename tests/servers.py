@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import os
 import queue
 import re
@@ -19,6 +21,29 @@ from typing import Any
 import httpx
 
 BIN = Path(sys.executable).parent
+
+
+def worker() -> int:
+    """This pytest-xdist worker's number (0 without xdist)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name[2:].isdigit() else 0
+
+
+_cidrs = itertools.count()
+_site_cidrs: dict[Path, str] = {}
+
+
+def loopback_cidr(state_dir: Path | None = None) -> str:
+    """A /16 of 127.0.0.0/8 for one site's servers (their SSH listens on port 22 of their own
+    address): each worker has 16 of its own, handed out in turn, so sites that run at once,
+    in one worker or two, never share an address. A site restarted on the same state
+    directory keeps its network."""
+    if state_dir is not None and state_dir in _site_cidrs:
+        return _site_cidrs[state_dir]
+    cidr = f"127.{110 + 16 * worker() + next(_cidrs) % 16}.0.0/16"
+    if state_dir is not None:
+        _site_cidrs[state_dir] = cidr
+    return cidr
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -46,6 +71,12 @@ class Running:
     base_url: str
     state_dir: Path | None = None
     lines: list[str] = field(default_factory=list)
+    cidr: str | None = None  # the servers' network
+
+    def owns(self, ip: str) -> bool:
+        """Whether `ip` is on this site's servers' network."""
+        assert self.cidr is not None
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(self.cidr)
 
     @property
     def clouds_yaml(self) -> Path:
@@ -83,6 +114,9 @@ def infracloud(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 def start_demo(state_dir: Path, *args: str, port: int | None = None,
                timeout: float = 90) -> Running:
     port = port or free_port()
+    if "--network-cidr" not in args:
+        args = (*args, "--network-cidr", loopback_cidr(state_dir))
+    cidr = args[args.index("--network-cidr") + 1]
     proc = subprocess.Popen([str(BIN / "infracloud"), "demo", "--state-dir", str(state_dir),
                              "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -99,7 +133,7 @@ def start_demo(state_dir: Path, *args: str, port: int | None = None,
             continue
         m = re.search(r"ready at (https?://\S+)", line)
         if m:
-            return Running(proc, m.group(1), state_dir, lines)
+            return Running(proc, m.group(1), state_dir, lines, cidr)
     proc.kill()
     raise AssertionError("demo did not become ready:\n" + "".join(lines))
 

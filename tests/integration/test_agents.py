@@ -15,7 +15,15 @@ import asyncssh
 import pytest
 import yaml
 
-from tests.servers import BIN, Running, free_port, sdk, ssh_run, start_controller
+from tests.servers import (
+    BIN,
+    Running,
+    free_port,
+    loopback_cidr,
+    sdk,
+    ssh_run,
+    start_controller,
+)
 
 
 class Site:
@@ -31,7 +39,7 @@ class Site:
             "bootstrap": {"admin_password_file": "pw"},
             "compute": {"agent_token_file": "agent-token", "host_down_after": 3,
                         "instance_error_after": 2, "reap_seconds": 0.5,
-                        "network": {"name": "test-net", "cidr": "127.101.0.0/24"}}}))
+                        "network": {"name": "test-net", "cidr": loopback_cidr()}}}))
         (folder / "clouds.yaml").write_text(yaml.safe_dump({"clouds": {"c": {"auth": {
             "auth_url": self.url + "/identity", "username": "admin", "password":
             "admin-secret", "project_name": "admin", "user_domain_name": "Default",

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.servers import BIN, free_port, start_controller, stop_process, wait_for
+from tests.servers import BIN, free_port, loopback_cidr, start_controller, stop_process, wait_for
 from tests.webhooks import Recorder
 
 TOKEN = "agent-token-for-tests-0123456789"
@@ -43,7 +43,7 @@ def test_a_frozen_agent_fires_host_down_and_its_return_resolves_it(
         "database": {"url": "sqlite:///c.db"},
         "compute": {"agent_token_file": "agent-token", "heartbeat_seconds": 1,
                     "host_down_after": 3, "reap_seconds": 0.5,
-                    "network": {"name": "test-net", "cidr": "127.102.0.0/24"}},
+                    "network": {"name": "test-net", "cidr": loopback_cidr()}},
         "ops": {"alerts": {"interval": 1, "webhook_url": recorder.url,
                            "capacity_min_free": 0}}}))
     controller = start_controller(tmp_path / "c.yaml", url)

@@ -18,7 +18,15 @@ import pytest
 import yaml
 
 from infracloud.agent import configdrive
-from tests.servers import BIN, Running, free_port, openstack_cli, sdk, start_controller
+from tests.servers import (
+    BIN,
+    Running,
+    free_port,
+    loopback_cidr,
+    openstack_cli,
+    sdk,
+    start_controller,
+)
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
 BMC_PASSWORD = "Bmc-Secret-4f9c2e"  # must never show up in output or logs
@@ -36,7 +44,7 @@ def write_site(folder: Path) -> tuple[Path, Path]:
         "images": {"store_path": str(folder / "images")},
         "bootstrap": {"admin_password_file": "admin-password"},
         "compute": {"agent_token_file": "agent-token",
-                    "network": {"name": "lab-net", "cidr": "127.101.0.0/16"}},
+                    "network": {"name": "lab-net", "cidr": loopback_cidr()}},
         "hardware": {"bmc_timeout": 0.2, "retries": 8, "backoff": 0.02, "backoff_max": 0.1,
                      "fence_after": 8, "power_sync_interval": 3,
                      "fault_recovery_interval": 1, "power_wait": 10,
