@@ -34,21 +34,10 @@ class Request:
     host: str | None = None  # an administrator's "zone:host" pin
 
 
-def _free_vcpus() -> Any:
-    return Host.vcpus * Host.cpu_ratio - Host.reserved_vcpus - Host.used_vcpus
-
-
-def _free_ram() -> Any:
-    return Host.ram_mb * Host.ram_ratio - Host.reserved_ram_mb - Host.used_ram_mb
-
-
-def _free_disk() -> Any:
-    return Host.disk_gb * Host.disk_ratio - Host.reserved_disk_gb - Host.used_disk_gb
-
-
 def _fits() -> Any:
-    return and_(_free_vcpus() >= bindparam("want_vcpus"), _free_ram() >= bindparam("want_ram"),
-                _free_disk() >= bindparam("want_disk"))
+    return and_(Host.free_vcpus >= bindparam("want_vcpus"),
+                Host.free_ram_mb >= bindparam("want_ram"),
+                Host.free_disk_gb >= bindparam("want_disk"))
 
 
 @functools.cache
@@ -60,7 +49,7 @@ def _candidates(strategy: str, with_zone: bool, with_host: bool = False) -> Any:
         q = q.where(Host.availability_zone == bindparam("zone"))
     if with_host:
         q = q.where(Host.name == bindparam("host_name"))
-    weight = _free_ram()
+    weight = Host.free_ram_mb
     return q.order_by(weight.desc() if strategy == "spread" else weight.asc(),
                       Host.name).limit(CANDIDATES)
 
@@ -103,9 +92,8 @@ def capacity(hosts: list[Host], req: Request) -> int:
     """How many servers of this size the hosts could hold, empty (the no-overcommit bound)."""
     total = 0
     for h in hosts:
-        free = [(h.vcpus * h.cpu_ratio - h.reserved_vcpus) // max(req.vcpus, 1),
-                (h.ram_mb * h.ram_ratio - h.reserved_ram_mb) // max(req.ram_mb, 1)]
+        free = [h.size_vcpus // max(req.vcpus, 1), h.size_ram_mb // max(req.ram_mb, 1)]
         if req.disk_gb:
-            free.append((h.disk_gb * h.disk_ratio - h.reserved_disk_gb) // req.disk_gb)
+            free.append(h.size_disk_gb // req.disk_gb)
         total += int(max(min(free), 0))
     return total

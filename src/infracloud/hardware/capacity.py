@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from infracloud.core.errors import NotFound
 from infracloud.store import Database
@@ -36,13 +37,63 @@ class Capacity:
         return asdict(self)
 
 
-def _fits(sizes: dict[str, float], flavor: Flavor) -> dict[str, int]:
+def fits(sizes: dict[str, float], flavor: Flavor) -> dict[str, int]:
+    """How many servers of `flavor` fit in `sizes` (vcpus, ram in MB, disk in GB), counting
+    each resource alone."""
     need = {"vcpus": flavor.vcpus, "ram": flavor.ram_mb, "disk": flavor.disk_gb}
     return {r: int(max(sizes[r], 0) // need[r]) for r in RESOURCES if need[r] > 0}
 
 
-def _binding(fits: dict[str, int]) -> str:
-    return min(fits, key=lambda r: (fits[r], RESOURCES.index(r)))
+def _binding(counts: dict[str, int]) -> str:
+    return min(counts, key=lambda r: (counts[r], RESOURCES.index(r)))
+
+
+@dataclass
+class _Site:
+    """What the site's hardware is, read once for any number of flavors."""
+
+    hosts: list[Host]
+    counts: dict[str, int]  # servers on these hosts by flavor id
+    machines: list[Node]  # enrolled compute machines not yet deployed
+
+
+def _read_site(s: Session) -> _Site:
+    hosts = list(s.scalars(select(Host).where(Host.state == "up", Host.enabled.is_(True))))
+    ids = [h.id for h in hosts]
+    counts = dict(s.execute(select(Instance.flavor_id, func.count())
+                            .where(Instance.host_id.in_(ids))
+                            .group_by(Instance.flavor_id)).all()) if ids else {}
+    machines = list(s.scalars(select(Node).where(Node.role == "compute",
+                                                 Node.provision_state.in_(UNDEPLOYED),
+                                                 Node.maintenance.is_(False))))
+    return _Site(hosts, counts, machines)
+
+
+def _capacity(site: str, read: _Site, flavor: Flavor) -> Capacity:
+    total = free = 0
+    by_resource: Counter[str] = Counter()
+    binds: Counter[str] = Counter()
+    for h in read.hosts:
+        empty = fits({"vcpus": h.size_vcpus, "ram": h.size_ram_mb, "disk": h.size_disk_gb},
+                     flavor)
+        now = fits({"vcpus": h.free_vcpus, "ram": h.free_ram_mb, "disk": h.free_disk_gb},
+                   flavor)
+        total += min(empty.values())
+        free += min(now.values())
+        by_resource.update(empty)
+        binds[_binding(empty)] += 1
+    would_add = 0
+    for m in read.machines:
+        p = m.properties or {}
+        if all(p.get(k) for k in ("cpus", "memory_mb", "local_gb")):
+            would_add += min(fits({"vcpus": float(p["cpus"]), "ram": float(p["memory_mb"]),
+                                   "disk": float(p["local_gb"])}, flavor).values())
+    return Capacity(site=site, flavor=flavor.name, hosts=len(read.hosts), total=total,
+                    free=free, in_use=int(read.counts.get(flavor.id, 0)),
+                    servers=sum(read.counts.values()),
+                    binding=binds.most_common(1)[0][0] if binds else None,
+                    by_resource=dict(by_resource), undeployed_machines=len(read.machines),
+                    undeployed_would_add=would_add)
 
 
 def capacity(db: Database, site: str, flavor_name: str) -> Capacity:
@@ -51,36 +102,14 @@ def capacity(db: Database, site: str, flavor_name: str) -> Capacity:
                                                (Flavor.id == flavor_name)))
         if flavor is None:
             raise NotFound(f"Flavor {flavor_name} could not be found.")
-        hosts = list(s.scalars(select(Host).where(Host.state == "up", Host.enabled.is_(True))))
-        ids = [h.id for h in hosts]
-        counts = dict(s.execute(select(Instance.flavor_id, func.count())
-                                .where(Instance.host_id.in_(ids))
-                                .group_by(Instance.flavor_id)).all()) if ids else {}
-        machines = list(s.scalars(select(Node).where(Node.role == "compute",
-                                                     Node.provision_state.in_(UNDEPLOYED),
-                                                     Node.maintenance.is_(False))))
-    total = free = 0
-    by_resource: Counter[str] = Counter()
-    binds: Counter[str] = Counter()
-    for h in hosts:
-        size = {"vcpus": h.vcpus * h.cpu_ratio - h.reserved_vcpus,
-                "ram": h.ram_mb * h.ram_ratio - h.reserved_ram_mb,
-                "disk": h.disk_gb * h.disk_ratio - h.reserved_disk_gb}
-        empty = _fits(size, flavor)
-        now = _fits({"vcpus": size["vcpus"] - h.used_vcpus, "ram": size["ram"] - h.used_ram_mb,
-                     "disk": size["disk"] - h.used_disk_gb}, flavor)
-        total += min(empty.values())
-        free += min(now.values())
-        by_resource.update(empty)
-        binds[_binding(empty)] += 1
-    would_add = 0
-    for m in machines:
-        p = m.properties or {}
-        if all(p.get(k) for k in ("cpus", "memory_mb", "local_gb")):
-            would_add += min(_fits({"vcpus": float(p["cpus"]), "ram": float(p["memory_mb"]),
-                                    "disk": float(p["local_gb"])}, flavor).values())
-    return Capacity(site=site, flavor=flavor.name, hosts=len(hosts), total=total, free=free,
-                    in_use=int(counts.get(flavor.id, 0)), servers=sum(counts.values()),
-                    binding=binds.most_common(1)[0][0] if binds else None,
-                    by_resource=dict(by_resource), undeployed_machines=len(machines),
-                    undeployed_would_add=would_add)
+        read = _read_site(s)
+    return _capacity(site, read, flavor)
+
+
+def capacities(db: Database, site: str) -> list[Capacity]:
+    """Every flavor's capacity, smallest flavor first, from one read of the site."""
+    with db.read() as s:
+        flavors = list(s.scalars(select(Flavor).order_by(Flavor.vcpus, Flavor.ram_mb,
+                                                         Flavor.name)))
+        read = _read_site(s)
+    return [_capacity(site, read, f) for f in flavors]

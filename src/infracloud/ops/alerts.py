@@ -615,9 +615,7 @@ def _biggest_that_fits(s: Session) -> str | None:
     """The flavor with the most vCPUs that one of the site's hosts (whatever its state) holds
     when empty: a flavor no host could ever take (an admin's experiment) says nothing about
     capacity running out."""
-    sizes = s.execute(select(Host.vcpus * Host.cpu_ratio - Host.reserved_vcpus,
-                             Host.ram_mb * Host.ram_ratio - Host.reserved_ram_mb,
-                             Host.disk_gb * Host.disk_ratio - Host.reserved_disk_gb)).all()
+    sizes = s.execute(select(Host.size_vcpus, Host.size_ram_mb, Host.size_disk_gb)).all()
     for f in s.execute(select(Flavor.name, Flavor.vcpus, Flavor.ram_mb, Flavor.disk_gb)
                        .order_by(Flavor.vcpus.desc(), Flavor.ram_mb.desc(), Flavor.name)):
         if any(v >= f.vcpus and r >= f.ram_mb and d >= f.disk_gb for v, r, d in sizes):

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -75,12 +75,7 @@ class SiteCollector:
             return self._cached[1]
 
     def _read(self) -> list[Metric]:
-        def capacity(total: Any, ratio: Any, reserved: Any) -> Any:
-            return total * ratio - reserved
-
-        caps = (capacity(Host.vcpus, Host.cpu_ratio, Host.reserved_vcpus),
-                capacity(Host.ram_mb, Host.ram_ratio, Host.reserved_ram_mb),
-                capacity(Host.disk_gb, Host.disk_ratio, Host.reserved_disk_gb))
+        caps = (Host.size_vcpus, Host.size_ram_mb, Host.size_disk_gb)
         used = (Host.used_vcpus, Host.used_ram_mb, Host.used_disk_gb)
         # inline text, not bound parameters: PostgreSQL matches the GROUP BY expression to
         # the selected one only when they are written the same

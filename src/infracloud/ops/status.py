@@ -14,10 +14,9 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from infracloud import __version__
-from infracloud.compute.scheduler import _free_disk, _free_ram, _free_vcpus
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.states import PROVISION
-from infracloud.hardware.capacity import _fits
+from infracloud.hardware.capacity import fits
 from infracloud.hardware.drain import FENCED
 from infracloud.ops import alerts as al
 from infracloud.ops import events as ev
@@ -80,7 +79,7 @@ def site_view(site: str, region: str, url: str, now: dt.datetime) -> dict[str, A
 
 def read_hosts(s: Session) -> dict[str, Any]:
     """`hosts` (by state, and a row per host), `capacity` and `flavors` (free slots)."""
-    frees = (_free_vcpus(), _free_ram(), _free_disk())  # the scheduler's arithmetic
+    frees = (Host.free_vcpus, Host.free_ram_mb, Host.free_disk_gb)  # the scheduler's arithmetic
     rows = list(s.execute(select(
         Host.name, Host.state, Host.enabled, Host.disabled_reason, Host.availability_zone,
         Host.last_heartbeat, Host.id, Host.used_vcpus, Host.used_ram_mb, Host.used_disk_gb,
@@ -138,8 +137,8 @@ def _hosts(rows: list[Any], on_host: dict[str | None, int], flavors: list[Flavor
                 free[r] += max(float(room[r]), 0.0)
         if schedulable:
             for f in flavors:
-                now = _fits({_CAPACITY_NAMES[r]: float(room[r]) for r in RESOURCES}, f)
-                empty = _fits({_CAPACITY_NAMES[r]: size[r] for r in RESOURCES}, f)
+                now = fits({_CAPACITY_NAMES[r]: float(room[r]) for r in RESOURCES}, f)
+                empty = fits({_CAPACITY_NAMES[r]: size[r] for r in RESOURCES}, f)
                 slots[f.id][0] += min(now.values(), default=0)
                 slots[f.id][1] += min(empty.values(), default=0)
         grid.append({"name": name, "state": label, "enabled": bool(enabled),

@@ -22,14 +22,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from infracloud.compute.scheduler import _free_disk, _free_ram, _free_vcpus
 from infracloud.core.clock import Clock, isoformat
-from infracloud.core.errors import BadRequest, NotFound
+from infracloud.core.errors import BadRequest
 from infracloud.core.settings import ControllerConfig
-from infracloud.hardware.capacity import capacity
+from infracloud.hardware.capacity import capacities
 from infracloud.ops.units import USAGE_GROUPS, month_start
 from infracloud.store import Database
-from infracloud.store.models import Flavor, Host, Project, UsageRecord, User
+from infracloud.store.models import Host, Project, UsageRecord, User
 
 GROUPS = USAGE_GROUPS
 FORMATS = ("json", "csv", "png")
@@ -279,8 +278,7 @@ class UsageReports:
         stmt = (select(sub.c.i, sub.c.label, func.sum(sub.c.secs * sub.c.vcpus),
                        func.sum(sub.c.secs * sub.c.ram_mb), func.sum(sub.c.secs * sub.c.disk_gb))
                 .group_by(sub.c.i, sub.c.key, sub.c.label))
-        size = (func.sum(_free_vcpus() + Host.used_vcpus), func.sum(_free_ram() + Host.used_ram_mb),
-                func.sum(_free_disk() + Host.used_disk_gb))
+        size = (func.sum(Host.size_vcpus), func.sum(Host.size_ram_mb), func.sum(Host.size_disk_gb))
         with self.db.read() as s:
             found = list(s.execute(stmt))
             cap_vcpus, cap_ram, cap_disk = s.execute(select(*size)).one()
@@ -303,18 +301,8 @@ class UsageReports:
     def capacity_left(self) -> list[dict[str, Any]]:
         """For each flavor, smallest first: how many more servers fit now, how many the hosts
         hold when empty, and the resource that binds (hardware.capacity)."""
-        with self.db.read() as s:
-            names = list(s.scalars(select(Flavor.name).order_by(Flavor.vcpus, Flavor.ram_mb,
-                                                                Flavor.name)))
-        out = []
-        for name in names:  # a handful of flavors, each a few aggregate queries
-            try:
-                c = capacity(self.db, self.site, name)
-            except NotFound:  # deleted meanwhile
-                continue
-            out.append({"flavor": c.flavor, "free": c.free, "total": c.total,
-                        "in_use": c.in_use, "binding": c.binding, "hosts": c.hosts})
-        return out
+        return [{"flavor": c.flavor, "free": c.free, "total": c.total, "in_use": c.in_use,
+                 "binding": c.binding, "hosts": c.hosts} for c in capacities(self.db, self.site)]
 
     def png(self, since: dt.datetime | None = None, until: dt.datetime | None = None,
             by: str = "project", step: dt.timedelta | None = None) -> bytes:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -285,6 +286,33 @@ class Host(Base):
     down_since: Mapped[dt.datetime | None]
     generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    # What servers may have of each resource: the hardware's times the allocation ratio, less
+    # what is reserved; and the room left after the claims. On a row they are numbers, on the
+    # class SQL expressions (the scheduler, capacity, status, usage and alerts all use these).
+    @hybrid_property
+    def size_vcpus(self) -> float:
+        return self.vcpus * self.cpu_ratio - self.reserved_vcpus
+
+    @hybrid_property
+    def size_ram_mb(self) -> float:
+        return self.ram_mb * self.ram_ratio - self.reserved_ram_mb
+
+    @hybrid_property
+    def size_disk_gb(self) -> float:
+        return self.disk_gb * self.disk_ratio - self.reserved_disk_gb
+
+    @hybrid_property
+    def free_vcpus(self) -> float:
+        return self.size_vcpus - self.used_vcpus
+
+    @hybrid_property
+    def free_ram_mb(self) -> float:
+        return self.size_ram_mb - self.used_ram_mb
+
+    @hybrid_property
+    def free_disk_gb(self) -> float:
+        return self.size_disk_gb - self.used_disk_gb
 
 
 class Instance(Base):
