@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,26 +14,13 @@ from typing import Any
 import httpx
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests/
+from tests.servers import free_port, stop_process
+
+__all__ = ["free_port", "stop_process"]
+
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-admin-password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    """SIGINT, then a kill if it has not stopped after `timeout` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 def start_controller(folder: Path, port: int, **settings: Any) -> subprocess.Popen[bytes]:
