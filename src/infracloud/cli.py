@@ -290,8 +290,11 @@ def agent(
             runner.close()
             fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_host}: "
                  f"{exc.strerror or exc}")
+    from infracloud.core.lifecycle import stop_on_signals
+
     try:
-        runner.run()
+        with stop_on_signals():
+            runner.run()
     except KeyboardInterrupt:
         pass
     finally:

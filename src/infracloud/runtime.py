@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import signal
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -88,10 +87,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def uvicorn_config(app: FastAPI, listen: ListenConfig, tls: TLSConfig | None
                    ) -> uvicorn.Config:
     return uvicorn.Config(
@@ -105,14 +100,11 @@ def run_until_signal(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run `main` on the event loop; SIGINT and SIGTERM are a normal stop."""
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal; both end
     # up here as KeyboardInterrupt, which is a normal stop (exit code 0).
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with lifecycle.stop_on_signals(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
     except KeyboardInterrupt:
         pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def serve(config: ControllerConfig, *, services: Services | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from tests.servers import (
     sdk,
     ssh_run,
     start_controller,
+    stop_process,
 )
 
 
@@ -155,3 +157,32 @@ def test_agent_killed_then_back_reconciles(site: Site) -> None:
         conn.compute.delete_server(s)
     wait_for("error servers deleted", lambda: all(status(conn, s.id) is None
                                                   for s in servers[:2]))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_an_agent_stops_cleanly_on_sigterm_and_on_sigint_it_started_ignoring(
+        tmp_path: Path, sig: int) -> None:
+    """`kill` (systemd's SIGTERM) stops it as Ctrl-C does, closing what it holds (exit 0, not
+    killed by the signal); SIGINT stops it even when it was started as a script's background
+    job or under `nohup`, which hand it SIGINT ignored."""
+    port = free_port()
+    log = tmp_path / "agent.log"
+    agent = subprocess.Popen(
+        [str(BIN / "infracloud"), "agent", "--controller", f"https://127.0.0.1:{free_port()}",
+         "--token", "t" * 24, "--driver", "fake", "--name", "stopping", "--state-dir",
+         str(tmp_path / "agent"), "--metrics-port", str(port), "--log-format", "text"],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for("the agent's metrics port", lambda: _listening(port), timeout=30)
+        assert agent.poll() is None
+    finally:
+        assert stop_process(agent, timeout=15, sig=sig) == 0, log.read_text()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

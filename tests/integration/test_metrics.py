@@ -62,7 +62,11 @@ def settled(demo: Running) -> Samples | None:
     busy = total(samples, "infracloud_instances", "state", BUSY_INSTANCE) + \
         total(samples, "infracloud_pool_nodes", "state", BUSY_POOL_NODE)
     ready = total(samples, "infracloud_pool_nodes", "state", ("ready",))
-    return None if busy or ready < min_ready else samples
+    # the pool's gauges are live, the site's cached for 5 s: the pool's nodes with a server
+    # must be among the site's active servers, or the site's numbers are from before them
+    live = total(samples, "infracloud_pool_nodes", "state", ("ready", "in-use", "held"))
+    active = get(samples, "infracloud_instances", state="active")
+    return None if busy or ready < min_ready or active < live else samples
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import signal
 import socket
 import threading
 import time
@@ -419,17 +420,27 @@ def test_sandbox_restart_finds_instances(tmp_path: Path) -> None:
     assert not alive(survivor)  # found by its marker although started before the restart
 
 
+@pytest.mark.parametrize(("agent_ignores_sighup", "term"), [
+    (False, None), (True, None), (True, "xterm")], ids=["plain", "nohup", "nohup-pty"])
 def test_sandbox_client_disconnect_hangs_up(sandbox: SandboxDriver,
-                                           booted: tuple[InstanceSpec, asyncssh.SSHKey]) -> None:
+                                           booted: tuple[InstanceSpec, asyncssh.SSHKey],
+                                           agent_ignores_sighup: bool, term: str | None) -> None:
+    """Also when the agent runs under `nohup` (SIGHUP ignored, which its children would
+    inherit): a login's processes start with the default actions, as under sshd."""
     spec, key = booted
 
     async def start_and_drop() -> int:
         async with asyncssh.connect(spec.network.ip, 22, username="zuul", client_keys=[key],
                                     known_hosts=None, agent_path=None, config=None) as conn:
-            proc = await conn.create_process("echo $$; exec sleep 303")
-            return int(await proc.stdout.readline())
+            proc = await conn.create_process("echo $$; exec sleep 303", term_type=term)
+            return int((await proc.stdout.readline()).strip())
 
-    pid = asyncio.run(asyncio.wait_for(start_and_drop(), 20))
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN if agent_ignores_sighup
+                             else signal.SIG_DFL)
+    try:
+        pid = asyncio.run(asyncio.wait_for(start_and_drop(), 20))
+    finally:
+        signal.signal(signal.SIGHUP, previous)
     deadline = time.monotonic() + 5
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)

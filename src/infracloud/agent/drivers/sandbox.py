@@ -153,7 +153,19 @@ def _set_winsize(fd: int, size: tuple[int, int, int, int]) -> None:
                                                          pixheight))
 
 
-def _take_ctty() -> None:  # runs in the child after setsid()
+# A login's processes start with these signals' default actions, as under sshd, even when the
+# agent itself was started ignoring them (`nohup`, a script's background job): so a session's
+# processes die of SIGHUP when their client goes away.
+_LOGIN_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+def _login_child() -> None:  # runs in the child after setsid()
+    for sig in _LOGIN_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _login_tty_child() -> None:
+    _login_child()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -480,7 +492,7 @@ class SandboxDriver:
                 _set_winsize(slave, process.term_size)
                 proc = await asyncio.create_subprocess_exec(
                     *argv, stdin=slave, stdout=slave, stderr=slave, cwd=inst.home, env=env,
-                    start_new_session=True, preexec_fn=_take_ctty)
+                    start_new_session=True, preexec_fn=_login_tty_child)
                 wfd = os.dup(master)
             except BaseException:
                 os.close(master)
@@ -502,7 +514,7 @@ class SandboxDriver:
             pipe = asyncio.subprocess.PIPE
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=pipe, stdout=pipe, stderr=pipe, cwd=inst.home, env=env,
-                start_new_session=True)
+                start_new_session=True, preexec_fn=_login_child)
             assert proc.stdin and proc.stdout and proc.stderr
             stdin = proc.stdin
 
