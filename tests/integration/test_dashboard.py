@@ -14,8 +14,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
-from tests.servers import Running, env_file, infracloud, sdk, wait_for
+from tests.servers import (
+    Running,
+    env_file,
+    free_port,
+    infracloud,
+    sdk,
+    start_controller,
+    wait_for,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -190,3 +199,113 @@ def test_status_command_prints_the_same_counts(demo: Running) -> None:
     assert ("no alerts" in lines["Alerts"]) == (not got["alerts"])
     bad = infracloud("status", "--format", "yaml", env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("infracloud: error: --format")
+
+
+@pytest.fixture(scope="module")
+def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A controller with `ops.public_read: false`, a `watcher` with the reader role on its
+    project and a `nobody` with no role anywhere."""
+    folder = tmp_path_factory.mktemp("closed")
+    port = free_port()
+    (folder / "admin-password").write_text("admin-secret\n")
+    (folder / "controller.yaml").write_text(yaml.safe_dump({
+        "site": "closed", "region": "closed", "listen": {"host": "127.0.0.1", "port": port},
+        "database": {"url": f"sqlite:///{folder / 'c.db'}"},
+        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 1024,
+                                       "parallelism": 1}},
+        "bootstrap": {"admin_password_file": "admin-password"}, "ops": {"public_read": False}}))
+    running = start_controller(folder / "controller.yaml", f"http://127.0.0.1:{port}")
+    try:
+        with running.http() as h:
+            h.headers["X-Auth-Token"] = token(running, "admin", "admin-secret", "admin")
+            project = h.post("/identity/v3/projects", json={"project": {"name": "watchers"}})
+            reader = h.get("/identity/v3/roles", params={"name": "reader"}).json()["roles"][0]
+            for name in ("watcher", "nobody"):
+                user = h.post("/identity/v3/users", json={"user": {
+                    "name": name, "password": f"{name}-secret"}})
+                assert user.status_code == 201, user.text
+                if name == "watcher":
+                    granted = h.put(f"/identity/v3/projects/{project.json()['project']['id']}"
+                                    f"/users/{user.json()['user']['id']}/roles/{reader['id']}")
+                    assert granted.status_code == 204, granted.text
+        yield running
+    finally:
+        assert running.stop() == 0
+
+
+def token(site: Running, user: str, password: str, project: str) -> str:
+    with site.http() as h:
+        r = h.post("/identity/v3/auth/tokens", json={"auth": {"identity": {
+            "methods": ["password"], "password": {"user": {
+                "name": user, "domain": {"id": "default"}, "password": password}}},
+            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}})
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
+
+
+def test_a_closed_dashboard_signs_in_and_out_in_the_browser(
+        closed: Running, context: tuple[Any, Recorder]) -> None:
+    from playwright.sync_api import expect
+
+    ctx, seen = context
+    page = ctx.new_page()
+    page.goto(closed.base_url + "/dashboard/events?kind=state")
+    expect(page).to_have_url(re.compile(r"/dashboard/login\?next=%2Fdashboard%2Fevents"))
+
+    def sign_in(user: str, password: str, project: str = "") -> None:
+        page.fill('input[name="username"]', user)
+        page.fill('input[name="password"]', password)
+        page.fill('input[name="project"]', project)
+        page.click('button[type="submit"]')
+
+    sign_in("watcher", "wrong", "watchers")
+    expect(page.locator("#login-error")).to_contain_text("Wrong user name or password")
+    sign_in("nobody", "nobody-secret")  # signs in, but may not read
+    expect(page.locator("#login-error")).to_contain_text(
+        "nobody has neither the admin nor the reader role")
+    assert not ctx.cookies()
+    sign_in("watcher", "watcher-secret", "watchers")
+    expect(page).to_have_url(closed.base_url + "/dashboard/events?kind=state")  # back there
+    expect(page).to_have_title(re.compile(r"^Events · closed · infracloud$"))
+    expect(page.locator("form.signout")).to_contain_text("watcher")
+    cookie = next(c for c in ctx.cookies() if c["name"] == "infracloud_dashboard")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert "infracloud_dashboard" not in page.evaluate("document.cookie")  # scripts cannot
+    # the live refresh and every ops view take the sign-in
+    assert page.evaluate("fetch('/dashboard?fragment=1').then(r => r.status)") == 200
+    assert page.evaluate("fetch('/ops/v1/status').then(r => r.status)") == 200
+
+    page.click("#sign-out")
+    expect(page).to_have_url(re.compile(r"/dashboard/login$"))
+    assert not [c for c in ctx.cookies() if c["name"] == "infracloud_dashboard"]
+    with closed.http() as h:  # the token itself is revoked, not only forgotten
+        r = h.get("/ops/v1/status", headers={"X-Auth-Token": cookie["value"]})
+        assert r.status_code == 401
+    page.goto(closed.base_url + "/dashboard")
+    expect(page).to_have_url(re.compile(r"/dashboard/login\?next=%2Fdashboard$"))
+    # the two refused sign-ins were answered 401 and 403, which the browser logs
+    refused = [e for e in seen.errors if re.search(r"status of 40[13] ", e)]
+    assert len(refused) == 2, seen.errors
+    seen.errors = [e for e in seen.errors if e not in refused]
+    seen.check()
+
+
+def test_a_closed_dashboard_sends_browsers_to_sign_in_and_scripts_get_401(
+        closed: Running) -> None:
+    with closed.http() as h:
+        r = h.get("/dashboard/alerts")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Falerts"
+        assert h.get("/dashboard/alerts", params={"fragment": "1"}).status_code == 401
+        login = h.get("/dashboard/login", params={"next": "https://elsewhere.example/"})
+        assert login.status_code == 200 and 'value="/dashboard"' in login.text  # not away
+        r = h.post("/dashboard/login", content="username=watcher&password=watcher-secret"
+                   "&project=watchers&next=//elsewhere.example/",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+        assert h.cookies["infracloud_dashboard"]  # the client keeps it, as a browser would
+        page = h.get("/dashboard/alerts")
+        assert page.status_code == 200 and "watcher" in page.text
+        r = h.post("/dashboard/login", content="username=&password=",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 400 and "Give a user name and a password" in r.text

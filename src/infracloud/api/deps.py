@@ -66,22 +66,33 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 TokenDep = Annotated[TokenInfo, Depends(get_token)]
 
 
+DASHBOARD_COOKIE = "infracloud_dashboard"  # the token of a dashboard sign-in
+
+
 async def ops_reader(request: Request,
                      x_auth_token: Annotated[str | None, Header()] = None,
-                     authorization: Annotated[str | None, Header()] = None) -> None:
+                     authorization: Annotated[str | None, Header()] = None
+                     ) -> TokenInfo | None:
     """Read-only operations views (dashboard, /metrics, status, events, alerts, usage): open
     to anyone when `ops.public_read` is set (the default: seed 002's fully open operations),
-    else an admin or reader token, as X-Auth-Token or `Authorization: Bearer` (what
-    Prometheus' `authorization: credentials_file` sends)."""
+    else an admin or reader token, as X-Auth-Token, `Authorization: Bearer` (what
+    Prometheus' `authorization: credentials_file` sends) or the dashboard's sign-in cookie.
+    The caller's token, when there is a valid one."""
     if not x_auth_token and authorization and authorization.lower().startswith("bearer "):
         x_auth_token = authorization[7:].strip()
+    x_auth_token = x_auth_token or request.cookies.get(DASHBOARD_COOKIE)
     services = get_services(request)
     if services.config.ops.public_read:
         if x_auth_token:  # still name the caller in the log when there is one
             with contextlib.suppress(InfracloudError):
-                await get_token(request, x_auth_token)
-        return
+                return await get_token(request, x_auth_token)
+        return None
     info = await get_token(request, x_auth_token)
+    check_ops_reader(info)
+    return info
+
+
+def check_ops_reader(info: TokenInfo) -> None:
     if not (info.caller.is_admin or READER_ROLE in info.caller.roles):
         raise Forbidden("Operations views need the admin or reader role "
                         "(ops.public_read is false).")

@@ -82,12 +82,14 @@ def template(name: str) -> Template:
 
 
 def render(content: str, *, fragment: bool, site: dict[str, Any], now: dt.datetime,
-           alerts: list[dict[str, Any]], page: str, title: str, **context: Any) -> str:
+           alerts: list[dict[str, Any]], page: str, title: str, signed_in: str | None = None,
+           **context: Any) -> str:
     """A whole page around the `content` template, or only its live part (`fragment`: what
-    the page's script fetches every few seconds): the alert banner and the content."""
+    the page's script fetches every few seconds): the alert banner and the content.
+    `signed_in`: the user of a dashboard sign-in (a "Sign out" button)."""
     return template("_live.html" if fragment else "layout.html").render(
         site=site, now=isoformat(now), alerts=alerts, page=page, title=title,
-        content=content, **context)
+        content=content, signed_in=signed_in, **context)
 
 
 def overview(status: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Not recorded as API writes: logins (every CLI call makes one), and the agents' channel,
 # whose effects are recorded as the state changes they cause.
-QUIET_PATHS = ("/identity/v3/auth/tokens", "/agent/")
+QUIET_PATHS = ("/identity/v3/auth/tokens", "/agent/", "/dashboard/")  # logins, agents
 MAX_PAGE = 1000
 
 

@@ -44,6 +44,10 @@
     fetch(fragmentUrl(), { cache: "no-store", credentials: "same-origin",
                            headers: { "Accept": "text/html" } })
       .then(function (r) {
+        if (r.status === 401 || r.status === 403) {  // signed out or expired: sign in again
+          window.location.assign("/dashboard/login?next=" +
+            encodeURIComponent(window.location.pathname + window.location.search));
+        }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
         return r.text();
       })
