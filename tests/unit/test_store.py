@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from infracloud.core.ids import new_id
 from infracloud.store import Database
+from infracloud.store.db import after_commit
 from infracloud.store.models import Assignment, Base, Project, Role, User
 
 
@@ -70,6 +71,30 @@ def test_failed_write_leaves_nothing_behind(db: Database) -> None:
         raise RuntimeError("crash mid-transaction")
     with db.read() as s:
         assert s.get(Project, "p1") is None
+
+
+def test_after_commit_runs_once_committed_and_never_after_a_rollback(db: Database) -> None:
+    told: list[str] = []
+    with pytest.raises(IntegrityError), db.write() as s:
+        s.add(Project(id="p1", name="twin"))
+        after_commit(s, lambda: told.append("first"))
+        s.flush()
+        s.add(Project(id="p2", name="twin"))  # the same name: the commit fails
+    assert told == []
+    with db.write() as s:
+        s.add(Project(id="p1", name="zuul"))
+        after_commit(s, lambda: told.append("second"))
+        assert told == []  # not while the transaction is open
+        after_commit(s, lambda: told.append(str(_exists(db, "p1"))))  # visible once told
+    assert told == ["second", "True"]
+    with db.write() as s:
+        s.add(Project(id="p3", name="other"))
+    assert told == ["second", "True"]  # once
+
+
+def _exists(db: Database, project_id: str) -> bool:
+    with db.read() as s:
+        return s.get(Project, project_id) is not None
 
 
 def test_objects_stay_readable_after_the_transaction(db: Database) -> None:

@@ -11,6 +11,7 @@ and reports the rest (reconciliation)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import HOST, INSTANCE
 from infracloud.ops import metrics
 from infracloud.store import Database
+from infracloud.store.db import after_commit
 from infracloud.store.models import Host, Instance
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def lose_servers(s: Session, host_id: str, why: str, now: dt.datetime) -> int:
         inst.state_changed_at = inst.updated_at = now
         inst.fault = fault(500, why, now)
         lost += 1
-    metrics.server_failed("host_lost", lost)
+    after_commit(s, functools.partial(metrics.server_failed, "host_lost", lost))
     return lost
 
 
@@ -185,14 +187,15 @@ class HostService:
         if item.state == "running" and inst.state == "spawning":
             to("booted")
             inst.launched_at = now
-            metrics.server_active((now - inst.created_at).total_seconds())
+            after_commit(s, functools.partial(metrics.server_active,
+                                              (now - inst.created_at).total_seconds()))
             self.servers.network.set_status(s, inst.id, "ACTIVE")
             log.info("server active", extra={"instance_id": inst.id, "event": "server.active"})
             return False
         if item.state == "failed" and inst.state == "spawning":
             to("fail")
             inst.fault = fault(500, item.fault or "The host failed to spawn the server.", now)
-            metrics.server_failed("driver_error")
+            after_commit(s, functools.partial(metrics.server_failed, "driver_error"))
             log.warning("server failed", extra={"instance_id": inst.id, "fault": item.fault,
                                                 "event": "server.error"})
             return True
@@ -203,7 +206,7 @@ class HostService:
         if item.state == "absent" and inst.state == "active":
             to("vanished")
             inst.fault = fault(500, "The server disappeared from its host.", now)
-            metrics.server_failed("vanished")
+            after_commit(s, functools.partial(metrics.server_failed, "vanished"))
             return True
         return False
 
@@ -242,7 +245,7 @@ class HostService:
                 inst.fault = fault(500, f"Timed out after {c.spawn_timeout:.0f} s while "
                                         f"spawning.", now)
                 counts["spawn_timeouts"] += 1
-                metrics.server_failed("spawn_timeout")
+                after_commit(s, functools.partial(metrics.server_failed, "spawn_timeout"))
                 touched.add(inst.host_id or "")
             delete_limit = now - dt.timedelta(seconds=INSTANCE.states["deleting"].timeout or 300)
             for inst in s.scalars(select(Instance).where(Instance.state == "deleting",

@@ -35,6 +35,16 @@ def normalise_url(url: str) -> str:
     return url
 
 
+_AFTER_COMMIT = "infracloud_after_commit"
+
+
+def after_commit(session: Session, fn: Callable[[], object]) -> None:
+    """Run `fn` once the write transaction of `session` has committed, never if it rolls
+    back: what tells the world of a change (a metric) must not tell of one that did not
+    happen, nor twice when a conflict makes the caller retry."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(fn)
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = normalise_url(url)
@@ -99,10 +109,13 @@ class Database:
                 yield session
                 session.commit()
             except BaseException:
+                session.info.pop(_AFTER_COMMIT, None)
                 session.rollback()
                 raise
             finally:
                 session.close()
+        for fn in session.info.pop(_AFTER_COMMIT, ()):
+            fn()
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (safe with several controllers starting)."""
