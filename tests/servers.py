@@ -54,12 +54,16 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 30,
                  sig: int = signal.SIGINT) -> int:
-    """Ask a process to stop with `sig`; kill it if it has not after `timeout` seconds."""
+    """Ask a process to stop with `sig`; kill it if it has not after `timeout` seconds,
+    having asked an infracloud command for its threads' stacks first (SIGUSR1: in its
+    output, for the failure's message)."""
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
             proc.kill()
             proc.wait()
     return proc.returncode
@@ -95,7 +99,15 @@ class Running:
         return httpx.Client(base_url=self.base_url, verify=verify, timeout=30, **kwargs)
 
     def stop(self, timeout: float = 30) -> int:
-        return stop_process(self.proc, timeout)
+        """Stop it (SIGINT); its exit code. A process that did not stop in time is killed,
+        and an AssertionError shows the end of its output (its threads' stacks)."""
+        count = len(self.lines)
+        rc = stop_process(self.proc, timeout)
+        if rc == -signal.SIGKILL:
+            time.sleep(0.5)  # the reader thread takes in the last lines
+            raise AssertionError(f"did not stop within {timeout} s of SIGINT:\n" +
+                                 "".join(self.lines[max(count - 20, 0):])[-12000:])
+        return rc
 
 
 def _reader(proc: subprocess.Popen[str], lines: list[str], q: queue.Queue[str]) -> None:

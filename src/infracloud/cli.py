@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -368,6 +369,9 @@ def keys_rotate(config_file: Annotated[Path, typer.Option("--config", help="cont
 
 
 def main() -> None:
+    # `kill -USR1 PID` prints every thread's stack to stderr (the log): what a stuck
+    # controller, pool or agent is doing, without stopping it
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         app()
     except InfracloudError as exc:

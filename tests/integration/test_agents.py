@@ -7,12 +7,14 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import httpx
 import pytest
 import yaml
 
@@ -186,3 +188,42 @@ def _listening(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_stopping_controller_sends_long_polling_agents_away(site: Site) -> None:
+    """A long-poll in flight when the controller stops answers 503 with `Connection: close`,
+    so an agent polling again at once on its keep-alive connection cannot hold the shutdown
+    (the graceful wait would last 30 s): it finds nobody there and backs off."""
+    with httpx.Client(base_url=site.url + "/agent/v1", timeout=40, headers={
+            "X-Agent-Token": "agent-token-for-tests-0123456789"}) as http:
+        r = http.post("/hosts", json={"name": "poller", "driver": "fake", "vcpus": 4,
+                                      "ram_mb": 4096, "disk_gb": 40})
+        assert r.status_code in (200, 201), r.text
+        host_id = r.json()["host"]["id"]
+        generation = http.get(f"/hosts/{host_id}/desired").json()["generation"]
+        answers: list[Any] = []
+
+        def poll() -> None:  # again at once, as an agent does after each answer
+            while len(answers) < 10_000:
+                try:
+                    r = http.get(f"/hosts/{host_id}/desired",
+                                 params={"generation": generation, "wait": 30})
+                except httpx.HTTPError:
+                    answers.append("gone")
+                    return
+                answers.append((r.status_code, r.headers.get("connection")))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        time.sleep(1)  # the first poll waits
+        assert answers == []
+        started = time.monotonic()
+        site.controller.proc.send_signal(signal.SIGINT)
+        try:
+            assert site.controller.proc.wait(20) == 0
+        finally:
+            took = time.monotonic() - started
+            poller.join(5)
+    assert answers[0] == (503, "close"), answers[:3]
+    assert answers[-1] == "gone" and len(answers) <= 3, answers[:5]
+    assert took < 10

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import ServicesDep
 from infracloud.compute.hosts import Registration, Report
-from infracloud.core.errors import BadRequest, Forbidden, Unauthorized
+from infracloud.core.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from infracloud.ops import context
 from infracloud.services import Services
 from infracloud.store.models import Instance
@@ -144,6 +144,8 @@ async def desired(services: ServicesDep, host_id: str, generation: int = -1,
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), min(RECHECK, left))
+    if services.signals.closed:  # back off and come back to the next controller run
+        raise ServiceUnavailable("The controller is stopping.")
     gen, rows, removing = await run_in_threadpool(hosts.desired, host_id)
     return {"generation": gen, "instances": [spec(services, r) for r in rows],
             "remove": removing}

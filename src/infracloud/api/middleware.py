@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infracloud.api.errors import error_body, style_for
+from infracloud.core import lifecycle
 from infracloud.core.ids import request_id
 from infracloud.ops import context
 from infracloud.ops.logging import request_id_var
@@ -52,6 +53,8 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
+                if lifecycle.stopping.is_set():  # no keep-alive client holds up the shutdown
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         try:
