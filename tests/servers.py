@@ -102,6 +102,8 @@ class Running:
         """Stop it (SIGINT); its exit code. A process that did not stop in time is killed,
         and an AssertionError shows the end of its output (its threads' stacks)."""
         count = len(self.lines)
+        if self.proc.poll() is not None:  # gone already (a test killed it)
+            return self.proc.returncode
         rc = stop_process(self.proc, timeout)
         if rc == -signal.SIGKILL:
             time.sleep(0.5)  # the reader thread takes in the last lines
