@@ -66,6 +66,7 @@ class Services:
             self.image_data.maintenance()
             self.events.prune()
             self.usage.prune()
+            self.usage.sample_capacity()
 
     def reap(self) -> None:
         """Frequent housekeeping: host liveness and server timeouts."""

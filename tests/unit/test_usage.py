@@ -21,7 +21,7 @@ from infracloud.ops.events import EventLog
 from infracloud.ops.usage import Report, Row, UsageReports, auto_step, month_start
 from infracloud.store import Database
 from infracloud.store.models import Instance, Project, UsageRecord, User
-from tests.unit.compute_env import CI, UNLIMITED, ZUUL, Env
+from tests.unit.compute_env import ADMIN, CI, UNLIMITED, ZUUL, Env
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the FakeClock's start
 SINCE, UNTIL = T0 + dt.timedelta(hours=2), T0 + dt.timedelta(hours=8)
@@ -159,6 +159,8 @@ def test_timeline_is_the_average_use_per_step(site: Site) -> None:
     assert t.ram_gb["small"] == [1.5, 3, 1.875, 0.75, 0, 0]
     assert t.disk_gb["big"] == [80, 0, 80, 80, 160, 160]
     assert t.capacity == {"vcpus": 80, "ram_gb": 80, "disk_gb": 800}
+    # no capacity sample yet (the maintenance loop takes them): every step is now
+    assert t.capacity_over_time["vcpus"] == [80] * 6
     # a last step cut short by the period's end averages over what it holds; the timeline
     # stops now: the future has no use yet
     late = site.usage.timeline(at(7), at(12), "project", dt.timedelta(hours=1.5))
@@ -170,6 +172,54 @@ def test_timeline_is_the_average_use_per_step(site: Site) -> None:
         site.usage.timeline(T0, at(9), "host", dt.timedelta(seconds=1))
     assert auto_step(dt.timedelta(days=30)) == dt.timedelta(hours=6)
     assert auto_step(dt.timedelta(hours=2)) == dt.timedelta(minutes=1)
+
+
+def test_the_capacity_line_follows_the_hosts_that_take_servers(db: Database,
+                                                               clock: FakeClock) -> None:
+    """Samples every 5 minutes at most: h2 (40 vCPUs) is disabled from 1 h to 2 h, and a
+    third host joins at 2.5 h; the chart's capacity per 30-minute step follows."""
+    env = Env(db, clock, ComputeConfig(quota=UNLIMITED, flavors=FLAVORS))
+    hosts = [env.host("h1"), env.host("h2")]
+    usage = UsageReports(db, clock, ControllerConfig(site="vanilla"))
+
+    def go(hours: float) -> None:
+        clock.advance((at(hours) - clock.now()).total_seconds())
+        env.beat(*hosts)
+
+    assert usage.sample_capacity()  # 0 h: 80
+    go(0.05)
+    assert not usage.sample_capacity()  # three minutes later: too soon
+    go(1)
+    env.hosts.set_enabled(ADMIN, "h2", False, "disk died")
+    assert usage.sample_capacity()  # 1 h: 40
+    go(1.25)
+    assert usage.sample_capacity()  # 1.25 h: 40 (the step 1-1.5 h averages 40)
+    go(2)
+    env.hosts.set_enabled(ADMIN, "h2", True)
+    assert usage.sample_capacity()  # 2 h: 80
+    go(2.5)
+    hosts.append(env.host("h3"))
+    assert usage.sample_capacity()  # 2.5 h: 120
+    go(3)
+    t = usage.timeline(at(0), at(3), "project", dt.timedelta(minutes=30))
+    assert t.capacity_over_time["vcpus"] == [80, 80, 40, 40, 80, 120]
+    assert t.capacity_over_time["ram_gb"] == [80, 80, 40, 40, 80, 120]
+    assert t.capacity["vcpus"] == 120
+    # a period that starts after the last sample carries it; one before the first takes it
+    assert usage.timeline(at(2.75), at(3), step=dt.timedelta(minutes=5)
+                          ).capacity_over_time["vcpus"] == [120] * 3
+    early = usage.timeline(at(-1), at(0.5), step=dt.timedelta(minutes=30))
+    assert early.capacity_over_time["vcpus"] == [80, 80, 80]
+    assert json.loads(json.dumps(t.as_dict()))["capacity_over_time"]["disk_gb"] == [
+        800, 800, 400, 400, 800, 1200]
+    assert usage.png(at(0), at(3)).startswith(b"\x89PNG")
+    # retention: the samples go with the usage records
+    short = UsageReports(db, clock, ControllerConfig(
+        site="vanilla", ops=OpsConfig(usage_retention_days=1)))
+    clock.advance(dt.timedelta(days=1, hours=-2).total_seconds())  # 1 day after 1 h
+    short.prune()
+    kept = short.timeline(at(0), at(3), step=dt.timedelta(minutes=30))
+    assert kept.capacity_over_time["vcpus"] == [40, 40, 40, 40, 80, 120]  # 0 h gone
 
 
 def test_csv_json_and_png(site: Site) -> None:

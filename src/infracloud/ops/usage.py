@@ -26,9 +26,10 @@ from infracloud.core.clock import Clock, isoformat
 from infracloud.core.errors import BadRequest
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware.capacity import capacities
+from infracloud.ops import capacity_history as history
 from infracloud.ops.units import USAGE_GROUPS, month_start
 from infracloud.store import Database
-from infracloud.store.models import Host, Project, UsageRecord, User
+from infracloud.store.models import Project, UsageRecord, User
 
 GROUPS = USAGE_GROUPS
 FORMATS = ("json", "csv", "png")
@@ -164,7 +165,8 @@ class Report:
 @dataclass
 class Timeline:
     """Average use during each step (vCPUs, RAM GiB, disk GB) per group, oldest first, and
-    the hosts' capacity now (with their overcommit ratios, less what they reserve)."""
+    the capacity of the hosts taking servers (with their overcommit ratios, less what they
+    reserve): now, and during each step."""
 
     site: str
     by: str
@@ -176,14 +178,16 @@ class Timeline:
     vcpus: dict[str, list[float]]
     ram_gb: dict[str, list[float]]
     disk_gb: dict[str, list[float]]
-    capacity: dict[str, float]
+    capacity: dict[str, float]  # now
+    capacity_over_time: dict[str, list[float]]  # per step (ops.capacity_history)
 
     def as_dict(self) -> dict[str, Any]:
         return {"site": self.site, "by": self.by, "since": isoformat(self.since),
                 "until": isoformat(self.until), "step_seconds": self.step.total_seconds(),
                 "times": [isoformat(t) for t in self.times], "groups": self.groups,
                 "vcpus": self.vcpus, "ram_gb": self.ram_gb, "disk_gb": self.disk_gb,
-                "capacity": self.capacity}
+                "capacity": self.capacity,
+                "capacity_over_time": history.as_lists(self.capacity_over_time)}
 
 
 def auto_step(span: dt.timedelta, points: int = CHART_POINTS) -> dt.timedelta:
@@ -278,10 +282,10 @@ class UsageReports:
         stmt = (select(sub.c.i, sub.c.label, func.sum(sub.c.secs * sub.c.vcpus),
                        func.sum(sub.c.secs * sub.c.ram_mb), func.sum(sub.c.secs * sub.c.disk_gb))
                 .group_by(sub.c.i, sub.c.key, sub.c.label))
-        size = (func.sum(Host.size_vcpus), func.sum(Host.size_ram_mb), func.sum(Host.size_disk_gb))
         with self.db.read() as s:
             found = list(s.execute(stmt))
-            cap_vcpus, cap_ram, cap_disk = s.execute(select(*size)).one()
+            capacity = history.current(s)
+            over_time = history.series(s, since, step, n, capacity)
         times = [since + i * step for i in range(n)]
         lengths = [(min(t + step, until) - t).total_seconds() for t in times]
         use: dict[str, dict[str, list[float]]] = {r: {} for r in ("vcpus", "ram", "disk")}
@@ -293,10 +297,7 @@ class UsageReports:
         groups = sorted(use["vcpus"], key=lambda g: (-sum(use["vcpus"][g]), g))
         return Timeline(site=self.site, by=by, since=since, until=until, step=step,
                         times=times, groups=groups, vcpus=use["vcpus"], ram_gb=use["ram"],
-                        disk_gb=use["disk"],
-                        capacity={"vcpus": float(cap_vcpus or 0),
-                                  "ram_gb": float(cap_ram or 0) / 1024,
-                                  "disk_gb": float(cap_disk or 0)})
+                        disk_gb=use["disk"], capacity=capacity, capacity_over_time=over_time)
 
     def capacity_left(self) -> list[dict[str, Any]]:
         """For each flavor, smallest first: how many more servers fit now, how many the hosts
@@ -308,9 +309,15 @@ class UsageReports:
             by: str = "project", step: dt.timedelta | None = None) -> bytes:
         return chart(self.timeline(since, until, by, step))
 
+    def sample_capacity(self) -> bool:
+        """The maintenance loop's call: a capacity sample every few minutes."""
+        return history.sample(self.db, self.clock)
+
     def prune(self) -> int:
-        """Forget servers gone longer than ops.usage_retention_days."""
+        """Forget servers gone longer than ops.usage_retention_days (and capacity samples
+        as old)."""
         cutoff = self.clock.now() - self.retention
+        history.prune(self.db, cutoff)
         with self.db.write() as s:
             # ended before the cutoff, so started before it too: a range of the span index
             result = s.execute(delete(UsageRecord).where(UsageRecord.started_at < cutoff,
@@ -351,14 +358,16 @@ def chart(t: Timeline) -> bytes:
         if series:  # each step's average holds until the next step, the last until the end
             ax.stackplot([*times, end], *([*s, s[-1]] for s in series), labels=names,
                          step="post", alpha=0.85)
-        ax.plot([times[0], end], [t.capacity["vcpus"]] * 2, color="black", linestyle="--",
-                linewidth=1.2, label=f"capacity now\n({t.capacity['vcpus']:g} vCPUs)")
+        cap = t.capacity_over_time["vcpus"]
+        ax.step([*times, end], [*cap, cap[-1]], where="post", color="black", linestyle="--",
+                linewidth=1.2, label=f"capacity: hosts up\n(now {t.capacity['vcpus']:g} vCPUs)")
         ax.set_xlim(times[0], end)
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     peak = max((sum(values) for values in zip(*series, strict=True)), default=0.0)
-    ax.set_ylim(bottom=0, top=max(t.capacity["vcpus"], peak, 1) * 1.05)
+    top = max((*t.capacity_over_time["vcpus"], t.capacity["vcpus"], peak, 1))
+    ax.set_ylim(bottom=0, top=top * 1.05)
     ax.set_ylabel("vCPUs in use")
     ax.set_xlabel(f"UTC (average over each {_duration(t.step)})")
     ax.set_title(f"{t.site}: vCPUs in use by {t.by}, {t.since:%Y-%m-%d %H:%M} to "

@@ -571,6 +571,20 @@ class UsageRecord(Base):
     ended_at: Mapped[dt.datetime | None]
 
 
+class CapacitySample(Base):
+    """What the site's hosts that took servers (up and enabled) held, every few minutes: the
+    capacity line of the usage chart over time."""
+
+    __tablename__ = "capacity_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(index=True)
+    hosts: Mapped[int] = mapped_column(Integer)
+    vcpus: Mapped[float]
+    ram_mb: Mapped[float]
+    disk_gb: Mapped[float]
+
+
 class Alert(Base):
     """One alert: a rule about one subject (a host, a node, a flavor, the site). Firing until
     its condition clears, then resolved; a later firing starts a new row."""
