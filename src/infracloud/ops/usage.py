@@ -360,7 +360,8 @@ def chart(t: Timeline) -> bytes:
                          step="post", alpha=0.85)
         cap = t.capacity_over_time["vcpus"]
         ax.step([*times, end], [*cap, cap[-1]], where="post", color="black", linestyle="--",
-                linewidth=1.2, label=f"capacity: hosts up\n(now {t.capacity['vcpus']:g} vCPUs)")
+                linewidth=1.2, label="capacity: the hosts taking\nservers then (now "
+                                     f"{t.capacity['vcpus']:g} vCPUs)")
         ax.set_xlim(times[0], end)
     locator = AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
