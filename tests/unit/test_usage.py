@@ -9,8 +9,10 @@ import csv
 import datetime as dt
 import io
 import json
+from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from infracloud.compute.hosts import Report as AgentReport
 from infracloud.core.clock import FakeClock
@@ -19,8 +21,9 @@ from infracloud.core.errors import BadRequest
 from infracloud.core.settings import ComputeConfig, ControllerConfig, FlavorConfig, OpsConfig
 from infracloud.ops.events import EventLog
 from infracloud.ops.usage import Report, Row, UsageReports, auto_step, month_start
+from infracloud.services import build_services
 from infracloud.store import Database
-from infracloud.store.models import Instance, Project, UsageRecord, User
+from infracloud.store.models import CapacitySample, Instance, Project, UsageRecord, User
 from tests.unit.compute_env import ADMIN, CI, UNLIMITED, ZUUL, Env
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)  # the FakeClock's start
@@ -288,3 +291,17 @@ def test_an_empty_report_has_a_zero_total(db: Database, clock: FakeClock) -> Non
     report = usage.report(T0 - dt.timedelta(days=1))
     assert report.rows == [] and report.total == Row("(total)", None, 0, 0, 0, 0, 0)
     assert report.csv().splitlines()[-1] == "(total),,0,0,0,0,0"
+
+
+def test_the_maintenance_loop_samples_the_capacity(tmp_path: Path) -> None:
+    config = ControllerConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+        "images": {"store_path": str(tmp_path / "images")}})
+    services = build_services(config)
+    try:
+        services.maintenance()
+        services.maintenance()  # a minute later in production: too soon for another
+        with services.db.read() as s:
+            assert s.scalar(select(func.count()).select_from(CapacitySample)) == 1
+    finally:
+        services.close()
