@@ -43,7 +43,7 @@ def _fits() -> Any:
 @functools.cache
 def _candidates(strategy: str, with_zone: bool, with_host: bool = False) -> Any:
     """Built once per variant; claims only bind values."""
-    q = select(Host).where(Host.enabled.is_(True), Host.state == "up",
+    q = select(Host).where(Host.takes_servers,
                            Host.last_heartbeat >= bindparam("alive"), _fits())
     if with_zone:
         q = q.where(Host.availability_zone == bindparam("zone"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import re
 import uuid
@@ -29,6 +30,7 @@ from infracloud.core.states import INSTANCE
 from infracloud.network.service import AddressesExhausted, NetworkService
 from infracloud.ops import metrics
 from infracloud.store import Database
+from infracloud.store.db import after_commit
 from infracloud.store.models import Host, Instance
 
 log = logging.getLogger(__name__)
@@ -193,6 +195,7 @@ class ServerService:
             if host is None:
                 self._to(inst, "no_host", now)
                 inst.fault = fault(500, NO_VALID_HOST, now)
+                after_commit(s, functools.partial(metrics.server_failed, "no_valid_host"))
             else:
                 inst.host_id = host.id
                 inst.availability_zone = host.availability_zone
@@ -204,13 +207,12 @@ class ServerService:
                     inst.host_id = None
                     self._to(inst, "fail", now)
                     inst.fault = fault(500, str(exc), now)
+                    after_commit(s, functools.partial(metrics.server_failed, "no_address"))
                 else:
                     inst.ip_address, inst.mac_address = port.ip_address, port.mac_address
                     inst.network_name = self.network.config.name
                     self._to(inst, "networked", now)
             s.add(inst)
-        if inst.state == "error":  # committed: counted once, whatever the retries
-            metrics.server_failed("no_valid_host" if host is None else "no_address")
         return inst
 
     @staticmethod

@@ -58,7 +58,7 @@ class _Site:
 
 
 def _read_site(s: Session) -> _Site:
-    hosts = list(s.scalars(select(Host).where(Host.state == "up", Host.enabled.is_(True))))
+    hosts = list(s.scalars(select(Host).where(Host.takes_servers)))
     ids = [h.id for h in hosts]
     counts = dict(s.execute(select(Instance.flavor_id, func.count())
                             .where(Instance.host_id.in_(ids))

@@ -20,14 +20,18 @@ RESOURCES = ("vcpus", "ram_gb", "disk_gb")
 _UNITS = (1.0, 1024.0, 1.0)  # vCPUs, MiB → GiB, GB
 
 
+def _read(s: Session) -> tuple[int, float, float, float]:
+    """The hosts taking servers now: how many, and their vCPUs, RAM (MiB) and disk (GB)."""
+    hosts, vcpus, ram_mb, disk_gb = s.execute(
+        select(func.count(), func.sum(Host.size_vcpus), func.sum(Host.size_ram_mb),
+               func.sum(Host.size_disk_gb)).where(Host.takes_servers)).one()
+    return int(hosts or 0), float(vcpus or 0), float(ram_mb or 0), float(disk_gb or 0)
+
+
 def current(s: Session) -> dict[str, float]:
-    """What the hosts taking servers hold now."""
-    vcpus, ram, disk = s.execute(
-        select(func.sum(Host.size_vcpus), func.sum(Host.size_ram_mb),
-               func.sum(Host.size_disk_gb))
-        .where(Host.state == "up", Host.enabled.is_(True))).one()
-    return dict(zip(RESOURCES, (float(v or 0) / u for v, u in zip(
-        (vcpus, ram, disk), _UNITS, strict=True)), strict=True))
+    """What the hosts taking servers hold now (vCPUs, RAM GiB, disk GB)."""
+    _, *values = _read(s)
+    return {r: v / u for r, v, u in zip(RESOURCES, values, _UNITS, strict=True)}
 
 
 def sample(db: Database, clock: Clock) -> bool:
@@ -38,11 +42,9 @@ def sample(db: Database, clock: Clock) -> bool:
         last = s.scalar(select(func.max(CapacitySample.at)))
         if last is not None and now - last < SAMPLE_EVERY:
             return False
-        hosts = s.scalar(select(func.count()).select_from(Host).where(
-            Host.state == "up", Host.enabled.is_(True)))
-        cap = current(s)
-        s.add(CapacitySample(at=now, hosts=int(hosts or 0), vcpus=cap["vcpus"],
-                             ram_mb=cap["ram_gb"] * 1024, disk_gb=cap["disk_gb"]))
+        hosts, vcpus, ram_mb, disk_gb = _read(s)
+        s.add(CapacitySample(at=now, hosts=hosts, vcpus=vcpus, ram_mb=ram_mb,
+                             disk_gb=disk_gb))
     return True
 
 

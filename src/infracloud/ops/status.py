@@ -82,8 +82,8 @@ def read_hosts(s: Session) -> dict[str, Any]:
     frees = (Host.free_vcpus, Host.free_ram_mb, Host.free_disk_gb)  # the scheduler's arithmetic
     rows = list(s.execute(select(
         Host.name, Host.state, Host.enabled, Host.disabled_reason, Host.availability_zone,
-        Host.last_heartbeat, Host.id, Host.used_vcpus, Host.used_ram_mb, Host.used_disk_gb,
-        *frees).order_by(Host.name)))
+        Host.last_heartbeat, Host.id, Host.takes_servers, Host.used_vcpus, Host.used_ram_mb,
+        Host.used_disk_gb, *frees).order_by(Host.name)))
     on_host = dict(s.execute(select(Instance.host_id, func.count())
                              .where(Instance.host_id.is_not(None))
                              .group_by(Instance.host_id)).all())
@@ -123,13 +123,13 @@ def _hosts(rows: list[Any], on_host: dict[str | None, int], flavors: list[Flavor
     free = dict.fromkeys(RESOURCES, 0.0)
     slots = {f.id: [0, 0] for f in flavors}  # free now, total when empty
     grid = []
-    for (name, state, enabled, reason, zone, heartbeat, host_id, *numbers) in rows:
+    for (name, state, enabled, reason, zone, heartbeat, host_id, schedulable,
+         *numbers) in rows:
         label = host_state(state, enabled, reason)
         by_state[label] += 1
         use = dict(zip(RESOURCES, numbers[:3], strict=True))
         room = dict(zip(RESOURCES, numbers[3:], strict=True))
         size = {r: float(use[r]) + float(room[r]) for r in RESOURCES}
-        schedulable = enabled and state == "up"  # where the scheduler places servers
         for r in RESOURCES:
             total[r] += size[r]
             used[r] += float(use[r])

@@ -18,10 +18,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from infracloud.core.clock import utcnow
@@ -313,6 +315,17 @@ class Host(Base):
     @hybrid_property
     def free_disk_gb(self) -> float:
         return self.size_disk_gb - self.used_disk_gb
+
+    @hybrid_property
+    def takes_servers(self) -> bool:
+        """Up and enabled: a host the scheduler may place servers on (the capacity figures
+        count these)."""
+        return self.state == "up" and self.enabled
+
+    @takes_servers.inplace.expression
+    @classmethod
+    def _takes_servers_expression(cls) -> ColumnElement[bool]:
+        return and_(cls.state == "up", cls.enabled.is_(True))
 
 
 class Instance(Base):
