@@ -213,6 +213,43 @@ def wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.2) -> 
         time.sleep(every)
 
 
+@dataclass
+class LoneAgent:
+    """An `infracloud agent` (fake driver) whose controller is not there, with its metrics
+    served on 127.0.0.1 and its log in a file."""
+
+    proc: subprocess.Popen[str]
+    controller: str
+    metrics_port: int
+    log: Path
+
+    def metrics(self) -> str | None:
+        """Its /metrics text, or None while it does not answer."""
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
+        except httpx.HTTPError:
+            return None
+        return r.text if r.status_code == 200 else None
+
+
+def start_lone_agent(folder: Path, name: str, **popen: Any) -> LoneAgent:
+    """Start one (extra Popen arguments: `preexec_fn`...); returns once its metrics answer."""
+    log = folder / "agent.log"
+    controller, port = f"https://127.0.0.1:{free_port()}", free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "infracloud"), "agent", "--controller", controller, "--token", "t" * 24,
+         "--driver", "fake", "--name", name, "--state-dir", str(folder / "agent"),
+         "--metrics-port", str(port), "--log-format", "text"],
+        stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True, **popen)
+    agent = LoneAgent(proc, controller, port, log)
+    try:
+        wait_for("the agent's metrics", agent.metrics, timeout=30)
+    except AssertionError:
+        stop_process(agent.proc, timeout=5)
+        raise
+    return agent
+
+
 def start_pool(config_file: Path, log_file: Path, timeout: float = 60
                ) -> tuple[subprocess.Popen[str], str]:
     """`infracloud pool --config FILE`: its log (stderr) goes to `log_file`, its stdout is

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,9 @@ from tests.servers import (
     sdk,
     ssh_run,
     start_controller,
+    start_lone_agent,
     stop_process,
+    wait_for,
 )
 
 
@@ -82,13 +83,6 @@ class Site:
         self.controller.stop()
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     s = Site(tmp_path)
@@ -115,7 +109,7 @@ def hosts(conn: Any) -> dict[str, str]:
 def test_agent_killed_then_back_reconciles(site: Site) -> None:
     site.start_agent()
     conn = site.conn()
-    wait_for("the host to register", lambda: hosts(conn) == {"compute-a": "up"})
+    wait_for("the host to register", lambda: hosts(conn) == {"compute-a": "up"}, timeout=60)
     (hyp,) = conn.compute.hypervisors(details=True)
     assert (hyp.vcpus, hyp.memory_size) == (16, 65536)
     image = conn.image.create_image(name="img", data=b"x" * 1024, disk_format="raw",
@@ -132,33 +126,34 @@ def test_agent_killed_then_back_reconciles(site: Site) -> None:
     site.kill_agent()
     site.start_agent()
     ip = conn.compute.get_server(servers[0].id).access_ipv4
-    wait_for("SSH after the restart", lambda: _answers(ip, key))
+    wait_for("SSH after the restart", lambda: _answers(ip, key), timeout=60)
     assert {status(conn, s.id) for s in servers} == {"ACTIVE"}
 
     # the agent dies for good: host down, then its servers go to ERROR with a fault
     site.kill_agent()
-    wait_for("the host down", lambda: hosts(conn) == {"compute-a": "down"})
-    wait_for("servers in ERROR", lambda: {status(conn, s.id) for s in servers} == {"ERROR"})
+    wait_for("the host down", lambda: hosts(conn) == {"compute-a": "down"}, timeout=60)
+    wait_for("servers in ERROR", lambda: {status(conn, s.id) for s in servers} == {"ERROR"},
+             timeout=60)
     fault = conn.compute.get_server(servers[0].id).fault
     assert "is down" in fault["message"]
     refused = conn.compute.create_server(name="no-room", flavor_id="ci.small",
                                          image_id=image.id)
-    wait_for("no valid host", lambda: status(conn, refused.id) == "ERROR")
+    wait_for("no valid host", lambda: status(conn, refused.id) == "ERROR", timeout=60)
     assert "No valid host" in conn.compute.get_server(refused.id).fault["message"]
     conn.compute.delete_server(servers[2])  # deleted while the host is down: gone at once
     assert status(conn, servers[2].id) is None
 
     # back: it destroys what should not run, and the host takes new servers again
     site.start_agent()
-    wait_for("the host up", lambda: hosts(conn) == {"compute-a": "up"})
-    wait_for("the dead servers destroyed", lambda: site.instance_dirs() == set())
+    wait_for("the host up", lambda: hosts(conn) == {"compute-a": "up"}, timeout=60)
+    wait_for("the dead servers destroyed", lambda: site.instance_dirs() == set(), timeout=60)
     fresh = conn.compute.create_server(name="fresh", flavor_id="ci.small", image_id=image.id)
     conn.compute.wait_for_server(fresh, wait=60)
     assert site.instance_dirs() == {fresh.id}
     for s in servers[:2]:
         conn.compute.delete_server(s)
     wait_for("error servers deleted", lambda: all(status(conn, s.id) is None
-                                                  for s in servers[:2]))
+                                                  for s in servers[:2]), timeout=60)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
@@ -167,27 +162,10 @@ def test_an_agent_stops_cleanly_on_sigterm_and_on_sigint_it_started_ignoring(
     """`kill` (systemd's SIGTERM) stops it as Ctrl-C does, closing what it holds (exit 0, not
     killed by the signal); SIGINT stops it even when it was started as a script's background
     job or under `nohup`, which hand it SIGINT ignored."""
-    port = free_port()
-    log = tmp_path / "agent.log"
-    agent = subprocess.Popen(
-        [str(BIN / "infracloud"), "agent", "--controller", f"https://127.0.0.1:{free_port()}",
-         "--token", "t" * 24, "--driver", "fake", "--name", "stopping", "--state-dir",
-         str(tmp_path / "agent"), "--metrics-port", str(port), "--log-format", "text"],
-        stdout=subprocess.DEVNULL, stderr=log.open("w"),
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        wait_for("the agent's metrics port", lambda: _listening(port), timeout=30)
-        assert agent.poll() is None
-    finally:
-        assert stop_process(agent, timeout=15, sig=sig) == 0, log.read_text()
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+    agent = start_lone_agent(tmp_path, "stopping",
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert agent.proc.poll() is None
+    assert stop_process(agent.proc, timeout=15, sig=sig) == 0, agent.log.read_text()
 
 
 def test_a_stopping_controller_sends_long_polling_agents_away(site: Site) -> None:

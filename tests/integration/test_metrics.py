@@ -12,11 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import BIN, Running, free_port, infracloud, sdk, stop_process, wait_for
+from tests.servers import Running, infracloud, sdk, start_lone_agent, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = "/usr/bin/promtool"
@@ -182,31 +181,18 @@ def test_dashboards_query_only_exported_metrics(demo: Running) -> None:
 
 
 def test_agent_serves_its_metrics(tmp_path: Path) -> None:
-    port = free_port()
-    closed = free_port()  # no controller there: the agent counts it down
-    agent = subprocess.Popen(
-        [str(BIN / "infracloud"), "agent", "--controller", f"https://127.0.0.1:{closed}",
-         "--token", "t" * 24, "--driver", "fake", "--name", "metrics-host", "--state-dir",
-         str(tmp_path / "agent"), "--metrics-port", str(port), "--log-format", "text"],
-        stdout=subprocess.DEVNULL, stderr=(tmp_path / "agent.log").open("w"), text=True)
+    agent = start_lone_agent(tmp_path, "metrics-host")  # its controller is not there
     try:
-        def scraped() -> str | None:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
-            except httpx.HTTPError:
-                return None
-            return r.text if r.status_code == 200 else None
-
-        samples = parse(wait_for("the agent's metrics", scraped, timeout=30))
+        samples = parse(agent.metrics() or "")
         assert get(samples, "infracloud_agent_controller_up") == 0
         assert get(samples, "infracloud_agent_instances", state="running") == 0
         assert ("infracloud_agent_poll_seconds_count", frozenset()) in samples
         # the port is taken now: a second agent says so and exits 2
-        taken = infracloud("agent", "--controller", f"https://127.0.0.1:{closed}", "--token",
-                           "t" * 24, "--driver", "fake", "--state-dir", str(tmp_path / "b"),
-                           "--metrics-port", str(port), timeout=60)
+        taken = infracloud("agent", "--controller", agent.controller, "--token", "t" * 24,
+                           "--driver", "fake", "--state-dir", str(tmp_path / "b"),
+                           "--metrics-port", str(agent.metrics_port), timeout=60)
         assert taken.returncode == 2
         assert taken.stderr.startswith("infracloud: error: --metrics-port"), taken.stderr
     finally:
-        assert stop_process(agent) == 0, (tmp_path / "agent.log").read_text()
+        assert stop_process(agent.proc) == 0, agent.log.read_text()
 
