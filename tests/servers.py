@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 BIN = Path(sys.executable).parent
 
@@ -211,6 +212,41 @@ def wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.2) -> 
             return got
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(every)
+
+
+def write_controller_config(folder: Path, db_url: str, *, sections: dict[str, Any] | None = None,
+                            **identity: object) -> tuple[Path, str]:
+    """controller.yaml in `folder` for one plain-HTTP controller on 127.0.0.1 (fast password
+    hashing; an admin whose password is `admin-secret`), with `identity` settings and whole
+    `sections` merged in. The file and the controller's base URL."""
+    port = free_port()
+    (folder / "admin-password").write_text("admin-secret\n")
+    config = {
+        "site": "vanilla",
+        "region": "vanilla",
+        "listen": {"host": "127.0.0.1", "port": port},
+        "database": {"url": db_url},
+        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 1024,
+                                       "parallelism": 1}, **identity},
+        "bootstrap": {"admin_password_file": "admin-password"},
+        "logging": {"format": "json"},
+        **(sections or {}),
+    }
+    path = folder / "controller.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, f"http://127.0.0.1:{port}"
+
+
+def password_token(site: Running, user: str = "admin", password: str = "admin-secret",
+                   project: str = "admin") -> str:
+    """A project-scoped token from a password login."""
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
+    with site.http() as h:
+        r = h.post("/identity/v3/auth/tokens", json=body)
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
 
 
 @dataclass

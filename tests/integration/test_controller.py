@@ -12,48 +12,26 @@ import pytest
 import yaml
 
 from tests.conftest import create_pg_database
-from tests.servers import Running, free_port, infracloud, start_controller
-
-
-def _write_config(folder: Path, db_url: str, **identity: object) -> tuple[Path, str]:
-    port = free_port()
-    (folder / "admin-password").write_text("admin-secret\n")
-    config = {
-        "site": "vanilla",
-        "region": "vanilla",
-        "listen": {"host": "127.0.0.1", "port": port},
-        "database": {"url": db_url},
-        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 1024,
-                                       "parallelism": 1}, **identity},
-        "bootstrap": {"admin_password_file": "admin-password"},
-        "logging": {"format": "json"},
-    }
-    path = folder / "controller.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, f"http://127.0.0.1:{port}"
-
-
-def _login(c: Running, password: str = "admin-secret") -> str:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "domain": {"id": "default"}, "password": password}}},
-        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
-    with c.http() as h:
-        r = h.post("/identity/v3/auth/tokens", json=body)
-    assert r.status_code == 201, r.text
-    return r.headers["X-Subject-Token"]
+from tests.servers import (
+    Running,
+    infracloud,
+    password_token,
+    start_controller,
+    write_controller_config,
+)
 
 
 @pytest.fixture
 def short_lived(tmp_path: Path) -> Iterator[Running]:
-    path, url = _write_config(tmp_path, f"sqlite:///{tmp_path / 'c.db'}", token_expiration=2,
-                              validation_cache_seconds=0)
+    path, url = write_controller_config(tmp_path, f"sqlite:///{tmp_path / 'c.db'}",
+                                        token_expiration=2, validation_cache_seconds=0)
     running = start_controller(path, url)
     yield running
     assert running.stop() == 0
 
 
 def test_expired_token_is_401(short_lived: Running) -> None:
-    token = _login(short_lived)
+    token = password_token(short_lived)
     with short_lived.http() as h:
         assert h.get("/identity/v3/projects", headers={"X-Auth-Token": token}).status_code == 200
         time.sleep(2.5)
@@ -64,7 +42,7 @@ def test_expired_token_is_401(short_lived: Running) -> None:
 
 
 def test_catalog_uses_the_configured_region(short_lived: Running) -> None:
-    token = _login(short_lived)
+    token = password_token(short_lived)
     with short_lived.http() as h:
         body = h.get("/identity/v3/auth/catalog", headers={"X-Auth-Token": token}).json()
     by_type = {svc["type"]: svc for svc in body["catalog"]}
@@ -90,7 +68,7 @@ def test_controller_on_postgresql_keeps_data_across_restarts(tmp_path: Path,
                                                              pg_admin_url: str) -> None:
     from tests.servers import sdk
 
-    path, url = _write_config(tmp_path, create_pg_database(pg_admin_url))
+    path, url = write_controller_config(tmp_path, create_pg_database(pg_admin_url))
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(yaml.safe_dump({"clouds": {"pg": {
         "auth": {"auth_url": url + "/identity", "username": "admin",
@@ -131,7 +109,7 @@ def test_config_validate_reports_every_error_with_its_place(tmp_path: Path) -> N
 
 
 def test_config_validate_accepts_a_good_file(tmp_path: Path) -> None:
-    path, _ = _write_config(tmp_path, "sqlite:///x.db")
+    path, _ = write_controller_config(tmp_path, "sqlite:///x.db")
     r = infracloud("config", "validate", str(path))
     assert r.returncode == 0 and r.stdout.strip().endswith("ok")
 
@@ -179,7 +157,7 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
 
 
 def test_keys_rotate(tmp_path: Path) -> None:
-    path, _ = _write_config(tmp_path, f"sqlite:///{tmp_path / 'k.db'}")
+    path, _ = write_controller_config(tmp_path, f"sqlite:///{tmp_path / 'k.db'}")
     assert infracloud("keys", "rotate", "--config", str(path)).stdout.strip() == (
         "rotated: 2 keys active")
     assert "3 keys" in infracloud("keys", "rotate", "--config", str(path)).stdout
@@ -215,13 +193,11 @@ def test_config_validate_knows_pool_files(tmp_path: Path) -> None:
 
 
 def test_closed_ops_views_need_a_reader_token(tmp_path: Path) -> None:
-    path, url = _write_config(tmp_path, f"sqlite:///{tmp_path / 'c.db'}")
-    config = yaml.safe_load(path.read_text())
-    config["ops"] = {"public_read": False}
-    path.write_text(yaml.safe_dump(config))
+    path, url = write_controller_config(tmp_path, f"sqlite:///{tmp_path / 'c.db'}",
+                                        sections={"ops": {"public_read": False}})
     running = start_controller(path, url)
     try:
-        token = _login(running)
+        token = password_token(running)
         with running.http() as h:
             r = h.post("/identity/v3/users", headers={"X-Auth-Token": token}, json={
                 "user": {"name": "nobody", "password": "nobody-secret"}})

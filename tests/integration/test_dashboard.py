@@ -14,16 +14,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from tests.servers import (
     Running,
     env_file,
-    free_port,
     infracloud,
+    password_token,
     sdk,
     start_controller,
     wait_for,
+    write_controller_config,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -206,18 +206,12 @@ def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """A controller with `ops.public_read: false`, a `watcher` with the reader role on its
     project and a `nobody` with no role anywhere."""
     folder = tmp_path_factory.mktemp("closed")
-    port = free_port()
-    (folder / "admin-password").write_text("admin-secret\n")
-    (folder / "controller.yaml").write_text(yaml.safe_dump({
-        "site": "closed", "region": "closed", "listen": {"host": "127.0.0.1", "port": port},
-        "database": {"url": f"sqlite:///{folder / 'c.db'}"},
-        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 1024,
-                                       "parallelism": 1}},
-        "bootstrap": {"admin_password_file": "admin-password"}, "ops": {"public_read": False}}))
-    running = start_controller(folder / "controller.yaml", f"http://127.0.0.1:{port}")
+    path, url = write_controller_config(folder, f"sqlite:///{folder / 'c.db'}", sections={
+        "site": "closed", "region": "closed", "ops": {"public_read": False}})
+    running = start_controller(path, url)
     try:
         with running.http() as h:
-            h.headers["X-Auth-Token"] = token(running, "admin", "admin-secret", "admin")
+            h.headers["X-Auth-Token"] = password_token(running)
             project = h.post("/identity/v3/projects", json={"project": {"name": "watchers"}})
             reader = h.get("/identity/v3/roles", params={"name": "reader"}).json()["roles"][0]
             for name in ("watcher", "nobody"):
@@ -231,16 +225,6 @@ def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         yield running
     finally:
         assert running.stop() == 0
-
-
-def token(site: Running, user: str, password: str, project: str) -> str:
-    with site.http() as h:
-        r = h.post("/identity/v3/auth/tokens", json={"auth": {"identity": {
-            "methods": ["password"], "password": {"user": {
-                "name": user, "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}})
-    assert r.status_code == 201, r.text
-    return r.headers["X-Subject-Token"]
 
 
 def test_a_closed_dashboard_signs_in_and_out_in_the_browser(
