@@ -1,31 +1,69 @@
-# `make demo` and `make test` bootstrap .venv by themselves on a fresh machine.
+# `make demo` and `make test` bootstrap .venv by themselves on a fresh machine, installing
+# exactly what requirements.lock names (versions and hashes); `make lock` refreshes the lock
+# from pyproject.toml's ranges, `make test-latest` runs the suite on the newest releases the
+# ranges allow (in .venv-latest), so drift is found here before a user meets it.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+LATEST := .venv-latest
+TOOLS  := .venv-tools
+UV_VERSION := 0.13.9
 
 # a module per worker (its servers are module fixtures); PYTEST_ARGS='-n 0' runs in one process
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-latest lint lock bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
+
+# the newest releases pyproject.toml's ranges allow, resolved afresh every time
+$(LATEST)/.installed: pyproject.toml
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet --upgrade pip
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
+	touch $@
+
+define checks
+	$(1)/ruff check .
+	$(1)/lint-imports
+	$(1)/mypy
+endef
 
 demo: $(STAMP)
 	$(BIN)/infracloud demo $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(call checks,$(BIN))
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+test-latest:
+	rm -f $(LATEST)/.installed
+	$(MAKE) --no-print-directory $(LATEST)/.installed
+	@echo "test-latest: versions in $(LATEST)/versions.txt; differences from the lock:"
+	@$(PYTHON) tools/lock_diff.py $(LOCK) $(LATEST)/versions.txt
+	$(call checks,$(LATEST)/bin)
+	$(LATEST)/bin/pytest $(PYTEST_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(call checks,$(BIN))
+
+# refresh the lock: every runtime and dev dependency (all extras), exact versions with hashes,
+# for every platform and Python this package supports
+lock:
+	test -x $(TOOLS)/bin/uv || { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION); }
+	$(TOOLS)/bin/uv pip compile pyproject.toml tools/build-requirements.in --all-extras --generate-hashes --universal \
+	  --python-version 3.11 --no-header --quiet -o $(LOCK)
+	@sed -i '1i # The exact versions `make demo`, `make test` and .ci/run install. Refresh with `make lock`.' $(LOCK)
 
 bench: $(STAMP)
 	$(BIN)/python bench/identity.py
@@ -36,4 +74,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/events.py
 
 clean:
-	rm -rf $(VENV) var build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info
