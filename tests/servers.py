@@ -31,6 +31,9 @@ def worker() -> int:
 
 
 _cidrs = itertools.count()
+# the first of the 32 second octets this run's two workers use (127.110-141 by default); a
+# second test run beside this one on the same machine sets another (e.g. 150 or 190)
+LOOPBACK_BASE = int(os.environ.get("INFRACLOUD_TEST_LOOPBACK_BASE", "110"))
 _site_cidrs: dict[Path, str] = {}
 
 
@@ -41,7 +44,7 @@ def loopback_cidr(state_dir: Path | None = None) -> str:
     directory keeps its network."""
     if state_dir is not None and state_dir in _site_cidrs:
         return _site_cidrs[state_dir]
-    cidr = f"127.{110 + 16 * worker() + next(_cidrs) % 16}.0.0/16"
+    cidr = f"127.{LOOPBACK_BASE + 16 * worker() + next(_cidrs) % 16}.0.0/16"
     if state_dir is not None:
         _site_cidrs[state_dir] = cidr
     return cidr
