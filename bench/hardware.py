@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from common import PASSWORD, free_port, start_controller
-from infracloud.client import Client
-from infracloud.demo import site_file
+from infracloud.clients.cloud import Client
 from infracloud.hardware import inventory, workflow
 from infracloud.hardware.workflow import Progress
+from infracloud.processes.demo import site_file
 
 
 def run(site: inventory.Inventory, flaky: float) -> dict[str, Any]:

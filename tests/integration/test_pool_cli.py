@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infracloud.client import password_login
+from infracloud.clients.cloud import password_login
 from infracloud.pool.client import PoolClient
 from tests.servers import (
     Running,

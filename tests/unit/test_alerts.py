@@ -26,8 +26,9 @@ from infracloud.core.clock import FakeClock
 from infracloud.core.settings import AlertsConfig
 from infracloud.hardware.conductor import FENCE_FAULT
 from infracloud.hardware.drain import Drainer
-from infracloud.ops import alerts as al
+from infracloud.ops import alerting as al
 from infracloud.ops.events import EventLog, Query
+from infracloud.site import alerts as sa
 from infracloud.store import Database
 from infracloud.store.models import Alert, Node
 from tests.servers import free_port
@@ -51,10 +52,10 @@ def events(db: Database, clock: FakeClock) -> EventLog:
 
 
 def site_alerts(db: Database, clock: FakeClock, events: EventLog, url: str | None = None,
-                **config: Any) -> al.SiteAlerts:
-    return al.SiteAlerts(db, "test", AlertsConfig(webhook_url=url, **config), clock,
+                **config: Any) -> sa.SiteAlerts:
+    return sa.SiteAlerts(db, "test", AlertsConfig(webhook_url=url, **config), clock,
                          base_url="http://controller:5000",
-                         record_event=al.event_recorder(events))
+                         record_event=sa.event_recorder(events))
 
 
 def changes(found: list[al.AlertRecord]) -> list[tuple[str, str, str]]:
@@ -81,7 +82,7 @@ def test_a_host_that_stops_heartbeating_fires_once_and_resolves_when_it_returns(
         clock.advance(env.config.host_down_after + 1)
         env.beat(h2)  # h1 goes silent
         assert env.hosts.reap()["hosts_down"] == 1
-        with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerts"):
+        with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerting"):
             alerts.tick()
         (firing,) = alerts.list()
         assert (firing.rule, firing.subject, firing.severity, firing.state, firing.host) == \
@@ -166,7 +167,7 @@ def test_a_missing_capacity_flavor_is_logged_once_and_the_other_rules_go_on(
         env.host("h1")
         clock.advance(env.config.host_down_after + 1)
         env.hosts.reap()
-        with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerts"):
+        with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerting"):
             assert changes(alerts.evaluate()) == [("host_down", "h1", "firing")]
             alerts.evaluate()
         assert [r.getMessage() for r in caplog.records
@@ -266,15 +267,15 @@ def test_two_controllers_evaluating_at_once_fire_one_alert(
     env.hosts.reap()
     n = 4
     checked = threading.Barrier(n)  # every controller has seen the host down before any writes
-    (rule,) = [r for r in al.SITE_RULES if r.name == "host_down"]
+    (rule,) = [r for r in sa.SITE_RULES if r.name == "host_down"]
 
-    def check(v: al.SiteView) -> dict[str, al.Finding]:
+    def check(v: sa.SiteView) -> dict[str, al.Finding]:
         found = rule.check(v)
         checked.wait(30)
         return found
 
-    controllers = [al.SiteAlerts(db, "test", AlertsConfig(), clock, base_url="http://c",
-                                 record_event=al.event_recorder(events),
+    controllers = [sa.SiteAlerts(db, "test", AlertsConfig(), clock, base_url="http://c",
+                                 record_event=sa.event_recorder(events),
                                  rules=[dataclasses.replace(rule, check=check)])
                    for _ in range(n)]
     results = in_threads(n, lambda i: controllers[i].evaluate())
@@ -326,7 +327,7 @@ def test_the_agent_alerts_when_its_controller_stays_unreachable(
                   alert_webhook=recorder.url)
     thread = threading.Thread(target=agent.run, daemon=True)
     controller: Recorder | None = None
-    with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerts"):
+    with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerting"):
         thread.start()
         try:
             (fired,) = recorder.wait(1)
@@ -417,7 +418,7 @@ def test_the_pool_alerts_on_a_provider_whose_launches_keep_failing(
 
 def test_the_pool_api_lists_alerts(sqlite_db: Database) -> None:
     from infracloud.pool.auth import Open
-    from infracloud.pool_server import create_pool_app
+    from infracloud.processes.pool_server import create_pool_app
 
     h = Harness(sqlite_db, pool_config({"a": {}}, alerts={"interval": 0.01}))
     try:

@@ -22,10 +22,10 @@ from infracloud.core.settings import HardwareConfig
 from infracloud.hardware.bmc import BmcAuthError
 from infracloud.hardware.conductor import Calls
 from infracloud.hardware.drain import Drainer
-from infracloud.ops.collectors import PoolCollector, SiteCollector, agent_registry
 from infracloud.ops.metrics import REGISTRY, observe_request
 from infracloud.pool.auth import Open
-from infracloud.pool_server import create_pool_app
+from infracloud.processes.pool_server import create_pool_app
+from infracloud.site.collectors import PoolCollector, SiteCollector, agent_registry
 from infracloud.store import Database
 from tests.unit.compute_env import ADMIN, Env, env_fixture  # noqa: F401
 from tests.unit.pool_env import Harness, pool_config

@@ -9,8 +9,8 @@ import asyncssh
 import httpx
 import pytest
 
-from infracloud.cli_pool import age, fingerprint, host_key
-from infracloud.client import ClientError
+from infracloud.cli.pool import age, fingerprint, host_key
+from infracloud.clients.cloud import ClientError
 from infracloud.core.errors import Conflict, Unauthorized
 from infracloud.pool.client import PoolClient, PoolError
 

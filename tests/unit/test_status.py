@@ -19,9 +19,9 @@ from infracloud.compute.hosts import Report
 from infracloud.hardware.capacity import capacity
 from infracloud.hardware.drain import Drainer
 from infracloud.ops import context
-from infracloud.ops import dashboard as views
 from infracloud.ops.events import EventLog
-from infracloud.ops.status import gather, pool_status, site_view
+from infracloud.site import dashboard as views
+from infracloud.site.status import gather, pool_status, site_view
 from infracloud.store import Database
 from infracloud.store.models import Alert, Node
 from tests.unit.compute_env import ADMIN, Env, env_fixture  # noqa: F401
@@ -226,7 +226,7 @@ def test_pages_render_the_status_escaped_with_a_banner(env: Env) -> None:
 def test_status_screen_puts_failures_first_and_in_red(env: Env) -> None:
     from rich.console import Console
 
-    from infracloud.cli_status import screen
+    from infracloud.cli.status import screen
 
     site(env)
     alert(env.db, "host_down:e", "critical", "firing", env.clock.now(), "Host e is down")

@@ -20,8 +20,8 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest
 from infracloud.core.settings import ComputeConfig, ControllerConfig, FlavorConfig, OpsConfig
 from infracloud.ops.events import EventLog
-from infracloud.ops.usage import Report, Row, UsageReports, auto_step, month_start
-from infracloud.services import build_services
+from infracloud.site.services import build_services
+from infracloud.site.usage import Report, Row, UsageReports, auto_step, month_start
 from infracloud.store import Database
 from infracloud.store.models import CapacitySample, Instance, Project, UsageRecord, User
 from tests.unit.compute_env import ADMIN, CI, UNLIMITED, ZUUL, Env

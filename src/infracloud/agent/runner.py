@@ -22,7 +22,7 @@ import httpx
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
-from infracloud.ops.alerts import controller_watch
+from infracloud.ops.alerting import controller_watch
 
 log = logging.getLogger(__name__)
 CONSOLE_LINES = 400

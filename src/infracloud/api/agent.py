@@ -19,7 +19,7 @@ from infracloud.api.deps import ServicesDep
 from infracloud.compute.hosts import Registration, Report
 from infracloud.core.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
 from infracloud.ops import context
-from infracloud.services import Services
+from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
 router = APIRouter(prefix="/agent/v1")

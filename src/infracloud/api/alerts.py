@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import OpsReader, ServicesDep
 from infracloud.core.errors import BadRequest
-from infracloud.ops import alerts as al
+from infracloud.ops import alerting as al
 
 router = APIRouter(prefix="/ops/v1", tags=["operations"], dependencies=[OpsReader])
 

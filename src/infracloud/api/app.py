@@ -28,7 +28,7 @@ from infracloud.api import (
 from infracloud.api.catalog import Catalog, ServiceEntry
 from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.ops import metrics as ops_metrics
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 # What this controller serves. The catalog lists these and only these.
 SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),

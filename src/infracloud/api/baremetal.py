@@ -22,7 +22,7 @@ from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
 from infracloud.core.errors import BadRequest, Forbidden, NotAcceptable
 from infracloud.hardware.bmc import DRIVERS
 from infracloud.hardware.nodes import NodeQuery
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 router = APIRouter(prefix="/baremetal")
 VERSION_HEADER = "X-OpenStack-Ironic-API-Version"

@@ -16,7 +16,7 @@ from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest, Forbidden
-from infracloud.services import Services
+from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
 router = APIRouter(prefix="/compute")

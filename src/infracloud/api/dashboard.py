@@ -26,10 +26,10 @@ from infracloud.api.deps import (
 )
 from infracloud.core.errors import Forbidden, NotFound, Unauthorized
 from infracloud.identity.auth import DEFAULT_DOMAIN, Ref, TokenInfo
-from infracloud.ops import dashboard as views
-from infracloud.ops.status import pool_status, site_status, site_view
 from infracloud.pool.service import PoolService
-from infracloud.services import Services
+from infracloud.site import dashboard as views
+from infracloud.site.services import Services
+from infracloud.site.status import pool_status, site_status, site_view
 
 router = APIRouter()
 
@@ -212,7 +212,7 @@ async def logout(request: Request, services: ServicesDep) -> Response:
 
 @functools.cache
 def _static(name: str) -> bytes:
-    return (resources.files("infracloud.ops") / "static" / name).read_bytes()
+    return (resources.files("infracloud.site") / "static" / name).read_bytes()
 
 
 @router.get("/dashboard/static/{name}", include_in_schema=False)

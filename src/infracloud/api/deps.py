@@ -15,7 +15,7 @@ from infracloud.core.errors import BadRequest, Forbidden, InfracloudError, Unaut
 from infracloud.identity.auth import UNAUTHORIZED, TokenInfo
 from infracloud.identity.policy import READER_ROLE
 from infracloud.ops import context
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 
 def get_services(request: Request) -> Services:

@@ -17,7 +17,7 @@ from infracloud.api.baremetal import admin
 from infracloud.api.deps import ServicesDep
 from infracloud.core.errors import NotFound
 from infracloud.hardware.capacity import capacity
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 router = APIRouter(prefix="/hardware/v1")
 

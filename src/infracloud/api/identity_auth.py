@@ -19,7 +19,7 @@ from infracloud.api.identity_views import (
 from infracloud.core.errors import BadRequest, NotFound, Unauthorized
 from infracloud.identity.auth import UNAUTHORIZED, Ref, TokenInfo
 from infracloud.identity.policy import enforce
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 router = APIRouter()
 

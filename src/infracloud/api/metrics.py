@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from infracloud.api.deps import OpsReader
-from infracloud.ops.collectors import app_registry
+from infracloud.site.collectors import app_registry
 
 router = APIRouter()
 

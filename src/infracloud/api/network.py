@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from infracloud.api.deps import ServicesDep, TokenDep
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest, NotFound
-from infracloud.services import Services
+from infracloud.site.services import Services
 from infracloud.store.models import Network, Port, Subnet
 
 router = APIRouter(prefix="/network")

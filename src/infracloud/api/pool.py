@@ -18,7 +18,7 @@ from infracloud.core import lifecycle
 from infracloud.core.errors import BadRequest, Forbidden
 from infracloud.ops import context
 from infracloud.ops import events as ev
-from infracloud.ops.alerts import STATES, view
+from infracloud.ops.alerting import STATES, view
 from infracloud.pool.auth import PoolCaller
 from infracloud.pool.service import PoolService
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import OpsReader, ServicesDep, query_time
 from infracloud.core.errors import BadRequest
-from infracloud.ops import usage as us
+from infracloud.site import usage as us
 
 router = APIRouter(prefix="/ops/v1", tags=["operations"], dependencies=[OpsReader])
 

@@ -1,5 +1,11 @@
 """Logs: one JSON object per line (or plain text for humans), with the request id of the
-request being served on every line it causes."""
+request being served on every line it causes.
+
+Python warnings from libraries (a deprecation in asyncssh's imports, say) never reach a user's
+terminal as raw lines: `capture_warnings`, called first thing by the `infracloud` command,
+routes them through logging, each once. Until a process configures its log they are held
+(a bounded number); `configure` then writes them as log lines, and a one-shot command that
+logs nothing drops them with the process."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -22,6 +29,65 @@ class _RequestIdFilter(logging.Filter):
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
         return True
+
+
+_HELD_MAX = 100
+# a captured warning reads "path:line: Category: message\n  source line": the same warning
+# raised at several places (a deprecated name used on five lines of a library) is told once
+_WARNING_TEXT = re.compile(r"^.*?:\d+: (?P<text>\w+: .*)$", re.MULTILINE)
+
+
+class _Once(logging.Filter):
+    """Lets each warning (category and message, wherever it was raised) through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        m = _WARNING_TEXT.search(text)
+        key = m["text"] if m else text
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+class _Held(logging.Handler):
+    """Warnings raised before the log is configured, kept until it is."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < _HELD_MAX:
+            self.records.append(record)
+
+
+def capture_warnings() -> None:
+    """Send Python's warnings to the `py.warnings` logger, each once, held until `configure`."""
+    logging.captureWarnings(True)
+    log = logging.getLogger("py.warnings")
+    if not any(isinstance(f, _Once) for f in log.filters):
+        log.addFilter(_Once())
+    if not any(isinstance(h, _Held) for h in log.handlers):
+        log.addHandler(_Held())
+        log.propagate = False
+
+
+def _release_warnings() -> None:
+    """From now on warnings go to the configured log: first the ones held until now."""
+    log = logging.getLogger("py.warnings")
+    held = [h for h in log.handlers if isinstance(h, _Held)]
+    for h in held:
+        log.removeHandler(h)
+    log.propagate = True
+    for record in (r for h in held for r in h.records):
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -70,3 +136,4 @@ def configure(fmt: str = "json", level: str = "info", stream: Any = None) -> Non
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    _release_warnings()

@@ -1,7 +1,7 @@
 """The pool's health rules, from its engine's memory: a provider (a cloud's controller) that
 stopped answering, requests waiting too long, and a provider whose launches keep failing.
 Checked on the engine's thread every `alerts.interval` seconds; told in the log, at
-`/pool/v1/alerts` and to `alerts.webhook-url` (ops.alerts does the bookkeeping, in memory)."""
+`/pool/v1/alerts` and to `alerts.webhook-url` (ops.alerting does the bookkeeping, in memory)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import socket
 from collections import Counter
 
-from infracloud.ops.alerts import (
+from infracloud.ops.alerting import (
     CRITICAL,
     WARNING,
     AlertBook,

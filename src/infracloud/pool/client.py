@@ -2,7 +2,7 @@
 `infracloud pool ...`. Every method returns the JSON object the API answers with (the node,
 request or provider dicts of `infracloud.pool.service`); an HTTP error raises the matching
 `infracloud.core.errors` error with the server's message, and a pool that cannot be reached
-raises `infracloud.client.ClientError`."""
+raises `infracloud.clients.cloud.ClientError`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from infracloud.client import ClientError, tls_verify
+from infracloud.clients.cloud import ClientError, tls_verify
 from infracloud.core import errors
 from infracloud.core.errors import InfracloudError
 

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infracloud.cli_ops import CaCert, Cloud, Url, call, check_format, client
-from infracloud.ops.units import RESOURCE_TITLES, ago, amount, percent
+from infracloud.cli.common import CaCert, Cloud, Url, call, check_format, client
+from infracloud.site.units import RESOURCE_TITLES, ago, amount, percent
 
 BAR = 20
 NAMED = 8  # hosts or machines named per line before "and N more"

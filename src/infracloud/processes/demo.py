@@ -17,11 +17,11 @@ import yaml
 from infracloud.agent.hosts import AgentThreads, host_info, make_driver
 from infracloud.agent.runner import Agent
 from infracloud.api.tls import ensure_certificates
-from infracloud.client import Client
+from infracloud.clients.cloud import Client
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware import inventory, workflow
 from infracloud.hardware.workflow import Progress, Report
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 REGION = "RegionOne"
 # sandbox servers get loopback addresses, so SSH to them works on any Linux machine
@@ -181,7 +181,7 @@ def start_hosts(services: Services, paths: DemoPaths, count: int, driver: str,
 
 def site_file(name: str) -> Path:
     """A shipped site inventory (sites/<name>.yaml)."""
-    return Path(__file__).parent / "sites" / f"{name}.yaml"
+    return Path(__file__).parent.parent / "sites" / f"{name}.yaml"
 
 
 def bring_up_site(services: Services, paths: DemoPaths, site: str, report: Report

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from infracloud.client import Client
+from infracloud.clients.cloud import Client
 from infracloud.hardware import inventory as inv
 from infracloud.hardware import workflow
 from infracloud.hardware.workflow import Progress as Outcome

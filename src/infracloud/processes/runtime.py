@@ -17,7 +17,7 @@ from infracloud.api.app import create_app
 from infracloud.core import lifecycle
 from infracloud.core.errors import ConfigError
 from infracloud.core.settings import ControllerConfig, ListenConfig, TLSConfig
-from infracloud.services import Services, build_services
+from infracloud.site.services import Services, build_services
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import Conflict
 from infracloud.pool.config import PoolConfig
 from infracloud.pool.service import PoolService
-from infracloud.services import Services
+from infracloud.site.services import Services
 
 LABEL = "ubuntu-noble"
 KEYPAIR = "pool"
@@ -77,7 +77,7 @@ def pool_config(services: Services, state_dir: Path, *, driver: str, ssh_port: i
 def build(services: Services, state_dir: Path, *, driver: str, ssh_port: int,
           min_ready: int, max_servers: int) -> tuple[PoolService, Any]:
     """The pool service on the demo's database, and its token check."""
-    from infracloud.pool_server import build_pool, token_check
+    from infracloud.processes.pool_server import build_pool, token_check
 
     ensure_pool_key(services, state_dir)
     config, path = pool_config(services, state_dir, driver=driver, ssh_port=ssh_port,
@@ -88,7 +88,7 @@ def build(services: Services, state_dir: Path, *, driver: str, ssh_port: int,
 def start_ci_load(services: Services, state_dir: Path, jobs_per_min: float, driver: str,
                   stop: threading.Event) -> None:
     """The synthetic CI workload, as the zuul project, with its live status line."""
-    from infracloud.client import Client
+    from infracloud.clients.cloud import Client
     from infracloud.sim.ciload import CiLoad, show
 
     clouds = state_dir / "clouds.yaml"

@@ -19,16 +19,16 @@ from infracloud.hardware.conductor import Conductor
 from infracloud.hardware.drain import Drainer
 from infracloud.hardware.nodes import NodeService
 from infracloud.hardware.secrets import SecretBox
-from infracloud.hardware.simulation import Simulation
 from infracloud.identity.service import IdentityService
 from infracloud.images.data import ImageData
 from infracloud.images.service import ImageService
 from infracloud.images.store import FilesystemStore
 from infracloud.network.service import NetworkService
 from infracloud.ops import context
-from infracloud.ops.alerts import SiteAlerts, event_recorder
 from infracloud.ops.events import EventLog
-from infracloud.ops.usage import UsageReports
+from infracloud.sim.simulation import Simulation
+from infracloud.site.alerts import SiteAlerts, event_recorder
+from infracloud.site.usage import UsageReports
 from infracloud.store import Database
 
 

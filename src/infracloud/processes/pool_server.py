@@ -24,7 +24,7 @@ from infracloud.pool.probe import Prober
 from infracloud.pool.records import PoolStore
 from infracloud.pool.service import PoolService
 from infracloud.pool.stats import Stats, client_from_env
-from infracloud.runtime import _Server, check_port_free, run_until_signal, uvicorn_config
+from infracloud.processes.runtime import _Server, check_port_free, run_until_signal, uvicorn_config
 from infracloud.store import Database
 
 log = logging.getLogger(__name__)

@@ -80,7 +80,7 @@ def serve(config_file: Path, log_format: str) -> None:
     from infracloud.core.settings import validate_file
     from infracloud.ops import logging as logs
     from infracloud.pool.config import PoolConfig
-    from infracloud.pool_server import serve_pool
+    from infracloud.processes.pool_server import serve_pool
 
     config, errors = validate_file(config_file, PoolConfig)
     if not isinstance(config, PoolConfig):
@@ -105,7 +105,7 @@ def connect(url: str | None, token: str | None, cloud: str | None, cacert: Path 
             ) -> Iterator[PoolClient]:
     """A client of the pool at `url`; any error of the pool or the login ends the command
     with its message (exit 2)."""
-    from infracloud.client import cloud_entry, password_login
+    from infracloud.clients.cloud import cloud_entry, password_login
 
     if not url:
         _fail("which pool? pass --url or set INFRACLOUD_POOL_URL")

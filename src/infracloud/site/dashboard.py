@@ -17,12 +17,13 @@ from sqlalchemy import case, func, or_, select
 
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest
-from infracloud.ops import alerts as al
-from infracloud.ops import charts
+from infracloud.ops import alerting as al
 from infracloud.ops import events as ev
-from infracloud.ops.collectors import INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
-from infracloud.ops.status import firing_alerts, instance_counts
-from infracloud.ops.units import RESOURCE_TITLES, ago, amount, percent
+from infracloud.site import charts
+from infracloud.site.alerts import stored
+from infracloud.site.collectors import INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
+from infracloud.site.status import firing_alerts, instance_counts
+from infracloud.site.units import RESOURCE_TITLES, ago, amount, percent
 from infracloud.store import Database
 from infracloud.store.models import Event, Flavor, Host, Instance, Project
 
@@ -67,7 +68,7 @@ def link(path: str, **params: Any) -> str:
 
 @functools.cache
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("infracloud.ops", "templates"), autoescape=True,
+    env = Environment(loader=PackageLoader("infracloud.site", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(ago=ago, clock=clock_time, amount=amount, counted=counted)
     env.globals.update(percent=percent, link=link, pages=PAGES,
@@ -271,7 +272,7 @@ def events_page(db: Database, log: ev.EventLog, now: dt.datetime, f: EventFilter
 
 def alerts_page(db: Database, now: dt.datetime) -> dict[str, Any]:
     with db.read() as s:
-        resolved = [al.view(a, now) for a in al.stored(s, al.RESOLVED, ALERT_HISTORY)]
+        resolved = [al.view(a, now) for a in stored(s, al.RESOLVED, ALERT_HISTORY)]
     return {"resolved": resolved}
 
 

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infracloud.cli_ops import CaCert, Cloud, Url, call, check_format, client, fail, when
-from infracloud.client import Client
+from infracloud.cli.common import CaCert, Cloud, Url, call, check_format, client, fail, when
+from infracloud.clients.cloud import Client
 from infracloud.core.clock import isoformat, utcnow
 from infracloud.core.errors import InfracloudError
-from infracloud.ops.units import USAGE_GROUPS, month_start
+from infracloud.site.units import USAGE_GROUPS, month_start
 
 report_app = typer.Typer(help="Reports of the site's use.", no_args_is_help=True)
 

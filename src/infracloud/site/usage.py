@@ -26,8 +26,8 @@ from infracloud.core.clock import Clock, isoformat
 from infracloud.core.errors import BadRequest
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware.capacity import capacities
-from infracloud.ops import capacity_history as history
-from infracloud.ops.units import USAGE_GROUPS, month_start
+from infracloud.site import capacity_history as history
+from infracloud.site.units import USAGE_GROUPS, month_start
 from infracloud.store import Database
 from infracloud.store.models import Project, UsageRecord, User
 

@@ -18,15 +18,16 @@ from infracloud.core.clock import Clock, isoformat
 from infracloud.core.states import PROVISION
 from infracloud.hardware.capacity import fits
 from infracloud.hardware.drain import FENCED
-from infracloud.ops import alerts as al
+from infracloud.ops import alerting as al
 from infracloud.ops import events as ev
-from infracloud.ops.collectors import HOST_STATES, INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
+from infracloud.site.alerts import stored
+from infracloud.site.collectors import HOST_STATES, INSTANCE_STATES, POOL_NODE_STATES, RESOURCES
 from infracloud.store import Database
 from infracloud.store.models import Flavor, Host, Instance, Node
 
 if TYPE_CHECKING:
     from infracloud.pool.service import PoolService
-    from infracloud.services import Services
+    from infracloud.site.services import Services
 
 RECENT_EVENTS = 20
 MACHINE_FAULTS = 50  # machines listed by name (the counts cover them all)
@@ -112,7 +113,7 @@ def read_machines(s: Session) -> dict[str, Any]:
 
 
 def firing_alerts(s: Session, now: dt.datetime) -> list[dict[str, Any]]:
-    return [al.view(a, now) for a in al.stored(s, al.FIRING)]
+    return [al.view(a, now) for a in stored(s, al.FIRING)]
 
 
 def _hosts(rows: list[Any], on_host: dict[str | None, int], flavors: list[Flavor]
