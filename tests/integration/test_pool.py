@@ -197,7 +197,13 @@ def test_a_site_at_quota_makes_requests_wait_not_fail(pool: Pool,
     try:
         ids = [pool.request() for _ in range(4)]
         until(lambda: len(pool.nodes("in-use")) == 2, what="two served")
-        time.sleep(3)
+
+        def quota_heard() -> bool:  # the engine counts with it and has no launch in flight
+            vanilla = pool.provider("vanilla")
+            return bool(vanilla["quota"] and vanilla["quota"]["instances"] == 2
+                        and vanilla["building"] == 0)
+
+        until(quota_heard, what="the pool to hear vanilla's quota of 2")
         states = sorted(pool.api("GET", f"/requests/{r}")["request"]["state"] for r in ids)
         assert states == ["fulfilled", "fulfilled", "requested", "requested"], states
         vanilla = pool.provider("vanilla")
