@@ -217,6 +217,20 @@ def wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.2) -> 
         time.sleep(every)
 
 
+async def async_wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.01
+                         ) -> Any:
+    """`wait_for` on an event loop: the loop runs on between the calls of `probe`."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(every)
+
+
 def write_controller_config(folder: Path, db_url: str, *, sections: dict[str, Any] | None = None,
                             **identity: object) -> tuple[Path, str]:
     """controller.yaml in `folder` for one plain-HTTP controller on 127.0.0.1 (fast password
