@@ -19,6 +19,7 @@ from infracloud.pool.records import PoolStore
 from infracloud.pool.service import PoolService
 from infracloud.pool.stats import Stats
 from infracloud.store import Database
+from tests.servers import wait_for
 
 
 def pool_config(providers: dict[str, dict[str, Any]] | None = None, **top: Any) -> PoolConfig:
@@ -60,17 +61,18 @@ class Harness:
             time.sleep(0.005)
 
     def until(self, cond: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Tick the engine until `cond()` holds."""
+        def ticked() -> bool:
             self.pool.tick()
-            if cond():
-                return
-            time.sleep(0.005)
-        nodes = [(n["id"], n["provider"], n["state"], n["failure"])
-                 for n in self.pool.list_nodes()]
-        requests = [(r["id"], r["state"], r["reason"]) for r in self.pool.list_requests()]
-        raise AssertionError(f"not reached in {timeout} s: {what or cond}\n"
-                             f"nodes: {nodes}\nrequests: {requests}")
+            return cond()
+
+        try:
+            wait_for(what or str(cond), ticked, timeout, every=0.005)
+        except AssertionError as exc:
+            nodes = [(n["id"], n["provider"], n["state"], n["failure"])
+                     for n in self.pool.list_nodes()]
+            requests = [(r["id"], r["state"], r["reason"]) for r in self.pool.list_requests()]
+            raise AssertionError(f"{exc}\nnodes: {nodes}\nrequests: {requests}") from None
 
     def request(self, count: int = 1, requestor: str = "zuul", label: str = "small",
                 priority: int = 0) -> str:
