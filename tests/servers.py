@@ -80,6 +80,7 @@ class Running:
     state_dir: Path | None = None
     lines: list[str] = field(default_factory=list)
     cidr: str | None = None  # the servers' network
+    reader: threading.Thread | None = None  # takes in `lines` until the output ends
 
     def owns(self, ip: str) -> bool:
         """Whether `ip` is on this site's servers' network."""
@@ -110,7 +111,8 @@ class Running:
             return self.proc.returncode
         rc = stop_process(self.proc, timeout)
         if rc == -signal.SIGKILL:
-            time.sleep(0.5)  # the reader thread takes in the last lines
+            if self.reader is not None:  # it takes in the last lines
+                self.reader.join(5)
             raise AssertionError(f"did not stop within {timeout} s of SIGINT:\n" +
                                  "".join(self.lines[max(count - 20, 0):])[-12000:])
         return rc
@@ -140,7 +142,8 @@ def start_demo(state_dir: Path, *args: str, port: int | None = None,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     q: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=_reader, args=(proc, lines, q), daemon=True).start()
+    reader = threading.Thread(target=_reader, args=(proc, lines, q), daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -151,7 +154,7 @@ def start_demo(state_dir: Path, *args: str, port: int | None = None,
             continue
         m = re.search(r"ready at (https?://\S+)", line)
         if m:
-            return Running(proc, m.group(1), state_dir, lines, cidr)
+            return Running(proc, m.group(1), state_dir, lines, cidr, reader)
     proc.kill()
     raise AssertionError("demo did not become ready:\n" + "".join(lines))
 
@@ -160,14 +163,15 @@ def start_controller(config_file: Path, base_url: str, timeout: float = 90) -> R
     proc = subprocess.Popen([str(BIN / "infracloud"), "controller", "--config", str(config_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    threading.Thread(target=_reader, args=(proc, lines, queue.Queue()), daemon=True).start()
+    reader = threading.Thread(target=_reader, args=(proc, lines, queue.Queue()), daemon=True)
+    reader.start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             break
         try:
             if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
-                return Running(proc, base_url, None, lines)
+                return Running(proc, base_url, None, lines, reader=reader)
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
@@ -215,6 +219,20 @@ def wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.2) -> 
             return got
         assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(every)
+
+
+async def async_wait_for(what: str, probe: Any, timeout: float = 30, every: float = 0.01
+                         ) -> Any:
+    """`wait_for` on an event loop: the loop runs on between the calls of `probe`."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await asyncio.sleep(every)
 
 
 def write_controller_config(folder: Path, db_url: str, *, sections: dict[str, Any] | None = None,

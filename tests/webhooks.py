@@ -3,11 +3,14 @@ bodies POSTed to it (and can play a tiny fake of other servers through `routes`)
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.servers import wait_for
 
 
 class Recorder:
@@ -17,6 +20,7 @@ class Recorder:
     def __init__(self, port: int = 0, routes: dict[str, Any] | None = None) -> None:
         self.bodies: list[dict[str, Any]] = []
         self.fail = 0
+        self._markers = itertools.count()
         self.routes = routes or {}
         outer = self
 
@@ -60,11 +64,19 @@ class Recorder:
         self.thread.start()
 
     def wait(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while len(self.bodies) < count:
-            assert time.monotonic() < deadline, f"{len(self.bodies)} of {count} POSTs: " \
-                                                f"{self.bodies}"
-            time.sleep(0.02)
+        wait_for(f"{count} POSTs (have {self.bodies})", lambda: len(self.bodies) >= count,
+                 timeout, every=0.02)
+        return self.bodies
+
+    def flush(self, webhook: Any, timeout: float = 10) -> list[dict[str, Any]]:
+        """Everything `webhook` (an ops.alerts.Webhook posting here) was given so far has
+        been delivered: a marker sent through it after them has arrived (one thread posts
+        its queue in order). The marker is not kept in `bodies`."""
+        marker = {"flush": next(self._markers)}
+        webhook.send(marker)
+        wait_for("the webhook's queue to be delivered", lambda: marker in self.bodies,
+                 timeout, every=0.02)
+        self.bodies.remove(marker)
         return self.bodies
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from tests.servers import (
 
 
 class Site:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, **compute: Any) -> None:
         self.folder = folder
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -44,7 +44,8 @@ class Site:
             "bootstrap": {"admin_password_file": "pw"},
             "compute": {"agent_token_file": "agent-token", "host_down_after": 3,
                         "instance_error_after": 2, "reap_seconds": 0.5,
-                        "network": {"name": "test-net", "cidr": loopback_cidr()}}}))
+                        "network": {"name": "test-net", "cidr": loopback_cidr()},
+                        **compute}}))
         (folder / "clouds.yaml").write_text(yaml.safe_dump({"clouds": {"c": {"auth": {
             "auth_url": self.url + "/identity", "username": "admin", "password":
             "admin-secret", "project_name": "admin", "user_domain_name": "Default",
@@ -168,10 +169,26 @@ def test_an_agent_stops_cleanly_on_sigterm_and_on_sigint_it_started_ignoring(
     assert stop_process(agent.proc, timeout=15, sig=sig) == 0, agent.log.read_text()
 
 
-def test_a_stopping_controller_sends_long_polling_agents_away(site: Site) -> None:
+@pytest.fixture
+def heartbeat_site(tmp_path: Path) -> Iterator[Site]:
+    """A site that records every call's heartbeat (none is fresh enough to skip): a
+    long-poll the controller has begun to serve shows in the host's `updated_at`."""
+    s = Site(tmp_path, heartbeat_seconds=1e-6)
+    yield s
+    s.close()
+
+
+def test_a_stopping_controller_sends_long_polling_agents_away(heartbeat_site: Site) -> None:
     """A long-poll in flight when the controller stops answers 503 with `Connection: close`,
     so an agent polling again at once on its keep-alive connection cannot hold the shutdown
     (the graceful wait would last 30 s): it finds nobody there and backs off."""
+    site = heartbeat_site
+    conn = site.conn()
+
+    def heartbeat() -> str:
+        (service,) = [s for s in conn.compute.services() if s.host == "poller"]
+        return str(service.updated_at)
+
     with httpx.Client(base_url=site.url + "/agent/v1", timeout=40, headers={
             "X-Agent-Token": "agent-token-for-tests-0123456789"}) as http:
         r = http.post("/hosts", json={"name": "poller", "driver": "fake", "vcpus": 4,
@@ -179,6 +196,7 @@ def test_a_stopping_controller_sends_long_polling_agents_away(site: Site) -> Non
         assert r.status_code in (200, 201), r.text
         host_id = r.json()["host"]["id"]
         generation = http.get(f"/hosts/{host_id}/desired").json()["generation"]
+        before = heartbeat()
         answers: list[Any] = []
 
         def poll() -> None:  # again at once, as an agent does after each answer
@@ -193,8 +211,8 @@ def test_a_stopping_controller_sends_long_polling_agents_away(site: Site) -> Non
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
-        time.sleep(1)  # the first poll waits
-        assert answers == []
+        wait_for("the controller to take the long-poll", lambda: heartbeat() != before)
+        assert answers == []  # it waits
         started = time.monotonic()
         site.controller.proc.send_signal(signal.SIGINT)
         try:

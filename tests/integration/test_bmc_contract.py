@@ -38,7 +38,7 @@ from tests.bmc_peers import (
     start_ipmi,
     start_redfish,
 )
-from tests.servers import free_port
+from tests.servers import free_port, wait_for
 
 DRIVERS = ["fake", "redfish", "ipmi"]
 POWER_WAIT = 30.0  # the emulator applies a change after up to 11 s
@@ -172,14 +172,10 @@ def assert_no_secret(obj: object, secrets: tuple[str, ...]) -> None:
 
 
 def wait_power(bmc: Any, want: str, timeout: float = POWER_WAIT) -> float:
+    """Seconds until the BMC says `want`."""
     start = time.monotonic()
-    state = None
-    while time.monotonic() - start < timeout:
-        state = bmc.get_power()
-        if state == want:
-            return time.monotonic() - start
-        time.sleep(0.25)
-    raise AssertionError(f"power still {state!r}, not {want!r}, after {timeout:g} s")
+    wait_for(f"power {want!r}", lambda: bmc.get_power() == want, timeout, 0.25)
+    return time.monotonic() - start
 
 
 # ---- the contract -----------------------------------------------------------------------------

@@ -7,13 +7,12 @@ import os
 import re
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import yaml
 
 from infracloud.pool.client import run_on_node
-from tests.servers import openstack_cli, sdk, start_demo
+from tests.servers import openstack_cli, sdk, start_demo, wait_for
 
 
 def test_demo_restarts_with_its_data_intact(tmp_path: Path) -> None:
@@ -94,11 +93,8 @@ def test_env_file_sets_up_a_shell(tmp_path: Path) -> None:
         yaml_config = yaml.safe_load((state / "pool.yaml").read_text())
         assert yaml_config["labels"] == [{"name": "ubuntu-noble", "min-ready": 2}]
         # the CI load: its status line shows jobs done and none failed
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(
-                re.search(r"done [1-9]\d*, failed 0", line) for line in running.lines):
-            time.sleep(0.5)
-        assert any(re.search(r"done [1-9]\d*, failed 0", line) for line in running.lines), \
-            running.lines[-5:]
+        wait_for("a CI load status line with jobs done, none failed",
+                 lambda: any(re.search(r"done [1-9]\d*, failed 0", line)
+                             for line in running.lines), timeout=60, every=0.5)
     finally:
         assert running.stop() == 0

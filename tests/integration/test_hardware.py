@@ -26,6 +26,7 @@ from tests.servers import (
     openstack_cli,
     sdk,
     start_controller,
+    wait_for,
 )
 
 ADMIN_PASSWORD = "admin-secret-for-tests"
@@ -106,17 +107,6 @@ def nodes(site: Running) -> dict[str, dict[str, Any]]:
     out = hw(site, "hardware", "list", "--format", "json")
     assert out.returncode == 0, out.stderr
     return {n["name"]: n for n in json.loads(out.stdout)}
-
-
-def wait_for(check: Any, timeout: float = 60, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(every)
 
 
 def test_flaky_bmcs_still_enrol_and_the_machines_become_compute_hosts_that_boot_servers(
@@ -207,9 +197,11 @@ def test_a_bmc_dying_under_a_compute_host_loses_its_servers_then_heals(
     # the BMC stops answering (the simulation's knob, set through driver_info)
     assert osc(site, "baremetal", "node", "set", "doomed-1", "--driver-info",
                'bmc_options={"hang": true}').returncode == 0
-    node = wait_for(lambda: (n := nodes(site)["doomed-1"])["fault"] and n, timeout=60)
+    node = wait_for("doomed-1 to show a fault",
+                    lambda: (n := nodes(site)["doomed-1"])["fault"] and n, 60, 0.5)
     assert node["maintenance"] and node["fault"] == "power failure"
-    lost = wait_for(lambda: (s := conn.compute.get_server(server.id)).status == "ERROR" and s)
+    lost = wait_for("the server to be ERROR", lambda: (s := conn.compute.get_server(
+        server.id)).status == "ERROR" and s, 60, 0.5)
     assert "fenced" in lost.fault["message"]
     hosts = {h.host: h for h in conn.compute.services()}
     assert hosts["doomed-1"].status == "disabled"
@@ -217,7 +209,8 @@ def test_a_bmc_dying_under_a_compute_host_loses_its_servers_then_heals(
     # the BMC comes back: the fault clears by itself and the host takes servers again
     assert osc(site, "baremetal", "node", "set", "doomed-1", "--driver-info",
                'bmc_options={"hang": false}').returncode == 0
-    wait_for(lambda: not nodes(site)["doomed-1"]["maintenance"], timeout=60)
+    wait_for("doomed-1 out of maintenance",
+             lambda: not nodes(site)["doomed-1"]["maintenance"], 60, 0.5)
     hosts = {h.host: h for h in conn.compute.services()}
     assert hosts["doomed-1"].status == "enabled"
 
@@ -245,16 +238,16 @@ def test_openstack_baremetal_cli_drives_a_node_through_its_life(site: Running) -
     assert created["driver_info"]["bmc_password"] == "******"
     ok("manage", "cli-1", "--wait", "60")
     ok("provide", "cli-1")  # --wait polls every 10 s for provide and undeploy: watch instead
-    wait_for(lambda: node().provision_state == "available")
+    wait_for("available", lambda: node().provision_state == "available", 60, 0.5)
     listed = {r["name"]: r for r in json.loads(ok("list", "-f", "json"))}
     assert listed["cli-1"] == {"uuid": created["uuid"], "name": "cli-1",
                                "instance_uuid": None, "power_state": "power off",
                                "provision_state": "available", "maintenance": False}
 
     ok("power", "on", "cli-1")
-    wait_for(lambda: node().power_state == "power on")
+    wait_for("power on", lambda: node().power_state == "power on", 60, 0.5)
     ok("power", "off", "cli-1")
-    wait_for(lambda: node().power_state == "power off")
+    wait_for("power off", lambda: node().power_state == "power off", 60, 0.5)
 
     ok("maintenance", "set", "cli-1", "--reason", "fan noise")
     assert node().is_maintenance and node().maintenance_reason == "fan noise"
@@ -268,7 +261,7 @@ def test_openstack_baremetal_cli_drives_a_node_through_its_life(site: Running) -
     assert shown["provision_state"] == "active" and shown["power_state"] == "power on"
     assert shown["instance_info"]["compute_host"] == "cli-1"
     ok("undeploy", "cli-1")
-    wait_for(lambda: node().provision_state == "available")
+    wait_for("available", lambda: node().provision_state == "available", 60, 0.5)
     # a verb the state machine refuses is a clear 400, not a 500
     bad = osc(site, "baremetal", "node", "inspect", "cli-1")
     assert bad.returncode != 0 and "can not be performed" in bad.stderr
@@ -332,7 +325,7 @@ def test_the_deploy_media_boots_the_real_agent_command_which_joins_once(
                                "provision_state='wait call-back'").fetchone()
         return row[0] if row else None
 
-    media = wait_for(media_id)
+    media = wait_for("the deploy media", media_id, 60, 0.5)
     with site.http() as http:
         iso = http.get(f"/hardware/v1/media/{media}.iso")
     assert iso.status_code == 200
@@ -354,7 +347,8 @@ def test_the_deploy_media_boots_the_real_agent_command_which_joins_once(
                               "--vcpus", "4", "--ram-mb", "4096", "--disk-gb", "40"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: nodes(site)["real-1"]["state"] == "active")
+        wait_for("real-1 active", lambda: nodes(site)["real-1"]["state"] == "active",
+                 60, 0.5)
         hyper = json.loads(osc(site, "hypervisor", "list", "--long", "-f", "json").stdout)
         mine = next(h for h in hyper if h["Hypervisor Hostname"] == "real-1")
         assert mine["vCPUs"] == 4 and mine["State"] == "up"

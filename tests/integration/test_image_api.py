@@ -9,7 +9,6 @@ import json
 import os
 import ssl
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from tests.nodepool_peer import adapter
-from tests.servers import Running, free_port, openstack_cli, sdk, start_controller
+from tests.servers import Running, free_port, openstack_cli, sdk, start_controller, wait_for
 
 MiB = 1024 * 1024
 
@@ -145,10 +144,8 @@ def test_interrupted_upload_ends_killed_with_no_file_left(demo: Running) -> None
     image = conn.image.create_image(name=f"cut-{uuid.uuid4().hex[:6]}", disk_format="raw",
                                     container_format="bare", allow_duplicates=True)
     _raw_put(demo, image.id, 20 * MiB, os.urandom(6 * MiB))
-    deadline = time.monotonic() + 30
-    while conn.image.get_image(image.id).status != "killed":
-        assert time.monotonic() < deadline, conn.image.get_image(image.id).status
-        time.sleep(0.2)
+    wait_for("the upload to end killed",
+             lambda: conn.image.get_image(image.id).status == "killed")
     assert demo.state_dir is not None
     assert list((demo.state_dir / "images" / "tmp").glob(f"{image.id}.*")) == []
     with demo.http() as c:
@@ -282,10 +279,8 @@ def test_controller_killed_mid_upload_leaves_a_killed_image_after_restart(
         sock.putheader("Content-Length", str(50 * MiB))
         sock.endheaders()
         sock.send(os.urandom(20 * MiB))
-        deadline = time.monotonic() + 30
-        while conn.image.get_image(image.id).status != "saving":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for("the upload to be saving",
+                 lambda: conn.image.get_image(image.id).status == "saving", every=0.1)
         first.proc.kill()  # no goodbye: the controller dies mid-upload
         first.proc.wait()
         sock.close()

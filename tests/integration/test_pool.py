@@ -197,7 +197,13 @@ def test_a_site_at_quota_makes_requests_wait_not_fail(pool: Pool,
     try:
         ids = [pool.request() for _ in range(4)]
         until(lambda: len(pool.nodes("in-use")) == 2, what="two served")
-        time.sleep(3)
+
+        def quota_heard() -> bool:  # the engine counts with it and has no launch in flight
+            vanilla = pool.provider("vanilla")
+            return bool(vanilla["quota"] and vanilla["quota"]["instances"] == 2
+                        and vanilla["building"] == 0)
+
+        until(quota_heard, what="the pool to hear vanilla's quota of 2")
         states = sorted(pool.api("GET", f"/requests/{r}")["request"]["state"] for r in ids)
         assert states == ["fulfilled", "fulfilled", "requested", "requested"], states
         vanilla = pool.provider("vanilla")
@@ -262,12 +268,14 @@ def test_fair_share_serves_a_small_requestor_between_a_big_ones(pool: Pool) -> N
         until(lambda: len(pool.nodes("in-use")) == 2, what="the first two big")
         small = [pool.request(requestor="small") for _ in range(2)]
         served: list[str] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and served.count("small") < 2:
+
+        def release_until_small_served() -> bool:
             for node in pool.nodes("in-use"):
                 served.append(str(node["requestor"]))
                 pool.api("POST", f"/nodes/{node['id']}/release")
-            time.sleep(0.2)
+            return served.count("small") >= 2
+
+        until(release_until_small_served, what="small served twice")
         assert served.count("small") == 2, served
         after_small = served[2:]  # the two in use when small asked were big's
         assert len(after_small) <= 6, served

@@ -4,6 +4,7 @@ until a condition holds."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from infracloud.pool.records import PoolStore
 from infracloud.pool.service import PoolService
 from infracloud.pool.stats import Stats
 from infracloud.store import Database
+from tests.servers import wait_for
 
 
 def pool_config(providers: dict[str, dict[str, Any]] | None = None, **top: Any) -> PoolConfig:
@@ -39,13 +41,15 @@ def pool_config(providers: dict[str, dict[str, Any]] | None = None, **top: Any) 
 
 class Harness:
     def __init__(self, db: Database, config: PoolConfig, clouds: dict[str, FakeCloud] | None
-                 = None, config_file: Path | None = None, stats: Stats | None = None) -> None:
+                 = None, config_file: Path | None = None, stats: Stats | None = None,
+                 now: Callable[[], dt.datetime] | None = None) -> None:
+        """`now`: the engine's wall clock (request and node times), e.g. a FakeClock's."""
         self.db = db
         self.clouds = clouds or {p.name: FakeCloud(p.name, ip_prefix=f"127.{200 + i}.0.")
                                  for i, p in enumerate(config.providers)}
         self.prober = FakeProber()
         self.pool = PoolService(config, PoolStore(db, config.name), self._cloud, self.prober,
-                                stats, config_file=config_file)
+                                stats, config_file=config_file, now=now)
         self.pool.load()
 
     def _cloud(self, provider: Provider) -> FakeCloud:
@@ -57,17 +61,18 @@ class Harness:
             time.sleep(0.005)
 
     def until(self, cond: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Tick the engine until `cond()` holds."""
+        def ticked() -> bool:
             self.pool.tick()
-            if cond():
-                return
-            time.sleep(0.005)
-        nodes = [(n["id"], n["provider"], n["state"], n["failure"])
-                 for n in self.pool.list_nodes()]
-        requests = [(r["id"], r["state"], r["reason"]) for r in self.pool.list_requests()]
-        raise AssertionError(f"not reached in {timeout} s: {what or cond}\n"
-                             f"nodes: {nodes}\nrequests: {requests}")
+            return cond()
+
+        try:
+            wait_for(what or str(cond), ticked, timeout, every=0.005)
+        except AssertionError as exc:
+            nodes = [(n["id"], n["provider"], n["state"], n["failure"])
+                     for n in self.pool.list_nodes()]
+            requests = [(r["id"], r["state"], r["reason"]) for r in self.pool.list_requests()]
+            raise AssertionError(f"{exc}\nnodes: {nodes}\nrequests: {requests}") from None
 
     def request(self, count: int = 1, requestor: str = "zuul", label: str = "small",
                 priority: int = 0) -> str:

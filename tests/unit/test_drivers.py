@@ -22,6 +22,7 @@ from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
 from infracloud.agent.drivers.fake import FakeDriver
 from infracloud.agent.drivers.sandbox import SandboxDriver
+from tests.servers import wait_for
 
 DOOMED = "doomed"  # the fake driver fails to spawn instances with this name
 
@@ -441,14 +442,9 @@ def test_sandbox_client_disconnect_hangs_up(sandbox: SandboxDriver,
         pid = asyncio.run(asyncio.wait_for(start_and_drop(), 20))
     finally:
         signal.signal(signal.SIGHUP, previous)
-    deadline = time.monotonic() + 5
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not alive(pid)
-    deadline = time.monotonic() + 5
-    while "killed by SIGHUP" not in sandbox.console(spec.id) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert "killed by SIGHUP" in sandbox.console(spec.id)
+    wait_for("the login's process to end", lambda: not alive(pid), 5, 0.02)
+    wait_for("the console to say so", lambda: "killed by SIGHUP" in sandbox.console(spec.id),
+             5, 0.02)
 
 
 def test_sandbox_refuses_non_loopback_address(sandbox: SandboxDriver, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from infracloud.images.pipeline import Fanout
+from tests.servers import async_wait_for
 
 
 def test_every_consumer_sees_every_block_in_order() -> None:
@@ -39,7 +40,8 @@ def test_a_slow_consumer_holds_the_producer_back() -> None:
         nonlocal max_behind
         fan = Fanout([slow, lambda b: None], limit=4096)
         producer = asyncio.create_task(_produce(fan))
-        await asyncio.sleep(0.2)
+        await async_wait_for("the producer to run into the limit",
+                             lambda: fan.sent - min(fan.done) > fan.limit or producer.done())
         max_behind = fan.sent - min(fan.done)
         assert not producer.done()  # blocked: the slow consumer has taken nothing
         gate.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -143,10 +144,13 @@ def test_many_scans_at_once(ssh: SSHServer) -> None:
 
 def test_close_fails_pending_scans() -> None:
     prober = Prober()
-    future = prober.scan("127.0.0.1", free_port(), 30)
-    time.sleep(0.2)
-    started = time.monotonic()
-    prober.close()
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        silent.settimeout(10)
+        future = prober.scan("127.0.0.1", silent.getsockname()[1], 30)
+        connection, _ = silent.accept()  # the scan is under way: waiting for a banner
+        with connection:
+            started = time.monotonic()
+            prober.close()
     assert time.monotonic() - started < 5
     with pytest.raises(ProbeFailed, match="closed"):
         future.result(1)

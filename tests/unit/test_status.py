@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from sqlalchemy import event
 
 from infracloud.compute.hosts import Report
+from infracloud.core.clock import FakeClock
 from infracloud.hardware.capacity import capacity
 from infracloud.hardware.drain import Drainer
 from infracloud.ops import context
@@ -151,21 +151,24 @@ def test_recent_events_newest_first(env: Env, db: Database) -> None:
 def test_pool_requests_waiting_by_label_and_age(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'pool.db'}")
     db.migrate()
-    h = Harness(db, pool_config({"a": {"max-servers": 2}}))
+    clock = FakeClock()
+    h = Harness(db, pool_config({"a": {"max-servers": 2}}), now=clock.now)
     try:
         first = h.request(count=2)
         h.until(lambda: h.state(first) == "fulfilled")
         assert pool_status(h.pool)["requests_waiting"] == 0
         assert pool_status(h.pool)["oldest_wait_seconds"] == 0
         h.request(count=2)  # max-servers 2, both taken: they wait
+        clock.advance(30)
         h.request(count=1, requestor="ci")
         h.tick(3)
-        time.sleep(0.2)
+        clock.advance(60)
         got = pool_status(h.pool)
         assert got["requests_waiting"] == 2
         assert got["waiting_by_label"] == {"small": 2}  # requests, not nodes
-        assert got["oldest_wait_seconds"] == got["requests"][0]["age_seconds"] > 0
-        assert [r["requestor"] for r in got["requests"]] == ["zuul", "ci"]  # oldest first
+        assert got["oldest_wait_seconds"] == got["requests"][0]["age_seconds"] == 90
+        assert [(r["requestor"], r["age_seconds"]) for r in got["requests"]] == [
+            ("zuul", 90), ("ci", 60)]  # oldest first
         assert got["labels"][0]["name"] == "small" and got["labels"][0]["waiting"] == 3
         assert got["nodes_by_state"]["in-use"] == 2 and got["nodes_by_state"]["ready"] == 0
         assert [(p["name"], p["state"]) for p in got["providers"]] == [("a", "up")]
