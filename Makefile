@@ -50,7 +50,7 @@ test-latest:
 	rm -f $(LATEST)/.installed
 	$(MAKE) --no-print-directory $(LATEST)/.installed
 	@echo "test-latest: versions in $(LATEST)/versions.txt; differences from the lock:"
-	@$(PYTHON) tools/lock_diff.py $(LOCK) $(LATEST)/versions.txt
+	@$(LATEST)/bin/python tools/lock_diff.py $(LOCK) $(LATEST)/versions.txt
 	$(call checks,$(LATEST)/bin)
 	$(LATEST)/bin/pytest $(PYTEST_ARGS)
 

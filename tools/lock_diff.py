@@ -1,17 +1,20 @@
-"""Print how the newest allowed releases (a `pip freeze`) differ from requirements.lock."""
+"""Print how the newest allowed releases (a `pip freeze`) differ from requirements.lock, for
+this Python and platform (the lock's environment markers evaluated here)."""
 from __future__ import annotations
 
 import re
 import sys
 from pathlib import Path
 
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
+from packaging.markers import Marker
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
 
 
 def pins(path: str) -> dict[str, str]:
     found = {}
     for line in Path(path).read_text().splitlines():
-        if m := PIN.match(line):
+        if (m := PIN.match(line)) and (not m.group(3) or Marker(m.group(3)).evaluate()):
             found[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
     return found
 
