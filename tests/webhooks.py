@@ -1,13 +1,53 @@
-"""A webhook receiver for tests: a small HTTP server on 127.0.0.1 that records the JSON
-bodies POSTed to it (and can play a tiny fake of other servers through `routes`)."""
+"""Webhook receivers for tests. `Hook` takes the network's place (an httpx.MockTransport for
+the client factory's `transport`): for tests of what we send. `Recorder` is a small HTTP server
+on 127.0.0.1, for processes a test cannot hand a transport (a controller it starts)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+import httpx
+
+
+class Hook:
+    """Records the JSON bodies POSTed to `url` through `transport`; `fail` answers 500 to the
+    next N of them. Requests for other URLs go to `peer` (a fake of another server)."""
+
+    def __init__(self, url: str = "http://hook.test/hook",
+                 peer: Callable[[httpx.Request], httpx.Response] | None = None) -> None:
+        self.url = url
+        self.peer = peer
+        self.bodies: list[dict[str, Any]] = []
+        self.fail = 0
+        self.changed = threading.Condition()
+        self.transport = httpx.MockTransport(self._handle)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
+        if str(request.url) != self.url:
+            if self.peer is None:
+                return httpx.Response(404, json={})
+            return self.peer(request)
+        assert request.method == "POST"
+        assert request.headers["User-Agent"].startswith("infracloud/")
+        with self.changed:
+            if self.fail:
+                self.fail -= 1
+                return httpx.Response(500, json={})
+            self.bodies.append(json.loads(request.content))
+            self.changed.notify_all()
+        return httpx.Response(200, json={})
+
+    def wait(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        """The bodies, once there are `count` of them."""
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.bodies) >= count, timeout), \
+                f"{len(self.bodies)} of {count} POSTs: {self.bodies}"
+            return list(self.bodies)
 
 
 class Recorder:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +14,12 @@ from typing import Any
 import httpx
 import yaml
 
-from infracloud.core.errors import BadRequest, InfracloudError
+from infracloud.clients import http
+from infracloud.clients.http import ClientError
+from infracloud.core.errors import BadRequest
 
 CLOUDS_FILES = (Path("clouds.yaml"), Path.home() / ".config/openstack/clouds.yaml",
                 Path("/etc/openstack/clouds.yaml"))
-
-
-class ClientError(InfracloudError):
-    """The command cannot talk to the controller (no cloud, no route, bad login)."""
-
-    status = 400
 
 
 def _clouds_file() -> Path:
@@ -53,16 +48,6 @@ def cloud_entry(cloud: str | None, clouds_file: Path | None = None
     return name, clouds[name]
 
 
-def tls_verify(verify: Any) -> ssl.SSLContext | bool:
-    """httpx's `verify` for a clouds.yaml `cacert` file (or a `verify` bool)."""
-    if isinstance(verify, str | Path):
-        try:
-            return ssl.create_default_context(cafile=str(verify))
-        except (OSError, ssl.SSLError) as exc:
-            raise ClientError(f"CA file {verify}: cannot use it: {exc}") from None
-    return bool(verify)
-
-
 @dataclass(frozen=True)
 class Login:
     """A password login to a clouds.yaml cloud: its Keystone token and catalog, and how to
@@ -86,9 +71,9 @@ def password_login(cloud: str | None, timeout: float = 30, *,
         "scope": {"project": {"name": auth.get("project_name"), "domain": {
             "name": auth.get("project_domain_name", "Default")}}}}}
     url = str(auth.get("auth_url", "")).rstrip("/")
-    with httpx.Client(verify=tls_verify(verify), timeout=timeout) as http:
+    with http.client("cli", verify=verify, timeout=timeout) as c:
         try:
-            r = http.post(f"{url}/v3/auth/tokens", json=body)
+            r = c.post(f"{url}/v3/auth/tokens", json=body)
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach the controller at {url}: {exc}") from None
     if r.status_code != 201:
@@ -105,12 +90,11 @@ class Client:
         cloud, calls the controller at `url` without a token (the open operations views)."""
         if url and not (cloud or os.environ.get("INFRACLOUD_ADMIN_CLOUD")
                         or os.environ.get("OS_CLOUD")):
-            self.http = httpx.Client(verify=tls_verify(cacert) if cacert else True,
-                                     timeout=timeout)
+            self.http = http.client("cli", verify=cacert or True, timeout=timeout)
             self.base = url.rstrip("/")
             return
         login = password_login(cloud, timeout, clouds_file=clouds_file)
-        self.http = httpx.Client(verify=tls_verify(login.verify), timeout=timeout)
+        self.http = http.client("cli", verify=login.verify, timeout=timeout)
         self.http.headers["X-Auth-Token"] = login.token
         self.base = self._endpoint(login.catalog, "baremetal", login.cloud
                                    ).removesuffix("/baremetal")
