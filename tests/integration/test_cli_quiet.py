@@ -18,8 +18,8 @@ from infracloud.cli import app
 INFRACLOUD = str(Path(sys.executable).parent / "infracloud")
 NOWHERE = "/nonexistent/infracloud-test.yaml"
 NO_POOL = "infracloud: error: which pool? pass --url or set INFRACLOUD_POOL_URL"
-NO_CLOUDS = (f"infracloud: error: {NOWHERE}: cannot read: [Errno 2] No such file or "
-             f"directory: '{NOWHERE}'")
+NO_CLOUDS = (f"infracloud: error: which cloud? no clouds.yaml at {NOWHERE} and no "
+             f"OS_AUTH_URL (the demo writes one: `source var/demo/infracloud.env`)")
 
 
 def command_paths() -> list[tuple[str, ...]]:

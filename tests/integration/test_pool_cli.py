@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infracloud.clients.cloud import password_login
+from infracloud.clients.cloud import login
 from infracloud.pool.client import PoolClient
 from tests.servers import (
     Running,
@@ -76,7 +76,7 @@ def pool(site: Running, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Po
     env = {"INFRACLOUD_POOL_URL": url, "INFRACLOUD_POOL_CLOUD": "infracloud",
            "OS_CLIENT_CONFIG_FILE": str(site.clouds_yaml), "INFRACLOUD_POOL_TOKEN": "",
            "INFRACLOUD_POOL_CACERT": ""}
-    token = password_login("infracloud", clouds_file=site.clouds_yaml).token
+    token = login("infracloud", clouds_file=site.clouds_yaml).token
     with PoolClient(url, token) as api:
         yield Pool(url, env, api)
     assert stop_process(proc) == 0, (tmp / "pool.log").read_text()

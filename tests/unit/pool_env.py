@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from infracloud.pool.config import PoolConfig, Provider
@@ -42,14 +43,16 @@ def pool_config(providers: dict[str, dict[str, Any]] | None = None, **top: Any) 
 class Harness:
     def __init__(self, db: Database, config: PoolConfig, clouds: dict[str, FakeCloud] | None
                  = None, config_file: Path | None = None, stats: Stats | None = None,
-                 now: Callable[[], dt.datetime] | None = None) -> None:
+                 now: Callable[[], dt.datetime] | None = None,
+                 webhook_transport: httpx.BaseTransport | None = None) -> None:
         """`now`: the engine's wall clock (request and node times), e.g. a FakeClock's."""
         self.db = db
         self.clouds = clouds or {p.name: FakeCloud(p.name, ip_prefix=f"127.{200 + i}.0.")
                                  for i, p in enumerate(config.providers)}
         self.prober = FakeProber()
         self.pool = PoolService(config, PoolStore(db, config.name), self._cloud, self.prober,
-                                stats, config_file=config_file, now=now)
+                                stats, config_file=config_file, now=now,
+                                webhook_transport=webhook_transport)
         self.pool.load()
 
     def _cloud(self, provider: Provider) -> FakeCloud:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,14 @@ from infracloud.ops.events import EventLog, Query
 from infracloud.site import alerts as sa
 from infracloud.store import Database
 from infracloud.store.models import Alert, Node
-from tests.servers import free_port, wait_for
 from tests.unit.compute_env import ADMIN, Env, in_threads
 from tests.unit.pool_env import Harness, pool_config
-from tests.webhooks import Recorder
+from tests.webhooks import Hook, flush
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    r = Recorder()
-    yield r
-    r.close()
+def hook() -> Hook:
+    return Hook()
 
 
 @pytest.fixture
@@ -51,11 +48,12 @@ def events(db: Database, clock: FakeClock) -> EventLog:
     return log
 
 
-def site_alerts(db: Database, clock: FakeClock, events: EventLog, url: str | None = None,
+def site_alerts(db: Database, clock: FakeClock, events: EventLog, hook: Hook | None = None,
                 **config: Any) -> sa.SiteAlerts:
-    return sa.SiteAlerts(db, "test", AlertsConfig(webhook_url=url, **config), clock,
-                         base_url="http://controller:5000",
-                         record_event=sa.event_recorder(events))
+    return sa.SiteAlerts(db, "test", AlertsConfig(webhook_url=hook and hook.url, **config),
+                         clock, base_url="http://controller:5000",
+                         record_event=sa.event_recorder(events),
+                         webhook_transport=hook and hook.transport)
 
 
 def changes(found: list[al.AlertRecord]) -> list[tuple[str, str, str]]:
@@ -70,10 +68,10 @@ def alert_events(events: EventLog) -> list[tuple[str, str | None, str, str | Non
 # ---- the controller's rules ---------------------------------------------------------------------
 
 def test_a_host_that_stops_heartbeating_fires_once_and_resolves_when_it_returns(
-        db: Database, clock: FakeClock, events: EventLog, recorder: Recorder,
+        db: Database, clock: FakeClock, events: EventLog, hook: Hook,
         caplog: pytest.LogCaptureFixture) -> None:
     env = Env(db, clock)
-    alerts = site_alerts(db, clock, events, recorder.url, capacity_min_free=0)
+    alerts = site_alerts(db, clock, events, hook, capacity_min_free=0)
     try:
         h1, h2 = env.host("h1"), env.host("h2")
         alerts.tick()
@@ -93,7 +91,7 @@ def test_a_host_that_stops_heartbeating_fires_once_and_resolves_when_it_returns(
         assert (line.levelname, line.rule, line.subject) == (  # type: ignore[attr-defined]
             "ERROR", "host_down", "h1")
         assert alert_events(events) == [("host", "h1", "firing", "system:alerts")]
-        (body,) = recorder.wait(1)
+        (body,) = hook.wait(1)
         assert body == {"status": "firing", "rule": "host_down", "subject": "h1",
                         "severity": "critical", "summary": firing.summary, "site": "test",
                         "source": "controller", "host": "h1",
@@ -114,10 +112,10 @@ def test_a_host_that_stops_heartbeating_fires_once_and_resolves_when_it_returns(
         (resolved,) = alerts.list(al.RESOLVED)
         assert resolved.id == firing.id and resolved.resolved_at == clock.now()
         assert [e[2] for e in alert_events(events)] == ["firing", "resolved"]
-        bodies = recorder.wait(2)
+        bodies = hook.wait(2)
         assert (bodies[1]["status"], bodies[1]["subject"], bodies[1]["resolved_at"]) == \
             ("resolved", "h1", "2026-01-01T00:00:41Z")
-        assert len(recorder.bodies) == 2
+        assert len(hook.bodies) == 2
 
         # down again: a new alert (the old one stays resolved)
         clock.advance(env.config.host_down_after + 1)
@@ -292,66 +290,93 @@ def test_two_controllers_evaluating_at_once_fire_one_alert(
 
 # ---- delivery -----------------------------------------------------------------------------------
 
-def test_the_webhook_retries_and_never_holds_up_the_caller(recorder: Recorder) -> None:
-    recorder.fail = 1  # the first POST gets a 500: retried
-    hook = al.Webhook(recorder.url, timeout=2, backoff=0.05)
+def test_the_webhook_retries_and_never_holds_up_the_caller(
+        hook: Hook, caplog: pytest.LogCaptureFixture) -> None:
+    hook.fail = 1  # the first POST gets a 500: retried
+    webhook = al.Webhook(hook.url, timeout=2, backoff=0.05, transport=hook.transport)
     try:
-        hook.send({"rule": "r", "n": 1})
-        assert recorder.wait(1) == [{"rule": "r", "n": 1}]
+        webhook.send({"rule": "r", "n": 1})
+        assert hook.wait(1) == [{"rule": "r", "n": 1}]
     finally:
-        hook.close()
-    closed = free_port()  # nothing listens: each POST fails fast; send() returns at once
-    dead = al.Webhook(f"http://127.0.0.1:{closed}/hook", timeout=1, backoff=0.05)
+        webhook.close()
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    # nothing listens: each POST fails fast; send() returns at once
+    dead = al.Webhook("http://hook.test/hook", timeout=1, attempts=2, backoff=0.01,
+                      transport=httpx.MockTransport(refuse))
     started = time.monotonic()
-    for n in range(50):
-        dead.send({"n": n})
-    assert time.monotonic() - started < 0.5
-    dead.close(timeout=0.2)
+    with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerting"):
+        for n in range(50):
+            dead.send({"rule": "r", "n": n})
+        assert time.monotonic() - started < 0.5
+        dead.close(timeout=0.2)
+    failed = [r for r in caplog.records if r.getMessage() == "alert webhook failed"]
+    assert failed and failed[0].error == "[Errno 111] Connection refused"  # type: ignore[attr-defined]
 
 
 # ---- the agent ----------------------------------------------------------------------------------
 
-def _agent_routes() -> dict[Any, Any]:
-    return {("POST", "/agent/v1/hosts"): {"host": {"id": "h-1", "name": "c1"},
-                                          "poll_seconds": 1},
-            ("GET", "/agent/v1/hosts/h-1/desired"): {"generation": 1, "instances": [],
-                                                     "remove": []}}
+class FakeController:
+    """The agent's controller, down (connections refused) until `up`; its long-polls hold
+    for a short while (or until `closing`) and are counted in `polls`."""
+
+    ROUTES: dict[tuple[str, str], Any] = {
+        ("POST", "/agent/v1/hosts"): {"host": {"id": "h-1", "name": "c1"}, "poll_seconds": 1},
+        ("GET", "/agent/v1/hosts/h-1/desired"): {"generation": 1, "instances": [],
+                                                 "remove": []}}
+
+    def __init__(self) -> None:
+        self.up = False
+        self.polls = 0
+        self.polled = threading.Condition()
+        self.closing = threading.Event()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        if request.method == "GET":
+            self.closing.wait(0.2)  # a short long-poll
+            with self.polled:
+                self.polls += 1
+                self.polled.notify_all()
+        return httpx.Response(200, json=self.ROUTES[(request.method, request.url.path)])
+
+    def wait_polls(self, count: int, timeout: float = 20) -> None:
+        with self.polled:
+            assert self.polled.wait_for(lambda: self.polls >= count, timeout), self.polls
 
 
 def test_the_agent_alerts_when_its_controller_stays_unreachable(
-        tmp_path: Path, recorder: Recorder, caplog: pytest.LogCaptureFixture) -> None:
-    port = free_port()  # closed until the fake controller starts on it
-    url = f"http://127.0.0.1:{port}"
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = "http://controller.test:5000"
+    controller = FakeController()
+    hook = Hook(peer=controller)
     agent = Agent(url, "agent-token-for-tests-0123456789", FakeDriver(),
                   HostInfo("c1", 4, 4096, 40), tmp_path, poll_wait=1, alert_after=0.5,
-                  alert_webhook=recorder.url)
-    polled: list[float] = []
-    agent.on_poll = polled.append
+                  alert_webhook=hook.url, transport=hook.transport)
     thread = threading.Thread(target=agent.run, daemon=True)
-    controller: Recorder | None = None
     with caplog.at_level(logging.WARNING, logger="infracloud.ops.alerting"):
         thread.start()
         try:
-            (fired,) = recorder.wait(1)
+            (fired,) = hook.wait(1)
             assert (fired["status"], fired["rule"], fired["subject"], fired["severity"],
                     fired["source"]) == ("firing", "controller_unreachable", url, "critical",
                                          "agent:c1")
             assert fired["summary"].startswith(f"controller {url} unreachable for ")
             assert fired["dashboard"] == url + "/dashboard/alerts"
-            controller = Recorder(port, _agent_routes())
-            bodies = recorder.wait(2, timeout=20)
+            controller.up = True
+            bodies = hook.wait(2, timeout=20)
             assert (bodies[1]["status"], bodies[1]["subject"]) == ("resolved", url)
             assert bodies[1]["resolved_at"] is not None
-            # more polls that reach the controller: nothing more to tell
-            polls = len(polled)
-            wait_for("two more polls", lambda: len(polled) >= polls + 2)
-            assert len(recorder.flush(agent.outage.book.notifier.webhook)) == 2
+            controller.wait_polls(controller.polls + 3)  # more polls: nothing more to tell
+            assert len(hook.bodies) == 2
         finally:
+            controller.closing.set()
             agent.stop()
             thread.join(20)
             agent.close()
-            if controller is not None:
-                controller.close()
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert ")] \
         == ["alert firing", "alert resolved"]
 
@@ -369,9 +394,10 @@ def _until(h: Harness, cond: Callable[[], bool], what: str) -> None:
 
 
 def test_the_pool_alerts_on_an_unreachable_provider_and_requests_left_waiting(
-        sqlite_db: Database, recorder: Recorder) -> None:
+        sqlite_db: Database, hook: Hook) -> None:
     h = Harness(sqlite_db, pool_config({"a": {}}, alerts={
-        "interval": 0.01, "webhook-url": recorder.url, "request-wait-minutes": 0.005}))
+        "interval": 0.01, "webhook-url": hook.url, "request-wait-minutes": 0.005}),
+        webhook_transport=hook.transport)
     try:
         h.clouds["a"].unreachable = True
         rid = h.request()
@@ -382,9 +408,9 @@ def test_the_pool_alerts_on_an_unreachable_provider_and_requests_left_waiting(
         assert waiting.summary.startswith(f"1 requests for small waiting longer than 0 s "
                                           f"(the oldest, {rid}, for")
         h.tick(5)
-        assert len(recorder.wait(2)) == 2
-        assert len(recorder.flush(h.pool.alerts.book.notifier.webhook)) == 2  # once each
-        assert {b["source"] for b in recorder.bodies} == {"pool:test-pool"}
+        assert len(hook.wait(2)) == 2
+        assert len(flush(hook, h.pool.alerts.book.notifier.webhook)) == 2  # once each
+        assert {b["source"] for b in hook.bodies} == {"pool:test-pool"}
 
         h.clouds["a"].unreachable = False
         h.pool.providers["a"].due.update(("servers", "catalog"))  # ask now, not in 10 s
@@ -392,7 +418,7 @@ def test_the_pool_alerts_on_an_unreachable_provider_and_requests_left_waiting(
                "served, resolved")
         assert pool_alerts(h, "resolved") == [("pool_requests_waiting", "small", "resolved"),
                                               ("provider_unreachable", "a", "resolved")]
-        bodies = recorder.wait(4)
+        bodies = hook.wait(4)
         assert sorted((b["rule"], b["status"]) for b in bodies[2:]) == [
             ("pool_requests_waiting", "resolved"), ("provider_unreachable", "resolved")]
     finally:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from infracloud.clients import http
 
 CHUNK = 1024 * 1024
 
@@ -28,10 +29,6 @@ class Fetched:
     resumed_from: int
 
 
-def _verify(cacert: str | bool) -> ssl.SSLContext | bool:
-    return ssl.create_default_context(cafile=cacert) if isinstance(cacert, str) else cacert
-
-
 def fetch_image(image_url: str, token: str, dest: Path, *, cacert: str | bool = True,
                 attempts: int = 4, timeout: float = 60) -> Fetched:
     """`image_url` is the image endpoint from the catalog plus /v2/images/<id>.
@@ -39,8 +36,8 @@ def fetch_image(image_url: str, token: str, dest: Path, *, cacert: str | bool = 
     A `dest.part` left by an earlier try is continued where it stopped (its bytes are hashed
     again first). On a hash mismatch nothing is left behind."""
     part = dest.with_name(dest.name + ".part")
-    with httpx.Client(verify=_verify(cacert), timeout=timeout,
-                      headers={"X-Auth-Token": token}) as client:
+    with http.client("agent", verify=cacert, timeout=timeout,
+                     headers={"X-Auth-Token": token}) as client:
         meta = client.get(image_url)
         if meta.status_code != 200:
             raise ImageFetchError(f"image lookup failed: HTTP {meta.status_code} {meta.text}")

@@ -22,6 +22,7 @@ import httpx
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
+from infracloud.clients import http
 from infracloud.ops.alerting import controller_watch
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ class Agent:
                  workdir: Path, *, cacert: str | bool | ssl.SSLContext = True,
                  poll_wait: float = 20,
                  workers: int = 4, join_token: str | None = None,
-                 alert_after: float | None = None, alert_webhook: str | None = None) -> None:
+                 alert_after: float | None = None, alert_webhook: str | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         """`token`: the site's agent token; or, for a machine the conductor deployed,
         `join_token`: the one-time token from its deploy media, traded for the agent token
         when the agent joins (and the host name is the machine's). The controller
@@ -56,13 +58,9 @@ class Agent:
         self.host = host
         self.workdir = workdir
         self.poll_wait = poll_wait
-        verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=cacert)
-                                         if isinstance(cacert, str) else cacert)
-        if verify is True:  # the system's CAs, loaded once here rather than by httpx
-            verify = ssl.create_default_context()
-        self.http = httpx.Client(base_url=self.controller + "/agent/v1", verify=verify,
-                                 timeout=httpx.Timeout(10, read=poll_wait + 30),
-                                 headers={"X-Agent-Token": token})
+        self.http = http.client("agent", base_url=self.controller + "/agent/v1", verify=cacert,
+                                timeout=httpx.Timeout(10, read=poll_wait + 30),
+                                headers={"X-Agent-Token": token}, transport=transport)
         self.join_token = join_token
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-work")
         self.host_id: str | None = None
@@ -76,7 +74,7 @@ class Agent:
         self.controller_up = False  # the last call reached the controller (metrics)
         self.on_poll: Callable[[float], None] | None = None  # told each long-poll's seconds
         self.outage = controller_watch(self.controller, host.name, alert_after or 3 * poll_wait,
-                                       alert_webhook)
+                                       alert_webhook, transport=transport)
         (workdir / "configdrives").mkdir(parents=True, exist_ok=True)
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def connect(url: str | None, token: str | None, cloud: str | None, cacert: Path 
             ) -> Iterator[PoolClient]:
     """A client of the pool at `url`; any error of the pool or the login ends the command
     with its message (exit 2)."""
-    from infracloud.clients.cloud import cloud_entry, password_login
+    from infracloud.clients.cloud import cloud_verify, login
 
     if not url:
         _fail("which pool? pass --url or set INFRACLOUD_POOL_URL")
@@ -113,12 +113,11 @@ def connect(url: str | None, token: str | None, cloud: str | None, cacert: Path 
     ca: str | bool | None = str(cacert) if cacert else None
     try:
         if cloud and not token:
-            login = password_login(cloud)
-            token = login.token
-            ca = ca if ca is not None else login.verify
+            session = login(cloud)
+            token = session.token
+            ca = ca if ca is not None else session.verify
         elif cloud and ca is None:
-            _, entry = cloud_entry(cloud)
-            ca = entry.get("cacert") or entry.get("verify", True)
+            ca = cloud_verify(cloud)
         with PoolClient(url, token, ca) as client:
             yield client
     except InfracloudError as exc:

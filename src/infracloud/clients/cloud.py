@@ -1,128 +1,188 @@
-"""A small client for infracloud's own commands (`infracloud hardware`, `capacity`): logs in
-with a cloud from clouds.yaml, as the openstack CLI does, and calls the controller.
-`infracloud pool` uses the login alone (`password_login`)."""
+"""A small client for infracloud's own commands (`infracloud hardware`, `capacity`, `status`):
+logs in to a cloud as every OpenStack tool does (openstack.config: clouds.yaml and secure.yaml,
+or the OS_* variables; passwords, application credentials, any keystoneauth plugin; region and
+interface) and calls the controller. `infracloud pool` uses the login alone (`login`)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import yaml
 
-from infracloud.core.errors import BadRequest, InfracloudError
+from infracloud.clients import http
+from infracloud.clients.http import ClientError
+from infracloud.core.errors import BadRequest
 
-CLOUDS_FILES = (Path("clouds.yaml"), Path.home() / ".config/openstack/clouds.yaml",
-                Path("/etc/openstack/clouds.yaml"))
+if TYPE_CHECKING:
+    from keystoneauth1.access import AccessInfo
+    from openstack.config.cloud_region import CloudRegion
 
+__all__ = ["Client", "ClientError", "Login", "cloud_region", "cloud_verify", "login"]
 
-class ClientError(InfracloudError):
-    """The command cannot talk to the controller (no cloud, no route, bad login)."""
-
-    status = 400
-
-
-def _clouds_file() -> Path:
-    env = os.environ.get("OS_CLIENT_CONFIG_FILE")
-    if env:
-        return Path(env)
-    for path in CLOUDS_FILES:
-        if path.exists():
-            return path
-    raise ClientError("no clouds.yaml: set OS_CLIENT_CONFIG_FILE (the demo writes one; "
-                      "`source var/demo/infracloud.env`)")
+DEMO = "the demo writes one: `source var/demo/infracloud.env`"
+SEARCHED = "./clouds.yaml, ~/.config/openstack/ or /etc/openstack/"
 
 
-def cloud_entry(cloud: str | None, clouds_file: Path | None = None
-                ) -> tuple[str, dict[str, Any]]:
-    path = clouds_file or _clouds_file()
+def admin_cloud(cloud: str | None = None) -> str | None:
+    """The cloud infracloud's admin commands use: --os-cloud, else $INFRACLOUD_ADMIN_CLOUD,
+    else $OS_CLOUD."""
+    return cloud or os.environ.get("INFRACLOUD_ADMIN_CLOUD") or os.environ.get("OS_CLOUD")
+
+
+def cloud_region(cloud: str | None = None, *, clouds_file: Path | None = None,
+                 timeout: float = 30) -> CloudRegion:
+    """The configuration of `cloud` (or the admin cloud; or, with no name, the cloud the
+    OS_* variables describe), as openstack.config reads it. $OS_CLIENT_CONFIG_FILE, or
+    `clouds_file`, is the only clouds.yaml read when set."""
+    import openstack.config
+    import openstack.exceptions
+    from keystoneauth1 import exceptions as ka
+
+    only = clouds_file or os.environ.get("OS_CLIENT_CONFIG_FILE")
     try:
-        clouds = (yaml.safe_load(path.read_text()) or {}).get("clouds") or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ClientError(f"{path}: cannot read: {exc}") from None
-    name = cloud or os.environ.get("INFRACLOUD_ADMIN_CLOUD") or os.environ.get("OS_CLOUD")
-    if not name:
-        raise ClientError("which cloud? pass --os-cloud or set INFRACLOUD_ADMIN_CLOUD")
+        config = openstack.config.OpenStackConfig(
+            config_files=[str(only)] if only else None, app_name="infracloud",
+            app_version=http.version())
+    except openstack.exceptions.ConfigException as exc:
+        raise ClientError(str(exc)) from None
+    clouds = config.cloud_config["clouds"]
+    from_env = config.envvar_key in clouds  # a file may not use that name
+    path = config.config_filename
+    in_file = sorted(set(clouds) - {config.envvar_key}) if path else []
+    name = admin_cloud(cloud) or (config.envvar_key if from_env else None)
+    where = f"no clouds.yaml at {only or SEARCHED}"
+    if name is None:
+        if path is None:
+            raise ClientError(f"which cloud? {where} and no OS_AUTH_URL ({DEMO})")
+        raise ClientError(f"which cloud? pass --os-cloud or set INFRACLOUD_ADMIN_CLOUD or "
+                          f"OS_CLOUD (clouds in {path}: {', '.join(in_file)})")
     if name not in clouds:
-        raise ClientError(f"cloud {name!r} is not in {path} (clouds: {', '.join(clouds)})")
-    return name, clouds[name]
+        if path is None:
+            raise ClientError(f"cloud {name!r} not found: {where} ({DEMO})")
+        raise ClientError(f"cloud {name!r} is not in {path} (clouds: {', '.join(in_file)})")
+    try:
+        return config.get_one(name, api_timeout=timeout)
+    except (openstack.exceptions.ConfigException, ka.ClientException) as exc:
+        raise ClientError(f"cloud {name!r}: {exc}") from None
 
 
-def tls_verify(verify: Any) -> ssl.SSLContext | bool:
-    """httpx's `verify` for a clouds.yaml `cacert` file (or a `verify` bool)."""
-    if isinstance(verify, str | Path):
-        try:
-            return ssl.create_default_context(cafile=str(verify))
-        except (OSError, ssl.SSLError) as exc:
-            raise ClientError(f"CA file {verify}: cannot use it: {exc}") from None
-    return bool(verify)
+def cloud_verify(cloud: str | None, *, clouds_file: Path | None = None) -> str | bool:
+    """How to verify the cloud's TLS: its CA file (`cacert`), else its `verify` setting."""
+    verify = cloud_region(cloud, clouds_file=clouds_file).get_requests_verify_args()[0]
+    return True if verify is None else verify
 
 
 @dataclass(frozen=True)
 class Login:
-    """A password login to a clouds.yaml cloud: its Keystone token and catalog, and how to
-    verify the cloud's TLS (its `cacert` file, else its `verify` setting)."""
+    """A login to a cloud: its Keystone token and catalog, and how to verify its TLS."""
 
     cloud: str
     token: str
-    verify: Any  # str (a CA file) or bool
-    catalog: list[dict[str, Any]]
+    verify: str | bool  # a CA file, or whether to verify against the system's CAs
+    region: CloudRegion
+    access: AccessInfo
+
+    def endpoint(self, service_type: str) -> str:
+        """The service's URL: the cloud's `<service>_endpoint_override`, else the catalog's
+        for the cloud's interface (default public) and region."""
+        from keystoneauth1 import exceptions as ka
+
+        url = self.region.get_endpoint(service_type)
+        if not url and self.access.service_catalog is not None:
+            try:
+                url = self.access.service_catalog.url_for(
+                    service_type=service_type,
+                    interface=self.region.get_interface(service_type) or "public",
+                    region_name=self.region.get_region_name(service_type) or None)
+            except ka.EndpointNotFound:
+                url = None
+        if not url:
+            raise ClientError(f"cloud {self.cloud!r} has no {service_type} service in its "
+                              f"catalog")
+        return str(url).rstrip("/")
 
 
-def password_login(cloud: str | None, timeout: float = 30, *,
-                   clouds_file: Path | None = None) -> Login:
-    """Log in to a cloud of clouds.yaml with its password, as the openstack CLI does."""
-    name, entry = cloud_entry(cloud, clouds_file)
-    auth = entry.get("auth") or {}
-    verify: Any = entry.get("cacert") or entry.get("verify", True)
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": auth.get("username"), "password": auth.get("password"),
-        "domain": {"name": auth.get("user_domain_name", "Default")}}}},
-        "scope": {"project": {"name": auth.get("project_name"), "domain": {
-            "name": auth.get("project_domain_name", "Default")}}}}}
-    url = str(auth.get("auth_url", "")).rstrip("/")
-    with httpx.Client(verify=tls_verify(verify), timeout=timeout) as http:
-        try:
-            r = http.post(f"{url}/v3/auth/tokens", json=body)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach the controller at {url}: {exc}") from None
-    if r.status_code != 201:
-        raise ClientError(f"login to cloud {name!r} failed: HTTP {r.status_code}")
-    return Login(name, r.headers["X-Subject-Token"], verify,
-                 r.json()["token"].get("catalog", []))
+def login(cloud: str | None = None, timeout: float = 30, *,
+          clouds_file: Path | None = None) -> Login:
+    """Log in to a cloud (see `cloud_region`) with its keystoneauth plugin."""
+    from keystoneauth1 import exceptions as ka
+
+    region = cloud_region(cloud, clouds_file=clouds_file, timeout=timeout)
+    name = region.name
+    url = (region.config.get("auth") or {}).get("auth_url", "")
+    try:
+        with _quiet("keystoneauth"):  # its warnings before the error say it again
+            session = region.get_session()
+            token = session.get_token()
+            access = session.auth.get_access(session)  # type: ignore[union-attr]
+    except ka.ClientException as exc:
+        chain = _chain(exc)
+        status = next((e.http_status for e in chain if isinstance(e, ka.HttpError)), None)
+        if status is not None:
+            raise ClientError(f"login to cloud {name!r} failed: HTTP {status}") from None
+        if any(isinstance(e, ka.ConnectionError) for e in chain):
+            raise ClientError(f"cannot reach the controller at {url}: {_reason(chain)}"
+                              ) from None
+        raise ClientError(f"login to cloud {name!r} failed: {exc}") from None
+    if not token:
+        raise ClientError(f"login to cloud {name!r} failed: no token")
+    verify = region.get_requests_verify_args()[0]
+    return Login(name, token, True if verify is None else verify, region, access)
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, down to the socket's error."""
+    chain: list[BaseException] = []
+    at: BaseException | None = exc
+    while at is not None and at not in chain:
+        chain.append(at)
+        at = at.__cause__ or at.__context__
+    return chain
+
+
+def _reason(chain: list[BaseException]) -> str:
+    """The system's word for why a connection failed ("[Errno 111] Connection refused", a
+    certificate that does not verify), else the outermost message."""
+    for e in reversed(chain):
+        if isinstance(e, ssl.SSLError | OSError) and type(e).__module__ in ("builtins", "ssl"):
+            return str(e)
+    return str(chain[0])
 
 
 class Client:
     def __init__(self, cloud: str | None = None, timeout: float = 30, *,
                  clouds_file: Path | None = None, url: str | None = None,
                  cacert: Path | None = None) -> None:
-        """Logs in to `cloud` (or $INFRACLOUD_ADMIN_CLOUD / $OS_CLOUD); with `url` and no
-        cloud, calls the controller at `url` without a token (the open operations views)."""
-        if url and not (cloud or os.environ.get("INFRACLOUD_ADMIN_CLOUD")
-                        or os.environ.get("OS_CLOUD")):
-            self.http = httpx.Client(verify=tls_verify(cacert) if cacert else True,
-                                     timeout=timeout)
+        """Logs in to `cloud` (or $INFRACLOUD_ADMIN_CLOUD / $OS_CLOUD, or the OS_* variables'
+        cloud); with `url` and no cloud named, calls the controller at `url` without a token
+        (the open operations views)."""
+        if url and not admin_cloud(cloud):
+            self.http = http.client("cli", verify=cacert or True, timeout=timeout)
             self.base = url.rstrip("/")
             return
-        login = password_login(cloud, timeout, clouds_file=clouds_file)
-        self.http = httpx.Client(verify=tls_verify(login.verify), timeout=timeout)
-        self.http.headers["X-Auth-Token"] = login.token
-        self.base = self._endpoint(login.catalog, "baremetal", login.cloud
-                                   ).removesuffix("/baremetal")
-
-    @staticmethod
-    def _endpoint(catalog: list[dict[str, Any]], kind: str, cloud: str) -> str:
-        for service in catalog:
-            if service.get("type") == kind:
-                for ep in service.get("endpoints", []):
-                    if ep.get("interface") == "public":
-                        return str(ep["url"]).rstrip("/")
-        raise ClientError(f"cloud {cloud!r} has no {kind} service in its catalog")
+        session = login(cloud, timeout, clouds_file=clouds_file)
+        self.http = http.client("cli", verify=session.verify, timeout=timeout,
+                                headers={"X-Auth-Token": session.token})
+        self.base = session.endpoint("baremetal").removesuffix("/baremetal")
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         r = self.raw(method, path, **kwargs)

@@ -29,6 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
+from infracloud.clients import http
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import InfracloudError
 
@@ -112,14 +113,14 @@ class Webhook:
     drops (and says so) rather than holding up the caller."""
 
     def __init__(self, url: str, timeout: float = 5, *, attempts: int = WEBHOOK_ATTEMPTS,
-                 backoff: float = WEBHOOK_BACKOFF, verify: bool | str = True) -> None:
+                 backoff: float = WEBHOOK_BACKOFF, verify: bool | str = True,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
         self.attempts = attempts
         self.backoff = backoff
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(WEBHOOK_QUEUE)
         self._stop = threading.Event()
-        self._http = httpx.Client(timeout=timeout, verify=verify,
-                                  headers={"User-Agent": "infracloud-alerts"})
+        self._http = http.client("alerts", timeout=timeout, verify=verify, transport=transport)
         self._thread = threading.Thread(target=self._loop, name="alert-webhook", daemon=True)
         self._thread.start()
 
@@ -192,13 +193,14 @@ class Notifier:
             self.webhook.send(payload(a, site=self.site, source=self.source,
                                       dashboard=self.dashboard))
 
-    def set_webhook(self, url: str | None, timeout: float) -> None:
+    def set_webhook(self, url: str | None, timeout: float,
+                    transport: httpx.BaseTransport | None = None) -> None:
         """Follow a changed configuration (the pool reloads its file)."""
         if self.webhook is not None and (url is None or url != self.webhook.url):
             self.webhook.close()
             self.webhook = None
         if url and self.webhook is None:
-            self.webhook = Webhook(url, timeout)
+            self.webhook = Webhook(url, timeout, transport=transport)
 
     def close(self) -> None:
         if self.webhook is not None:
@@ -394,11 +396,12 @@ class OutageWatch:
 
 
 def controller_watch(controller: str, reporter: str, after: float,
-                     webhook_url: str | None, webhook_timeout: float = 5) -> OutageWatch:
+                     webhook_url: str | None, webhook_timeout: float = 5, *,
+                     transport: httpx.BaseTransport | None = None) -> OutageWatch:
     """The agent's watch on its controller: the log always, the webhook when given."""
     notifier = Notifier(site=None, source=f"agent:{reporter}",
-                        dashboard=controller.rstrip("/") + "/dashboard/alerts",
-                        webhook=Webhook(webhook_url, webhook_timeout) if webhook_url else None)
+                        dashboard=controller.rstrip("/") + "/dashboard/alerts")
+    notifier.set_webhook(webhook_url, webhook_timeout, transport)
     return OutageWatch(AlertBook(notifier, lambda: dt.datetime.now(dt.UTC)),
                        controller.rstrip("/"), after)
 

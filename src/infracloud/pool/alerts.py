@@ -9,6 +9,8 @@ import math
 import socket
 from collections import Counter
 
+import httpx
+
 from infracloud.ops.alerting import (
     CRITICAL,
     WARNING,
@@ -17,7 +19,6 @@ from infracloud.ops.alerting import (
     Finding,
     Notifier,
     Rule,
-    Webhook,
     failure_rate,
 )
 from infracloud.pool.config import PoolConfig
@@ -87,14 +88,14 @@ def alerts_url(config: PoolConfig) -> str:
 
 
 class PoolAlerts:
-    def __init__(self, pool: Engine) -> None:
+    def __init__(self, pool: Engine, webhook_transport: httpx.BaseTransport | None = None
+                 ) -> None:
+        """`webhook_transport`: where the webhook's POSTs go instead of the network (tests)."""
         self.pool = pool
-        c = pool.config.alerts
-        self.book = AlertBook(Notifier(
-            site=pool.config.name, source=f"pool:{pool.config.name}",
-            dashboard=alerts_url(pool.config),
-            webhook=Webhook(c.webhook_url, c.webhook_timeout) if c.webhook_url else None),
-            pool.now)
+        self.webhook_transport = webhook_transport
+        self.book = AlertBook(Notifier(site=pool.config.name, source=f"pool:{pool.config.name}",
+                                       dashboard=alerts_url(pool.config)), pool.now)
+        self._follow_config()
         self._last = -math.inf
 
     def tick(self) -> None:
@@ -105,8 +106,7 @@ class PoolAlerts:
             self.evaluate()
 
     def evaluate(self) -> list[AlertRecord]:
-        c = self.pool.config.alerts  # the file may have been reloaded
-        self.book.notifier.set_webhook(c.webhook_url, c.webhook_timeout)
+        self._follow_config()
         with self.pool.lock:
             return self.book.evaluate(POOL_RULES, self.pool)
 
@@ -115,3 +115,7 @@ class PoolAlerts:
 
     def close(self) -> None:
         self.book.close()
+
+    def _follow_config(self) -> None:
+        c = self.pool.config.alerts  # the file may have been reloaded
+        self.book.notifier.set_webhook(c.webhook_url, c.webhook_timeout, self.webhook_transport)

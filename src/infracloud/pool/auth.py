@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Protocol
 
 import httpx
 
+from infracloud.clients import http
 from infracloud.core.errors import ServiceUnavailable as Unavailable
 from infracloud.core.errors import Unauthorized
 
@@ -61,10 +61,8 @@ class StaticToken:
 class IdentityTokens:
     def __init__(self, identity_url: str, cacert: Path | None = None,
                  timeout: float = 10) -> None:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(cacert)) \
-            if cacert else True
         self.url = identity_url.rstrip("/") + "/v3/auth/tokens"
-        self.http = httpx.Client(verify=verify, timeout=timeout)
+        self.http = http.client("pool", verify=cacert or True, timeout=timeout)
         self._cache: dict[str, tuple[float, PoolCaller]] = {}
         self._lock = threading.Lock()
 

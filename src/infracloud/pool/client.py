@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import httpx
 
-from infracloud.clients.cloud import ClientError, tls_verify
+from infracloud.clients import http
+from infracloud.clients.http import ClientError
 from infracloud.core import errors
 from infracloud.core.errors import InfracloudError
 
@@ -60,12 +61,12 @@ class PoolClient:
     def __init__(self, url: str, token: str | None = None,
                  cacert: str | Path | bool | None = None, timeout: float = 30, *,
                  transport: httpx.BaseTransport | None = None) -> None:
-        verify = tls_verify(True if cacert is None else cacert)
         headers = {"X-Auth-Token": token} if token else {}
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.http = httpx.Client(base_url=self.url, verify=verify, timeout=timeout,
-                                 headers=headers, transport=transport)
+        self.http = http.client("pool-client", base_url=self.url,
+                                verify=True if cacert is None else cacert, timeout=timeout,
+                                headers=headers, transport=transport)
 
     def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
              ) -> Any:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from infracloud.core.clock import Clock
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import validate_file
@@ -60,14 +62,15 @@ class PoolService(Engine):
                  make_cloud: Callable[[Provider], Cloud], prober: Probe,
                  stats: Stats | None = None, config_file: Path | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], dt.datetime] | None = None) -> None:
+                 now: Callable[[], dt.datetime] | None = None,
+                 webhook_transport: httpx.BaseTransport | None = None) -> None:
         kwargs: dict[str, Any] = {"now": now} if now else {}
         super().__init__(config, store, make_cloud, prober, stats, clock, **kwargs)
         self.config_file = config_file
         self._config_stamp = self._stamp()
         self.uploads = Uploads(self, [])
         self.cleaner = LeakCleaner(self)
-        self.alerts = PoolAlerts(self)
+        self.alerts = PoolAlerts(self, webhook_transport)
         self.events = EventLog(store.db, config.name, Clock())  # what the store records
         self._thread: threading.Thread | None = None
         self._loaded = False

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from infracloud.clients.http import client
 
 log = logging.getLogger(__name__)
 MAX_JOBS = 200  # jobs in flight at once; more arrivals are counted as dropped
@@ -84,8 +84,8 @@ class CiLoad:
         t0 = time.monotonic()
         waiting = True
         try:
-            with httpx.Client(verify=self.verify, timeout=90,
-                              headers={"X-Auth-Token": self.token()}) as http:
+            with client("ciload", verify=self.verify, timeout=90,
+                        headers={"X-Auth-Token": self.token()}) as http:
                 r = http.post(f"{self.url}/requests", json={"labels": [self.label]})
                 r.raise_for_status()
                 req = r.json()["request"]

@@ -18,6 +18,7 @@ import httpx
 
 from infracloud.agent.hosts import AgentThreads, host_info, make_driver
 from infracloud.agent.runner import Agent
+from infracloud.clients import http
 from infracloud.core.settings import SimulationConfig
 from infracloud.hardware.bmc.fake import SIMULATOR, SimulatedMachine, Simulator
 
@@ -62,7 +63,8 @@ class Simulation:
         config = None
         if m.media and m.boot_device == "cd":
             try:
-                r = httpx.get(config_url(m.media), verify=self.tls, timeout=10)
+                with http.client("sim", verify=self.tls, timeout=10) as c:
+                    r = c.get(config_url(m.media))
                 r.raise_for_status()
                 config = r.json()
             except (httpx.HTTPError, ValueError) as exc:
@@ -114,8 +116,9 @@ class Simulation:
     def _join_only(self, m: SimulatedMachine, config: dict[str, Any]) -> None:
         """A controller-role machine: it joins, but runs no compute agent."""
         try:
-            httpx.post(config["controller"] + "/agent/v1/join", verify=self.tls,
-                       json={"join_token": config["join_token"]}, timeout=10)
+            with http.client("sim", verify=self.tls, timeout=10) as c:
+                c.post(config["controller"] + "/agent/v1/join",
+                       json={"join_token": config["join_token"]})
         except httpx.HTTPError as exc:
             log.warning("simulated machine %s cannot join: %s", m.name, exc)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
@@ -32,7 +33,6 @@ from infracloud.ops.alerting import (
     Finding,
     Notifier,
     Rule,
-    Webhook,
     apply,
     failure_rate,
 )
@@ -116,18 +116,19 @@ class SiteAlerts:
 
     def __init__(self, db: Database, site: str, config: AlertsConfig, clock: Clock, *,
                  base_url: str, record_event: Callable[[AlertRecord], None] | None = None,
-                 rules: Sequence[Rule[SiteView]] | None = None) -> None:
+                 rules: Sequence[Rule[SiteView]] | None = None,
+                 webhook_transport: httpx.BaseTransport | None = None) -> None:
+        """`webhook_transport`: where the webhook's POSTs go instead of the network (tests)."""
         self.db = db
         self.site = site
         self.config = config
         self.clock = clock
         self.rules = tuple(SITE_RULES if rules is None else rules)
         self.checker = Checker()
-        webhook = Webhook(config.webhook_url, config.webhook_timeout) \
-            if config.webhook_url else None
         self.notifier = Notifier(site=site, source="controller",
                                  dashboard=base_url.rstrip("/") + "/dashboard/alerts",
-                                 webhook=webhook, record=record_event)
+                                 record=record_event)
+        self.notifier.set_webhook(config.webhook_url, config.webhook_timeout, webhook_transport)
 
     def tick(self) -> None:
         """The periodic job (runtime.serve)."""
