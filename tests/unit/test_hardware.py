@@ -19,6 +19,7 @@ from infracloud.compute.hosts import Registration
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.clock import FakeClock
 from infracloud.core.errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import ControllerConfig, HardwareConfig
 from infracloud.core.states import PROVISION
 from infracloud.hardware import inventory
@@ -27,7 +28,6 @@ from infracloud.hardware.bmc.fake import FakeBmc, Simulator
 from infracloud.hardware.conductor import Conductor
 from infracloud.hardware.drain import Drainer
 from infracloud.hardware.nodes import TARGETS, NodeService
-from infracloud.hardware.secrets import SecretBox
 from infracloud.store import Database
 from infracloud.store.models import Host, Instance, Node
 from tests.unit.compute_env import ADMIN, IMAGE_ID, Env

@@ -163,8 +163,9 @@ class HardwareConfig(_Section):
     """The conductor: how it talks to BMCs and how long each provisioning step may take."""
 
     secret_key_file: Path | None = Field(
-        None, description="Fernet key that encrypts BMC passwords; default: beside the SQLite "
-        "database (required with PostgreSQL: the same file on every controller)")
+        None, description="the site's secret key (Fernet): encrypts BMC passwords, token signing "
+        "keys and pending host credentials; default: beside the SQLite database (required "
+        "with PostgreSQL: the same file on every controller)")
     bmc_timeout: float = Field(10, gt=0, le=120, description="seconds for one BMC call")
     retries: int = Field(5, ge=1, le=20, description="attempts of a BMC call on transient errors")
     backoff: float = Field(0.5, ge=0, le=60, description="first retry delay; doubles, capped")

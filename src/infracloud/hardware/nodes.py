@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock
 from infracloud.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import HardwareConfig
 from infracloud.core.states import PROVISION
 from infracloud.hardware.bmc import DRIVERS, BmcAccess
-from infracloud.hardware.secrets import SecretBox
 from infracloud.store import Database
 from infracloud.store.models import Node
 

@@ -14,11 +14,11 @@ from infracloud.compute.servers import ServerService
 from infracloud.compute.signals import HostSignals
 from infracloud.core.clock import Clock
 from infracloud.core.errors import ConfigError
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware.conductor import Conductor
 from infracloud.hardware.drain import Drainer
 from infracloud.hardware.nodes import NodeService
-from infracloud.hardware.secrets import SecretBox
 from infracloud.identity.service import IdentityService
 from infracloud.images.data import ImageData
 from infracloud.images.service import ImageService
@@ -96,7 +96,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
         db.migrate()
     events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days)
     events.install()
-    identity = IdentityService(db, config.identity, clock)
+    box = SecretBox(config)
+    identity = IdentityService(db, config.identity, clock, box=box)
     identity.start()
     holder = config.controller_id or f"{socket.gethostname()}:{config.listen.port}"
     images = ImageService(db, config.images, clock)
@@ -115,7 +116,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                             signals.notify)
     hosts = HostService(db, c, clock, servers, signals.notify)
     h = config.hardware
-    nodes = NodeService(db, h, clock, SecretBox(config))
+    nodes = NodeService(db, h, clock, box)
     conductor = Conductor(db, h, clock, nodes, Drainer(db, clock, hosts, servers),
                           config.base_url(), holder)
     nodes.wake = conductor.wake

@@ -161,12 +161,13 @@ class ApplicationCredentialRole(Base):
 
 
 class FernetKey(Base):
-    """Token encryption keys. The newest is primary; older ones still validate until pruned."""
+    """Token encryption keys. The newest is primary; older ones still validate until pruned.
+    Each is stored encrypted with the site's secret key file (core.secrets)."""
 
     __tablename__ = "fernet_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
