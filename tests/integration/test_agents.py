@@ -156,6 +156,26 @@ def test_agent_killed_then_back_reconciles(site: Site) -> None:
                                                   for s in servers[:2]), timeout=60)
 
 
+def test_the_site_agent_token_opens_the_first_host_that_registers_only(site: Site) -> None:
+    """compute.agent_token_file is for hosts started by hand: its token binds to the first
+    host that registers with it; a wrong token is refused before the body is read."""
+    def host(name: str) -> dict[str, Any]:
+        return {"name": name, "driver": "fake", "vcpus": 4, "ram_mb": 4096, "disk_gb": 40}
+
+    with httpx.Client(base_url=site.url + "/agent/v1", timeout=10, headers={
+            "X-Agent-Token": "agent-token-for-tests-0123456789"}) as http:
+        first = http.post("/hosts", json=host("first"))
+        assert first.status_code == 200, first.text
+        first_id = first.json()["host"]["id"]
+        assert http.get(f"/hosts/{first_id}/desired").status_code == 200
+        second = http.post("/hosts", json=host("second"))
+        assert second.status_code == 403 and "cannot register as second" in second.text
+        other = http.post(f"/hosts/{'0' * 32}/report", json={"instances": []})
+        assert other.status_code == 403, other.text
+        wrong = http.post("/hosts", json={"name": 1}, headers={"X-Agent-Token": "x" * 32})
+        assert wrong.status_code == 401, wrong.text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
 def test_an_agent_stops_cleanly_on_sigterm_and_on_sigint_it_started_ignoring(
         tmp_path: Path, sig: int) -> None:

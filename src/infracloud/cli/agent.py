@@ -89,6 +89,7 @@ def agent(
     runner = Agent(str(controller_url), token or "", make_driver(driver, state_dir,
                                                                  ssh_port=ssh_port),
                    info, state_dir, cacert=cacert or True, join_token=join_token,
+                   credential_file=state_dir / "host-credential.json" if join_token else None,
                    alert_after=alert_after, alert_webhook=alert_webhook)
     if metrics_port is not None:
         import prometheus_client

@@ -140,7 +140,12 @@ class ComputeConfig(_Section):
     ram_allocation_ratio: float = Field(1.0, gt=0)
     disk_allocation_ratio: float = Field(1.0, gt=0)
     agent_token_file: Path | None = Field(
-        None, description="file holding the secret agents present (X-Agent-Token)")
+        None, description="file holding a secret for agents started by hand (X-Agent-Token); "
+        "it binds to the first host that registers with it (deployed machines get their own "
+        "credential at join)")
+    agent_token_shared: bool = Field(
+        False, description="the agent_token_file token opens every host (one secret for the "
+        "whole site: any holder can read every host's servers and report for them)")
     heartbeat_seconds: float = Field(5, gt=0, description="how often agents check in")
     host_down_after: float = Field(30, gt=0, description="seconds without a heartbeat")
     instance_error_after: float = Field(

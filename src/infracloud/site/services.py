@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from infracloud.compute.credentials import HostCredentials
 from infracloud.compute.flavors import FlavorService
 from infracloud.compute.hosts import HostService
 from infracloud.compute.keypairs import KeypairService
@@ -45,11 +46,11 @@ class Services:
     quotas: Quotas
     servers: ServerService
     hosts: HostService
+    credentials: HostCredentials
     signals: HostSignals
     nodes: NodeService
     conductor: Conductor
     simulation: Simulation
-    agent_token: str | None
     clock: Clock
     events: EventLog
     usage: UsageReports
@@ -124,10 +125,12 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     return Services(config=config, db=db, identity=identity, images=images,
                     image_data=image_data, network=network, flavors=flavors,
                     keypairs=keypairs, quotas=quotas, servers=servers, hosts=hosts,
+                    credentials=HostCredentials(db, box, clock, _agent_token(config),
+                                                shared=c.agent_token_shared),
                     signals=signals, nodes=nodes, conductor=conductor,
                     simulation=Simulation(h.simulation, cacert,
                                           controller=config.base_url()),
-                    agent_token=_agent_token(config), clock=clock, events=events,
+                    clock=clock, events=events,
                     usage=UsageReports(db, clock, config),
                     alerts=SiteAlerts(db, config.site, config.ops.alerts, clock,
                                       base_url=config.base_url(),
