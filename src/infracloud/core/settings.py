@@ -191,7 +191,18 @@ class HardwareConfig(_Section):
     timeouts: dict[str, float] = Field(
         default_factory=dict, description="seconds per in-progress provision state, overriding "
         "the defaults of `infracloud states node`")
+    deploy_agent_driver: str | None = Field(
+        None, description="the hypervisor driver the agents of deployed compute machines run "
+        "(their join config names it); never sandbox, which isolates nothing")
     simulation: SimulationConfig = SimulationConfig()
+
+    @field_validator("deploy_agent_driver")
+    @classmethod
+    def _not_sandbox(cls, value: str | None) -> str | None:
+        if value == "sandbox":
+            raise ValueError("deployed machines never run the sandbox driver (it runs servers' "
+                             "commands on the host itself)")
+        return value
 
     @field_validator("workers")
     @classmethod
