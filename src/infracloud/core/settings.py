@@ -21,6 +21,18 @@ class _Section(BaseModel):
 class ListenConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8443, ge=1, le=65535)
+    tls_terminated_by_proxy: bool = Field(
+        False, description="plain HTTP on a non-loopback address is allowed: a proxy in front "
+        "terminates TLS (without this and without `tls`, only loopback may be plain HTTP)")
+
+    def is_loopback(self) -> bool:
+        import ipaddress
+
+        host = self.host.strip("[]")
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 class TLSConfig(_Section):
@@ -289,6 +301,17 @@ class ControllerConfig(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    def plain_http_refusal(self) -> str | None:
+        """Why a real controller must not start as configured: plain HTTP carries passwords
+        and tokens in clear, so only on loopback unless a TLS proxy is said to be in front."""
+        if self.tls is not None or self.listen.is_loopback() or \
+                self.listen.tls_terminated_by_proxy:
+            return None
+        return (f"listen.host {self.listen.host} is not a loopback address and there is no tls "
+                f"section: plain HTTP would carry passwords and tokens in clear; configure tls, "
+                f"or set listen.tls_terminated_by_proxy: true when a TLS-terminating proxy is "
+                f"in front")
 
     def base_url(self) -> str:
         if self.public_url:
