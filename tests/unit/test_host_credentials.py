@@ -105,3 +105,54 @@ def test_the_site_token_binds_to_the_first_host_that_registers(
     # the operator's choice: one token for every host
     shared = HostCredentials(env.db, creds.box, env.clock, SITE_TOKEN, shared=True)
     shared.authenticate(SITE_TOKEN).may_use(joined.id)
+
+
+def test_the_agent_keeps_its_credential_and_takes_the_rotated_one(tmp_path: Path) -> None:
+    """The agent side: the credential from the join is kept (0600) and used after a restart
+    instead of the spent join token; a handed-over successor replaces it at once."""
+    import json
+    import stat
+
+    import httpx
+
+    from infracloud.agent.drivers.fake import FakeDriver
+    from infracloud.agent.runner import Agent, HostInfo
+
+    calls: list[tuple[str, str, str | None]] = []
+
+    def controller(request: httpx.Request) -> httpx.Response:
+        token = request.headers.get("X-Agent-Token")
+        calls.append((request.method, request.url.path, token))
+        if request.url.path.endswith("/join"):
+            return httpx.Response(200, json={"host": {"id": "h-1", "name": "m1"},
+                                             "agent_token": "cred-1", "poll_seconds": 1})
+        if request.url.path.endswith("/hosts"):
+            return httpx.Response(200, json={"host": {"id": "h-1", "name": "m1"}})
+        headers = {"X-Agent-Credential": "cred-2"} if token == "cred-1" else {}
+        return httpx.Response(200, headers=headers, json={"generation": 1, "instances": []})
+
+    def agent() -> Agent:
+        a = Agent("http://controller.invalid", "", FakeDriver(), HostInfo("ignored", 4, 4096,
+                  40), tmp_path, join_token="j" * 32, credential_file=tmp_path / "cred.json")
+        a.http = httpx.Client(base_url="http://controller.invalid/agent/v1",
+                              headers=dict(a.http.headers), event_hooks={
+                                  "response": [a._handover]},
+                              transport=httpx.MockTransport(controller))
+        return a
+
+    first = agent()
+    first.register()
+    kept = tmp_path / "cred.json"
+    assert json.loads(kept.read_text()) == {"name": "m1", "credential": "cred-1"}
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    first.step(0)
+    first.step(0)
+    assert [c[2] for c in calls[-2:]] == ["cred-1", "cred-2"]
+    assert json.loads(kept.read_text())["credential"] == "cred-2"
+    first.close()
+
+    again = agent()  # a restart: no second join
+    again.register()
+    assert calls[-1] == ("POST", "/agent/v1/hosts", "cred-2")
+    assert again.host.name == "m1"
+    again.close()
