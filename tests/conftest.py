@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from infracloud.core.clock import FakeClock
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import IdentityConfig, PasswordHashConfig
 from infracloud.identity.service import IdentityService
 from infracloud.store import Database
@@ -86,8 +87,15 @@ def identity_config() -> IdentityConfig:
 
 
 @pytest.fixture
-def identity(db: Database, identity_config: IdentityConfig, clock: FakeClock) -> IdentityService:
-    service = IdentityService(db, identity_config, clock)
+def secret_box(tmp_path: Path) -> SecretBox:
+    """The site's secret key file (in the test's folder)."""
+    return SecretBox(tmp_path / "secret.key")
+
+
+@pytest.fixture
+def identity(db: Database, identity_config: IdentityConfig, clock: FakeClock,
+             secret_box: SecretBox) -> IdentityService:
+    service = IdentityService(db, identity_config, clock, box=secret_box)
     service.start()
     return service
 

@@ -251,6 +251,8 @@ def write_controller_config(folder: Path, db_url: str, *, sections: dict[str, An
                                        "parallelism": 1}, **identity},
         "bootstrap": {"admin_password_file": "admin-password"},
         "logging": {"format": "json"},
+        # the site's secret key (token keys, BMC passwords): beside a SQLite file by default
+        **({} if db_url.startswith("sqlite") else {"hardware": {"secret_key_file": "secret.key"}}),
         **(sections or {}),
     }
     path = folder / "controller.yaml"

@@ -56,7 +56,8 @@ class Site:
     def start_agent(self) -> None:
         self.agent = subprocess.Popen(
             [str(BIN / "infracloud"), "agent", "--controller", self.url, "--driver",
-             "sandbox", "--name", "compute-a", "--state-dir", str(self.folder / "agent"),
+             "sandbox", "--allow-unisolated-sandbox", "--name", "compute-a",
+             "--state-dir", str(self.folder / "agent"),
              "--vcpus", "16", "--ram-mb", "65536", "--disk-gb", "500",
              "--reserve-vcpus", "2", "--reserve-ram-mb", "4096"],
             env={**os.environ, "INFRACLOUD_AGENT_TOKEN": "agent-token-for-tests-0123456789"},
@@ -155,6 +156,48 @@ def test_agent_killed_then_back_reconciles(site: Site) -> None:
         conn.compute.delete_server(s)
     wait_for("error servers deleted", lambda: all(status(conn, s.id) is None
                                                   for s in servers[:2]), timeout=60)
+
+
+def test_the_site_agent_token_opens_the_first_host_that_registers_only(site: Site) -> None:
+    """compute.agent_token_file is for hosts started by hand: its token binds to the first
+    host that registers with it; a wrong token is refused before the body is read."""
+    def host(name: str) -> dict[str, Any]:
+        return {"name": name, "driver": "fake", "vcpus": 4, "ram_mb": 4096, "disk_gb": 40}
+
+    with httpx.Client(base_url=site.url + "/agent/v1", timeout=10, headers={
+            "X-Agent-Token": "agent-token-for-tests-0123456789"}) as http:
+        first = http.post("/hosts", json=host("first"))
+        assert first.status_code == 200, first.text
+        first_id = first.json()["host"]["id"]
+        assert http.get(f"/hosts/{first_id}/desired").status_code == 200
+        second = http.post("/hosts", json=host("second"))
+        assert second.status_code == 403 and "cannot register as second" in second.text
+        other = http.post(f"/hosts/{'0' * 32}/report", json={"instances": []})
+        assert other.status_code == 403, other.text
+        wrong = http.post("/hosts", json={"name": 1}, headers={"X-Agent-Token": "x" * 32})
+        assert wrong.status_code == 401, wrong.text
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "--driver is needed (sandbox or fake): the join config names none"),
+    (["--driver", "sandbox"], "--driver sandbox runs every server's commands as this user on "
+     "this host, unisolated: add --allow-unisolated-sandbox to mean it (laptops and CI only)"),
+])
+def test_the_agent_has_no_default_driver_and_the_sandbox_only_when_meant(
+        tmp_path: Path, args: list[str], message: str) -> None:
+    out = subprocess.run(
+        [str(BIN / "infracloud"), "agent", "--controller", "https://127.0.0.1:1", "--token",
+         "t" * 24, "--state-dir", str(tmp_path), *args], capture_output=True, text=True,
+        timeout=60)
+    assert out.returncode == 2 and out.stderr == f"infracloud: error: {message}\n", out.stderr
+
+
+def test_deploy_media_never_name_the_sandbox(tmp_path: Path) -> None:
+    from infracloud.core.settings import config_errors
+
+    (tmp_path / "c.yaml").write_text("hardware: {deploy_agent_driver: sandbox}\n")
+    _, errors = config_errors(tmp_path / "c.yaml")
+    assert len(errors) == 1 and "hardware.deploy_agent_driver" in errors[0], errors
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])

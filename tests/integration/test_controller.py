@@ -12,6 +12,7 @@ import httpx
 import pytest
 import yaml
 
+from infracloud.core.settings import load_config
 from tests.conftest import create_pg_database
 from tests.servers import (
     Running,
@@ -160,6 +161,26 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
 def test_every_command_has_help(command: tuple[str, ...]) -> None:
     r = infracloud(*command, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "controller.example"])
+def test_plain_http_is_refused_off_loopback_unless_a_tls_proxy_is_said_to_be_there(
+        tmp_path: Path, host: str) -> None:
+    path, _ = write_controller_config(tmp_path, f"sqlite:///{tmp_path / 'h.db'}")
+    config = yaml.safe_load(path.read_text())
+    config["listen"]["host"] = host
+    path.write_text(yaml.safe_dump(config))
+    out = infracloud("controller", "--config", str(path), timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"infracloud: error: listen.host {host} is not a loopback "
+                                 f"address and there is no tls section")
+    assert not (tmp_path / "h.db").exists()  # refused before anything started
+    config["listen"]["tls_terminated_by_proxy"] = True
+    path.write_text(yaml.safe_dump(config))
+    assert load_config(path).plain_http_refusal() is None
+    config["listen"].update(host="127.0.0.1", tls_terminated_by_proxy=False)
+    path.write_text(yaml.safe_dump(config))
+    assert load_config(path).plain_http_refusal() is None
 
 
 def test_keys_rotate(tmp_path: Path) -> None:

@@ -356,9 +356,35 @@ def test_the_deploy_media_boots_the_real_agent_command_which_joins_once(
             assert http.get(f"/hardware/v1/media/{media}.json").status_code == 404
             bad = http.post("/agent/v1/join", json={"join_token": "x" * 40})
             assert bad.status_code == 401
+            again = http.post("/agent/v1/join", json={  # the join token worked once
+                "join_token": config["join_token"], "host": {"name": "real-1", "driver":
+                "fake", "vcpus": 4, "ram_mb": 4096, "disk_gb": 40}})
+            assert again.status_code == 401, again.text
+        kept = json.loads((tmp_path / "agent" / "host-credential.json").read_text())
+        assert kept["name"] == "real-1"
+        assert oct((tmp_path / "agent" / "host-credential.json").stat().st_mode & 0o777) \
+            == "0o600"
+        with sqlite3.connect(db) as conn:
+            own, = conn.execute("SELECT id FROM hosts WHERE name='real-1'").fetchone()
+            other = conn.execute("SELECT id FROM hosts WHERE name!='real-1'").fetchone()
+        other_id = other[0] if other else "0" * 32
+        with site.http(headers={"X-Agent-Token": kept["credential"]}) as http:
+            assert http.get(f"/agent/v1/hosts/{own}/desired").status_code == 200
+            for r in (http.get(f"/agent/v1/hosts/{other_id}/desired"),
+                      http.post(f"/agent/v1/hosts/{other_id}/report", json={"instances": []}),
+                      http.post("/agent/v1/hosts", json={
+                          "name": "someone-else", "driver": "fake", "vcpus": 4,
+                          "ram_mb": 4096, "disk_gb": 40})):
+                assert r.status_code == 403, r.text
+                assert "another compute host" in r.text or "belongs to" in r.text
     finally:
         agent.terminate()
         agent.wait(30)
+    # undeployed: its host's credential is revoked
+    assert osc(site, "baremetal", "node", "undeploy", "real-1").returncode == 0
+    wait_for(lambda: nodes(site)["real-1"]["state"] == "available")
+    with site.http(headers={"X-Agent-Token": kept["credential"]}) as http:
+        assert http.get(f"/agent/v1/hosts/{own}/desired").status_code == 401
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from infracloud.compute.credentials import HostCredentials
 from infracloud.compute.hosts import Registration
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.clock import FakeClock
 from infracloud.core.errors import BadRequest, ConfigError, Conflict, NotFound, Unauthorized
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import ControllerConfig, HardwareConfig
 from infracloud.core.states import PROVISION
 from infracloud.hardware import inventory
@@ -27,7 +29,6 @@ from infracloud.hardware.bmc.fake import FakeBmc, Simulator
 from infracloud.hardware.conductor import Conductor
 from infracloud.hardware.drain import Drainer
 from infracloud.hardware.nodes import TARGETS, NodeService
-from infracloud.hardware.secrets import SecretBox
 from infracloud.store import Database
 from infracloud.store.models import Host, Instance, Node
 from tests.unit.compute_env import ADMIN, IMAGE_ID, Env
@@ -48,6 +49,7 @@ class Site:
                                       hardware={"secret_key_file": str(tmp / "bmc.key")})
         self.box = SecretBox(controller)
         self.nodes = NodeService(db, self.config, self.clock, self.box)
+        self.credentials = HostCredentials(db, self.box, self.clock, None)
         self.conductor = Conductor(db, self.config, self.clock, self.nodes,
                                    Drainer(db, self.clock, self.env.hosts, self.env.servers),
                                    "https://controller.invalid", "test-conductor",
@@ -96,8 +98,9 @@ def to_available(site: Site, name: str) -> None:
     assert site.walk(name, "provide", "available").provision_state == "available"
 
 
-def deploy_and_join(site: Site, name: str) -> str:
-    """Deploys the node, joins it as its agent would; returns its join token."""
+def deploy_and_join(site: Site, name: str) -> tuple[str, str]:
+    """Deploys the node, joins it as its agent would; returns its join token and its host's
+    credential."""
     node = site.walk(name, "active", "wait call-back")
     assert node.provision_state == "wait call-back" and node.media_id and node.join_secret
     machine = site.sim.machines[f"{name}-bmc"]
@@ -105,15 +108,18 @@ def deploy_and_join(site: Site, name: str) -> str:
     assert machine.media == f"https://controller.invalid/hardware/v1/media/{node.media_id}.iso"
     found, token = site.nodes.media(node.media_id)
     assert found.id == node.id
-    joining = site.nodes.joining(token)
-    host = site.env.hosts.register(Registration(name=name, driver="fake", vcpus=16,
-                                                ram_mb=32768, disk_gb=400))
-    site.nodes.joined(joining.id, host.name)
+    assert site.nodes.joining(token).id == node.id
+    site.nodes.joined(token, name)
+    host, credential = site.credentials.enrol(site.env.hosts, Registration(
+        name=name, driver="fake", vcpus=16, ram_mb=32768, disk_gb=400))
     node = site.nodes.get(name)
     assert node.provision_state == "active" and node.host_name == name
     assert node.media_id is None and node.join_secret is None  # the media is served no more
-    assert site.nodes.joining(token).id == node.id  # an agent restart may join again
-    return token
+    for _ in range(2):  # the join token works once
+        with pytest.raises(Unauthorized, match="already used"):
+            site.nodes.joined(token, name)
+    assert site.credentials.authenticate(credential).host_id == host.id
+    return token, credential
 
 
 def test_every_api_target_is_an_event_of_the_table() -> None:
@@ -129,7 +135,7 @@ def test_a_machine_walks_from_enrolment_to_compute_host_and_back(site: Site) -> 
     to_available(site, "m1")
     node = site.nodes.get("m1")
     assert node.power_state == "power off" and node.properties["memory_mb"] == 32768
-    token = deploy_and_join(site, "m1")
+    token, credential = deploy_and_join(site, "m1")
     server = site.env.servers.create(ADMIN, CreateRequest(name="s1", flavor_ref="ci.small",
                                                           image_ref=IMAGE_ID))
     assert server.host_id is not None
@@ -155,8 +161,10 @@ def test_a_machine_walks_from_enrolment_to_compute_host_and_back(site: Site) -> 
     assert site.sim.machines["m1-bmc"].media is None
     with site.db.read() as s:
         assert s.scalar(select(Host).where(Host.name == "m1")) is None
-    with pytest.raises(Unauthorized):  # its join token died with the undeploy
+    with pytest.raises(Unauthorized):  # its join token died with the join
         site.nodes.joining(token)
+    with pytest.raises(Unauthorized):  # and its host's credential with the undeploy
+        site.credentials.authenticate(credential)
 
 
 def test_undeploy_with_evict_deletes_the_servers(site: Site) -> None:

@@ -6,11 +6,23 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cryptography.fernet import Fernet, MultiFernet
+from sqlalchemy import select
 
 from infracloud.core.clock import FakeClock
-from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from infracloud.core.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+)
+from infracloud.core.secrets import SecretBox
 from infracloud.identity.auth import Ref
 from infracloud.identity.service import IdentityService
+from infracloud.identity.tokens import KeyRing
+from infracloud.store.models import FernetKey
 
 
 @pytest.fixture
@@ -262,12 +274,46 @@ def test_deleting_a_user_kills_tokens_and_grants(identity, zuul) -> None:
 def test_another_controller_sees_rotated_keys(identity, zuul, db, identity_config, clock) -> None:
     """Two controllers over one database: a token made after controller A rotated its keys is
     accepted by controller B, which has not reloaded yet."""
-    other = IdentityService(db, identity_config, clock)
+    other = IdentityService(db, identity_config, clock, box=identity.keys.box)
     other.start()
     identity.keys.rotate()
     info = login(identity)
     other.keys._loaded_at = 0  # B last loaded long ago
     assert other.auth.validate(info.token).user.id == zuul.user_id
+
+
+def test_a_copy_of_the_database_cannot_forge_a_token(identity, zuul, db, tmp_path) -> None:
+    """The token keys are stored encrypted with the site's secret key file: the rows alone
+    decrypt no token (so cannot make one), and another key file opens none of them."""
+    info = login(identity)
+    identity.keys.rotate()
+    with db.read() as s:
+        stored = list(s.scalars(select(FernetKey.key)))
+    assert len(stored) == 2
+    for value in stored:
+        with pytest.raises(ValueError):
+            Fernet(value.encode())
+    assert identity.auth.validate(info.token).user.id == zuul.user_id
+    with pytest.raises(ConfigError, match="key file is not the one"):
+        KeyRing(db, identity.clock, SecretBox(tmp_path / "another.key")).load()
+
+
+def test_keys_stored_in_clear_are_sealed_at_start(db, identity_config, clock,
+                                                  secret_box) -> None:
+    """A site upgraded from a version that kept its token keys in clear: the next start
+    encrypts them, and the tokens they made stay valid."""
+    clear = Fernet.generate_key().decode()
+    with db.write() as s:
+        s.add(FernetKey(key=clear, created_at=clock.now()))
+    old = MultiFernet([Fernet(clear.encode())])
+    identity = IdentityService(db, identity_config, clock, box=secret_box)
+    identity.start()
+    with db.read() as s:
+        (stored,) = s.scalars(select(FernetKey.key))
+    assert stored != clear and secret_box.decrypt(stored) == clear
+    payload = identity.keys.decrypt(old.encrypt(b'{"u":"x","m":[0],"p":null,"i":1,"e":2,'
+                                                b'"a":["a"]}').decode().rstrip("="))
+    assert payload.user_id == "x"
 
 
 def test_maintenance_rotates_when_due_and_purges_old_events(identity, zuul, clock) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import stat
 import threading
 
 import pytest
@@ -142,6 +144,28 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:  # type: i
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     db.dispose()
+
+
+def test_sqlite_files_are_private(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new database and its -wal and -shm files are mode 0600 whatever the umask lets
+    through; an existing database made readable to all becomes private at the next start."""
+    old = os.umask(0o022)
+    try:
+        db = Database(f"sqlite:///{tmp_path / 'new.db'}")
+        db.migrate()
+        with db.write() as s:
+            s.add(Project(id=new_id(), name="p"))
+        with db.connect() as conn:  # the WAL files exist while a connection is open
+            conn.execute(text("SELECT 1"))
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+        db.dispose()
+        (tmp_path / "old.db").touch(mode=0o644)
+        Database(f"sqlite:///{tmp_path / 'old.db'}").dispose()
+        old_mode = stat.S_IMODE((tmp_path / "old.db").stat().st_mode)
+    finally:
+        os.umask(old)
+    assert modes == {"new.db": 0o600, "new.db-wal": 0o600, "new.db-shm": 0o600}
+    assert old_mode == 0o600
 
 
 def test_postgres_urls_use_psycopg3() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -27,6 +29,7 @@ from infracloud.ops.alerting import controller_watch
 
 log = logging.getLogger(__name__)
 CONSOLE_LINES = 400
+HANDOVER_HEADER = "X-Agent-Credential"  # a rotated credential: use it from now on
 
 
 @dataclass(frozen=True)
@@ -46,21 +49,31 @@ class Agent:
                  workdir: Path, *, cacert: str | bool | ssl.SSLContext = True,
                  poll_wait: float = 20,
                  workers: int = 4, join_token: str | None = None,
+                 credential_file: Path | None = None,
                  alert_after: float | None = None, alert_webhook: str | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        """`token`: the site's agent token; or, for a machine the conductor deployed,
-        `join_token`: the one-time token from its deploy media, traded for the agent token
-        when the agent joins (and the host name is the machine's). The controller
+        """`token`: the host's credential (or the site's agent token); or, for a machine the
+        conductor deployed, `join_token`: the one-time token from its deploy media, traded
+        for the host's credential when the agent joins (and the host name is the machine's).
+        The credential is kept in `credential_file` (mode 0600), so a restarted agent goes on
+        with it, and so is every rotated credential the controller hands over. The controller
         unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a log
         line, and a POST to `alert_webhook` when given."""
         self.controller = controller.rstrip("/")
         self.driver = driver
-        self.host = host
         self.workdir = workdir
         self.poll_wait = poll_wait
+        self.credential_file = credential_file
+        self._credential_lock = threading.Lock()
+        kept = self._kept_credential()
+        if kept is not None:
+            token, host = kept["credential"], replace(host, name=kept["name"])
+        self.host = host
+        self.joined = kept is not None
         self.http = http.client("agent", base_url=self.controller + "/agent/v1", verify=cacert,
                                 timeout=httpx.Timeout(10, read=poll_wait + 30),
-                                headers={"X-Agent-Token": token}, transport=transport)
+                                headers={"X-Agent-Token": token}, transport=transport,
+                                event_hooks={"response": [self._handover]})
         self.join_token = join_token
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-work")
         self.host_id: str | None = None
@@ -123,20 +136,59 @@ class Agent:
                 "ram_mb": h.ram_mb, "disk_gb": h.disk_gb,
                 "availability_zone": h.availability_zone, "reserved_vcpus": h.reserved_vcpus,
                 "reserved_ram_mb": h.reserved_ram_mb, "reserved_disk_gb": h.reserved_disk_gb}
-        if self.join_token:
+        if self.join_token and not self.joined:
             r = self.http.post("/join", json={"join_token": self.join_token, "host": info})
             r.raise_for_status()
             body = r.json()
-            self.http.headers["X-Agent-Token"] = body["agent_token"]
             self.host = replace(h, name=body["host"]["name"])
+            self._use_credential(body["agent_token"])
+            self.joined = True
         else:
             r = self.http.post("/hosts", json=info)
+            if r.status_code == 401 and self.join_token and self.credential_file:
+                # the kept credential was revoked (the machine was undeployed, then deployed
+                # again): join with the new deploy media's token next time
+                self.credential_file.unlink(missing_ok=True)
+                self.joined = False
             r.raise_for_status()
             body = r.json()
         self.host_id = body["host"]["id"]
         self.poll_wait = min(self.poll_wait, float(body.get("poll_seconds", self.poll_wait)))
         self.generation = -1
         log.info("registered", extra={"host": h.name, "host_id": self.host_id})
+
+    # ---- the host's credential ---------------------------------------------------------------
+
+    def _kept_credential(self) -> dict[str, str] | None:
+        if self.credential_file is None:
+            return None
+        try:
+            kept = json.loads(self.credential_file.read_text())
+            return {"name": str(kept["name"]), "credential": str(kept["credential"])}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the kept credential %s: %s", self.credential_file, exc)
+            return None
+
+    def _use_credential(self, credential: str) -> None:
+        with self._credential_lock:
+            self.http.headers["X-Agent-Token"] = credential
+            if self.credential_file is None:
+                return
+            path = self.credential_file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"name": self.host.name, "credential": credential}, f)
+            os.replace(tmp, path)
+
+    def _handover(self, response: httpx.Response) -> None:
+        successor = response.headers.get(HANDOVER_HEADER)
+        if successor and successor != self.http.headers.get("X-Agent-Token"):
+            self._use_credential(successor)
+            log.info("host credential rotated", extra={"host": self.host.name})
 
     def step(self, wait: float) -> None:
         """One long-poll and one reconciliation."""

@@ -1,23 +1,24 @@
-"""The agents' API (infracloud's own, not OpenStack's). Agents authenticate with the site's
-agent token (`X-Agent-Token`), register their host, long-poll for the servers it should run
-and report what they have. Every request counts as a heartbeat."""
+"""The agents' API (infracloud's own, not OpenStack's). Agents authenticate with their host's
+credential (`X-Agent-Token`; compute.credentials), register their host, long-poll for the servers
+it should run and report what they have, for their own host only. Every request counts as a
+heartbeat. A deployed machine joins once with its one-time join token and gets its credential."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import ServicesDep
+from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
 from infracloud.compute.hosts import Registration, Report
-from infracloud.core.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized
+from infracloud.core.errors import BadRequest, ServiceUnavailable
 from infracloud.ops import context
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
@@ -27,16 +28,19 @@ MAX_WAIT = 30.0
 RECHECK = 5.0  # re-read the generation this often while waiting (changes by other controllers)
 
 
-def _check(services: Services, token: str | None) -> None:
-    expected = services.agent_token
-    if expected is None:
-        raise Forbidden("This controller accepts no agents: compute.agent_token_file is not set.")
-    if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("A valid X-Agent-Token is required.")
-    context.identify("agent")
-
-
 AgentToken = Annotated[str | None, Header(alias="X-Agent-Token")]
+
+
+def _agent(services: ServicesDep, response: Response, token: AgentToken = None) -> AgentAuth:
+    """Checked before the body is read. A rotated credential's successor rides on the answer."""
+    auth = services.credentials.authenticate(token)
+    if auth.successor:
+        response.headers[HANDOVER_HEADER] = auth.successor
+    context.identify("agent")
+    return auth
+
+
+AgentDep = Annotated[AgentAuth, Depends(_agent)]
 
 
 class HostIn(BaseModel):
@@ -86,13 +90,17 @@ def spec(services: Services, i: Instance) -> dict[str, Any]:
     }
 
 
-@router.post("/hosts")
-def register(services: ServicesDep, body: HostIn, token: AgentToken = None) -> dict[str, Any]:
-    _check(services, token)
-    host = services.hosts.register(Registration(**body.model_dump()))
+def _timings(services: Services) -> dict[str, float]:
     c = services.config.compute
-    return {"host": {"id": host.id, "name": host.name}, "heartbeat_seconds":
-            c.heartbeat_seconds, "poll_seconds": min(MAX_WAIT, c.host_down_after / 3)}
+    return {"heartbeat_seconds": c.heartbeat_seconds,
+            "poll_seconds": min(MAX_WAIT, c.host_down_after / 3)}
+
+
+@router.post("/hosts")
+def register(services: ServicesDep, body: HostIn, agent: AgentDep) -> dict[str, Any]:
+    host = services.credentials.register(services.hosts, Registration(**body.model_dump()),
+                                         agent)
+    return {"host": {"id": host.id, "name": host.name}, **_timings(services)}
 
 
 class JoinIn(BaseModel):
@@ -104,34 +112,28 @@ class JoinIn(BaseModel):
 @router.post("/join")
 def join(services: ServicesDep, body: JoinIn) -> dict[str, Any]:
     """A machine the conductor deployed trades its one-time join token (from its deploy
-    media) for the site's agent token; a compute machine registers as a host named after it,
-    with the capacity it found. Asking again (an agent restart) answers the same."""
+    media) for its own credential; a compute machine registers as a host named after it, with
+    the capacity it found. The join token works once: the agent keeps its credential."""
     node = services.nodes.joining(body.join_token)
+    if node.role == "compute" and body.host is None:
+        raise BadRequest("A compute machine joins with its host's capacity ('host').")
+    host_name = (node.name or node.id) if node.role == "compute" else None
+    node = services.nodes.joined(body.join_token, host_name)
     out: dict[str, Any] = {"node": {"id": node.id, "name": node.name}, "host": None}
-    host_name = None
-    if node.role == "compute":
-        if body.host is None:
-            raise BadRequest("A compute machine joins with its host's capacity ('host').")
-        if services.agent_token is None:
-            raise Forbidden("This controller accepts no agents: compute.agent_token_file is "
-                            "not set.")
-        host_name = node.name or node.id
-        host = services.hosts.register(Registration(**{**body.host.model_dump(),
-                                                       "name": host_name}))
-        c = services.config.compute
-        out.update(host={"id": host.id, "name": host.name}, agent_token=services.agent_token,
-                   heartbeat_seconds=c.heartbeat_seconds,
-                   poll_seconds=min(MAX_WAIT, c.host_down_after / 3))
-    services.nodes.joined(node.id, host_name)
+    if host_name is not None and body.host is not None:
+        host, secret = services.credentials.enrol(
+            services.hosts, Registration(**{**body.host.model_dump(), "name": host_name}))
+        out.update(host={"id": host.id, "name": host.name}, agent_token=secret,
+                   **_timings(services))
     return out
 
 
 @router.get("/hosts/{host_id}/desired")
-async def desired(services: ServicesDep, host_id: str, generation: int = -1,
-                  wait: float = 0, token: AgentToken = None) -> dict[str, Any]:
+async def desired(services: ServicesDep, host_id: str, agent: AgentDep, generation: int = -1,
+                  wait: float = 0) -> dict[str, Any]:
     """Answers at once if the host's generation differs from `generation`, else when it
     changes or after `wait` seconds."""
-    _check(services, token)
+    agent.may_use(host_id)
     hosts = services.hosts
     await run_in_threadpool(hosts.heartbeat, host_id)
     deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
@@ -153,7 +155,7 @@ async def desired(services: ServicesDep, host_id: str, generation: int = -1,
 
 @router.post("/hosts/{host_id}/report")
 def report(services: ServicesDep, host_id: str, body: ReportIn,
-           token: AgentToken = None) -> dict[str, Any]:
-    _check(services, token)
+           agent: AgentDep) -> dict[str, Any]:
+    agent.may_use(host_id)
     return {"generation": services.hosts.report(
         host_id, [Report(**i.model_dump()) for i in body.instances])}

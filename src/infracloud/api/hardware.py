@@ -27,6 +27,7 @@ def join_config(services: Services, media_id: str) -> dict[str, Any]:
     tls = services.config.tls
     return {"controller": services.base_url, "join_token": token, "name": node.name or node.id,
             "node": node.id, "role": node.role, "site": services.config.site,
+            "driver": services.config.hardware.deploy_agent_driver,
             "cacert": tls.ca.read_text() if tls and tls.ca else None}
 
 

@@ -12,6 +12,19 @@ import typer
 from infracloud.cli.common import check_log_format, fail
 
 
+def check_driver(driver: str | None, allow_unisolated_sandbox: bool) -> str:
+    """No default driver on a real site; the sandbox only when asked for knowingly."""
+    if driver is None:
+        fail("--driver is needed (sandbox or fake): the join config names none")
+    elif driver not in ("sandbox", "fake"):
+        fail(f"--driver must be sandbox or fake, not {driver!r}")
+    elif driver == "sandbox" and not allow_unisolated_sandbox:
+        fail("--driver sandbox runs every server's commands as this user on this host, "
+             "unisolated: add --allow-unisolated-sandbox to mean it (laptops and CI only)")
+    assert driver is not None
+    return driver
+
+
 def agent(
     controller_url: Annotated[str | None, typer.Option(
         "--controller", help="controller base URL")] = None,
@@ -20,7 +33,11 @@ def agent(
         "one-time join token, host name, CA")] = None,
     token: Annotated[str | None, typer.Option(
         help="the site's agent token (or INFRACLOUD_AGENT_TOKEN)")] = None,
-    driver: Annotated[str, typer.Option(help="sandbox or fake")] = "sandbox",
+    driver: Annotated[str | None, typer.Option(
+        help="sandbox or fake (default: the one the join config names)")] = None,
+    allow_unisolated_sandbox: Annotated[bool, typer.Option(
+        "--allow-unisolated-sandbox", help="let --driver sandbox run every server's commands "
+        "as this user on this host, with no isolation (laptops and CI only)")] = False,
     name: Annotated[str | None, typer.Option(help="host name (default: this machine's)")
                     ] = None,
     availability_zone: Annotated[str, typer.Option("--az", help="availability zone")] = "nova",
@@ -60,12 +77,13 @@ def agent(
     from infracloud.agent.runner import Agent
     from infracloud.ops import logging as logs
 
-    join_token = None
+    join_token, join_driver = None, None
     if join is not None:
         try:
             joined = json.loads(join.read_text())
             controller_url, join_token = joined["controller"], joined["join_token"]
             name = name or joined["name"]
+            join_driver = joined.get("driver")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             fail(f"--join {join}: not a join config ({exc})")
         if joined.get("cacert") and not cacert:
@@ -77,8 +95,7 @@ def agent(
         fail("an agent token is needed: --token, INFRACLOUD_AGENT_TOKEN or --join")
     if not controller_url:
         fail("--controller (or --join) is needed")
-    if driver not in ("sandbox", "fake"):
-        fail(f"--driver must be sandbox or fake, not {driver!r}")
+    driver = check_driver(driver or join_driver, allow_unisolated_sandbox)
     if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
         fail(f"--alert-webhook must be an http:// or https:// URL, not {alert_webhook!r}")
     logs.configure(check_log_format(log_format), "info")
@@ -89,6 +106,7 @@ def agent(
     runner = Agent(str(controller_url), token or "", make_driver(driver, state_dir,
                                                                  ssh_port=ssh_port),
                    info, state_dir, cacert=cacert or True, join_token=join_token,
+                   credential_file=state_dir / "host-credential.json" if join_token else None,
                    alert_after=alert_after, alert_webhook=alert_webhook)
     if metrics_port is not None:
         import prometheus_client

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from infracloud.cli.common import check_log_format, load_config
+from infracloud.cli.common import check_log_format, fail, load_config
 
 
 def controller(
@@ -20,6 +20,9 @@ def controller(
     from infracloud.processes.runtime import serve
 
     config = load_config(config_file)
+    refusal = config.plain_http_refusal()
+    if refusal:
+        fail(refusal)
     if log_format:
         config.logging.format = "text" if check_log_format(log_format) == "text" else "json"
     logs.configure(config.logging.format, config.logging.level)

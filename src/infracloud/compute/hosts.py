@@ -82,7 +82,10 @@ class HostService:
         self.servers = servers
         self.notify = notify
 
-    def register(self, reg: Registration) -> Host:
+    def register(self, reg: Registration,
+                 bind: Callable[[Session, Host], None] | None = None) -> Host:
+        """Create or update the host named `reg.name`. `bind(session, host)` runs in the
+        same transaction (its credential)."""
         now = self.clock.now()
         c = self.config
         with self.db.write() as s:
@@ -102,6 +105,9 @@ class HostService:
             host.ram_ratio = c.ram_allocation_ratio
             host.disk_ratio = c.disk_allocation_ratio
             self._alive(s, host, now)
+            if bind is not None:
+                s.flush()
+                bind(s, host)
         log.info("host registered", extra={"host": reg.name, "event": "host.register"})
         return host
 

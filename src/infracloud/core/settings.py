@@ -21,6 +21,18 @@ class _Section(BaseModel):
 class ListenConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8443, ge=1, le=65535)
+    tls_terminated_by_proxy: bool = Field(
+        False, description="plain HTTP on a non-loopback address is allowed: a proxy in front "
+        "terminates TLS (without this and without `tls`, only loopback may be plain HTTP)")
+
+    def is_loopback(self) -> bool:
+        import ipaddress
+
+        host = self.host.strip("[]")
+        try:
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 class TLSConfig(_Section):
@@ -140,7 +152,12 @@ class ComputeConfig(_Section):
     ram_allocation_ratio: float = Field(1.0, gt=0)
     disk_allocation_ratio: float = Field(1.0, gt=0)
     agent_token_file: Path | None = Field(
-        None, description="file holding the secret agents present (X-Agent-Token)")
+        None, description="file holding a secret for agents started by hand (X-Agent-Token); "
+        "it binds to the first host that registers with it (deployed machines get their own "
+        "credential at join)")
+    agent_token_shared: bool = Field(
+        False, description="the agent_token_file token opens every host (one secret for the "
+        "whole site: any holder can read every host's servers and report for them)")
     heartbeat_seconds: float = Field(5, gt=0, description="how often agents check in")
     host_down_after: float = Field(30, gt=0, description="seconds without a heartbeat")
     instance_error_after: float = Field(
@@ -163,8 +180,9 @@ class HardwareConfig(_Section):
     """The conductor: how it talks to BMCs and how long each provisioning step may take."""
 
     secret_key_file: Path | None = Field(
-        None, description="Fernet key that encrypts BMC passwords; default: beside the SQLite "
-        "database (required with PostgreSQL: the same file on every controller)")
+        None, description="the site's secret key (Fernet): encrypts BMC passwords, token signing "
+        "keys and pending host credentials; default: beside the SQLite database (required "
+        "with PostgreSQL: the same file on every controller)")
     bmc_timeout: float = Field(10, gt=0, le=120, description="seconds for one BMC call")
     retries: int = Field(5, ge=1, le=20, description="attempts of a BMC call on transient errors")
     backoff: float = Field(0.5, ge=0, le=60, description="first retry delay; doubles, capped")
@@ -185,7 +203,18 @@ class HardwareConfig(_Section):
     timeouts: dict[str, float] = Field(
         default_factory=dict, description="seconds per in-progress provision state, overriding "
         "the defaults of `infracloud states node`")
+    deploy_agent_driver: str | None = Field(
+        None, description="the hypervisor driver the agents of deployed compute machines run "
+        "(their join config names it); never sandbox, which isolates nothing")
     simulation: SimulationConfig = SimulationConfig()
+
+    @field_validator("deploy_agent_driver")
+    @classmethod
+    def _not_sandbox(cls, value: str | None) -> str | None:
+        if value == "sandbox":
+            raise ValueError("deployed machines never run the sandbox driver (it runs servers' "
+                             "commands on the host itself)")
+        return value
 
     @field_validator("workers")
     @classmethod
@@ -272,6 +301,17 @@ class ControllerConfig(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    def plain_http_refusal(self) -> str | None:
+        """Why a real controller must not start as configured: plain HTTP carries passwords
+        and tokens in clear, so only on loopback unless a TLS proxy is said to be in front."""
+        if self.tls is not None or self.listen.is_loopback() or \
+                self.listen.tls_terminated_by_proxy:
+            return None
+        return (f"listen.host {self.listen.host} is not a loopback address and there is no tls "
+                f"section: plain HTTP would carry passwords and tokens in clear; configure tls, "
+                f"or set listen.tls_terminated_by_proxy: true when a TLS-terminating proxy is "
+                f"in front")
 
     def base_url(self) -> str:
         if self.public_url:

@@ -8,6 +8,7 @@ import logging
 
 from sqlalchemy import func, select, update
 
+from infracloud.compute.credentials import HostCredentials
 from infracloud.compute.hosts import HostService, lose_servers
 from infracloud.compute.servers import ServerService
 from infracloud.core.clock import Clock
@@ -52,10 +53,12 @@ class Drainer:
         return not ids
 
     def forget(self, host_name: str) -> None:
+        """The host's credentials go; the host too unless servers are still placed on it."""
         with self.db.write() as s:
             host = s.scalar(select(Host).where(Host.name == host_name).with_for_update())
             if host is None:
                 return
+            HostCredentials.revoke(s, host.id)  # even if it must stay for its servers
             left = s.scalar(select(func.count()).select_from(Instance)
                             .where(Instance.host_id == host.id))
             if left:

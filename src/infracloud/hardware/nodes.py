@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock
 from infracloud.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import HardwareConfig
 from infracloud.core.states import PROVISION
 from infracloud.hardware.bmc import DRIVERS, BmcAccess
-from infracloud.hardware.secrets import SecretBox
 from infracloud.store import Database
 from infracloud.store.models import Node
 
@@ -312,26 +312,33 @@ class NodeService:
     def joining(self, token: str) -> Node:
         """The node that was handed this join token, while it may still join."""
         with self.db.read() as s:
-            node = s.scalar(select(Node).where(Node.join_token_hash == token_hash(token)))
+            return self._joining(s, token)
+
+    @staticmethod
+    def _joining(s: Session, token: str, lock: bool = False) -> Node:
+        q = select(Node).where(Node.join_token_hash == token_hash(token))
+        node = s.scalar(q.with_for_update() if lock else q)
         if node is None or node.provision_state not in ("wait call-back", "active"):
-            raise Unauthorized("The join token is not valid (unknown, used up by an undeploy, "
-                               "or its deploy failed).")
+            raise Unauthorized("The join token is not valid (unknown, already used, used up "
+                               "by an undeploy, or its deploy failed).")
         return node
 
-    def joined(self, node_id: str, host_name: str | None) -> None:
+    def joined(self, token: str, host_name: str | None) -> Node:
+        """The machine joins: its join token is used up (once only: the node's compute host
+        has its own credential from now on) and its deploy media no longer served."""
         now = self.clock.now()
         with self.db.write() as s:
-            node = s.get(Node, node_id, with_for_update=True)
-            if node is None:
-                raise NotFound(f"Node {node_id} could not be found.")
+            node = self._joining(s, token, lock=True)
             if node.provision_state == "wait call-back":
                 move(node, "done", now)
             node.host_name = host_name
-            node.join_secret = None  # the media is no longer served
+            node.join_token_hash = None
+            node.join_secret = None
             node.media_id = None
             node.updated_at = now
-        log.info("node joined", extra={"node": node_id, "host": host_name,
+        log.info("node joined", extra={"node": node.id, "host": host_name,
                                        "event": "node.active"})
+        return node
 
 
 def move(node: Node, event: str, now: dt.datetime) -> str:

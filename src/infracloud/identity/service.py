@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from infracloud.core.clock import Clock
 from infracloud.core.ids import new_id
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import IdentityConfig
 from infracloud.identity.appcreds import AppCreds
 from infracloud.identity.auth import Authenticator
@@ -30,12 +31,13 @@ class Account:
 
 class IdentityService:
     def __init__(self, db: Database, config: IdentityConfig | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, *, box: SecretBox) -> None:
+        """`box`: the site's secret key, which encrypts the token keys at rest."""
         self.db = db
         self.config = config or IdentityConfig()
         self.clock = clock or Clock()
         self.hasher = Hasher(self.config.password_hash)
-        self.keys = KeyRing(db, self.clock, self.config.max_active_keys)
+        self.keys = KeyRing(db, self.clock, box, self.config.max_active_keys)
         self.auth = Authenticator(db, self.keys, self.hasher, self.config, self.clock)
         self.directory = Directory(db, self.auth, self.hasher, self.clock)
         self.appcreds = AppCreds(db, self.auth, self.hasher, self.clock)

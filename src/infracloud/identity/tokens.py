@@ -2,7 +2,8 @@
 
 A token is a Fernet-encrypted compact JSON payload: who, which project, which methods, when it
 expires and its audit ids. Nothing is stored per token; revocation events are. The keys live in
-the database so every controller of a site shares them; the newest key encrypts, every kept key
+the database so every controller of a site shares them, encrypted with the site's secret key file
+(a copy of the database alone cannot forge a token); the newest key encrypts, every kept key
 decrypts, so rotation never invalidates a live token.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import secrets
 import threading
 import time
@@ -21,10 +23,13 @@ from sqlalchemy import delete, func, select
 
 from infracloud.core.clock import Clock, as_utc
 from infracloud.core.errors import Unauthorized
+from infracloud.core.secrets import SecretBox
 from infracloud.store import Database
 from infracloud.store.models import FernetKey
 
+log = logging.getLogger(__name__)
 METHODS = ("password", "token", "application_credential")
+CLEAR_KEY_LENGTH = 44  # a Fernet key (32 bytes, url-safe base64); sealed ones are longer
 
 
 @dataclass(frozen=True)
@@ -75,19 +80,33 @@ class KeyRing:
 
     RELOAD_INTERVAL = 1.0
 
-    def __init__(self, db: Database, clock: Clock, max_active_keys: int = 3) -> None:
+    def __init__(self, db: Database, clock: Clock, box: SecretBox,
+                 max_active_keys: int = 3) -> None:
         self.db = db
         self.clock = clock
+        self.box = box
         self.max_active_keys = max_active_keys
         self._lock = threading.Lock()
         self._fernet: MultiFernet | None = None
         self._loaded_at = 0.0
 
+    def _new_key(self) -> FernetKey:
+        return FernetKey(key=self.box.encrypt(Fernet.generate_key().decode()),
+                         created_at=self.clock.now())
+
     def ensure(self) -> None:
-        """Create the first key if the site has none, then load."""
+        """Create the first key if the site has none, seal the keys an older version stored
+        in clear, then load."""
         with self.db.write() as s:
-            if s.scalar(select(func.count()).select_from(FernetKey)) == 0:
-                s.add(FernetKey(key=Fernet.generate_key().decode(), created_at=self.clock.now()))
+            rows = list(s.scalars(select(FernetKey).with_for_update()))
+            if not rows:
+                s.add(self._new_key())
+            clear = [row for row in rows if len(row.key) == CLEAR_KEY_LENGTH]
+            for row in clear:
+                row.key = self.box.encrypt(row.key)
+        if clear:
+            log.warning("token keys stored in clear are now encrypted with the site's secret "
+                        "key file", extra={"event": "identity.keys.sealed", "count": len(clear)})
         self.load()
 
     def load(self) -> None:
@@ -95,14 +114,15 @@ class KeyRing:
             keys = s.scalars(select(FernetKey.key).order_by(FernetKey.id.desc())).all()
         if not keys:
             raise RuntimeError("no Fernet keys: KeyRing.ensure() was not called")
+        fernets = [Fernet(self.box.decrypt(k).encode()) for k in keys]
         with self._lock:
-            self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
+            self._fernet = MultiFernet(fernets)
             self._loaded_at = time.monotonic()
 
     def rotate(self) -> int:
         """Add a new primary key and prune the oldest beyond max_active_keys. Returns the count."""
         with self.db.write() as s:
-            s.add(FernetKey(key=Fernet.generate_key().decode(), created_at=self.clock.now()))
+            s.add(self._new_key())
             s.flush()
             keep = s.scalars(
                 select(FernetKey.id).order_by(FernetKey.id.desc()).limit(self.max_active_keys)

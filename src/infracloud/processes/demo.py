@@ -18,6 +18,7 @@ from infracloud.agent.hosts import AgentThreads, host_info, make_driver
 from infracloud.agent.runner import Agent
 from infracloud.api.tls import ensure_certificates
 from infracloud.clients.cloud import Client
+from infracloud.compute.hosts import Registration
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware import inventory, workflow
 from infracloud.hardware.workflow import Progress, Report
@@ -60,10 +61,6 @@ class DemoPaths:
     def log(self) -> Path:
         return self.state_dir / "controller.log"
 
-    @property
-    def agent_token(self) -> Path:
-        return self.state_dir / "agent-token"
-
     def host_dir(self, name: str) -> Path:
         return self.state_dir / "hosts" / name
 
@@ -95,16 +92,14 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
     paths = DemoPaths(state_dir)
-    if not paths.agent_token.exists():
-        _write_private(paths.agent_token, secrets.token_urlsafe(32) + "\n")
     data: dict = {
         "site": "demo" if site == "none" else site,
         "region": REGION,
         "listen": {"host": host, "port": port},
         "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
         "images": {"store_path": str(state_dir / "images")},
-        "compute": {"network": {"name": "demo-net", "cidr": cidr},
-                    "agent_token_file": str(paths.agent_token)},
+        # no agent_token_file: every compute host gets its own credential
+        "compute": {"network": {"name": "demo-net", "cidr": cidr}},
         # the site's simulated machines boot in-process agents with the demo's driver
         "hardware": {"simulation": {"agent_driver": driver, "root": str(state_dir / "hosts"),
                                     "ssh_port": ssh_port, "poll_wait": 10}},
@@ -163,18 +158,21 @@ def ensure_demo_image(services: Services) -> None:
 
 def start_hosts(services: Services, paths: DemoPaths, count: int, driver: str,
                 ssh_port: int) -> AgentThreads:
-    """`count` compute hosts in this process, each an agent with its own driver."""
-    assert services.agent_token is not None
+    """`count` compute hosts in this process, each an agent with its own driver and its own
+    credential (issued here, as a join would)."""
     threads = AgentThreads()
     cacert = str(services.config.tls.ca) if services.config.tls and services.config.tls.ca \
         else True
     for n in range(1, count + 1):
         name = f"{services.config.site}-compute-{n:02d}"
         root = paths.host_dir(name)
-        agent = Agent(services.base_url, services.agent_token,
-                      make_driver(driver, root, ssh_port=ssh_port),
-                      host_info(name, DEMO_HOST["vcpus"], DEMO_HOST["ram_mb"],
-                                DEMO_HOST["disk_gb"]), root, cacert=cacert, poll_wait=10)
+        size = host_info(name, DEMO_HOST["vcpus"], DEMO_HOST["ram_mb"], DEMO_HOST["disk_gb"])
+        _, credential = services.credentials.enrol(services.hosts, Registration(
+            name=name, driver=driver, vcpus=size.vcpus, ram_mb=size.ram_mb,
+            disk_gb=size.disk_gb))
+        agent = Agent(services.base_url, credential,
+                      make_driver(driver, root, ssh_port=ssh_port), size, root, cacert=cacert,
+                      poll_wait=10)
         threads.start(agent)
     return threads
 

@@ -23,6 +23,7 @@ from infracloud.core.settings import SimulationConfig
 from infracloud.hardware.bmc.fake import SIMULATOR, SimulatedMachine, Simulator
 
 log = logging.getLogger(__name__)
+CREDENTIAL = "host-credential.json"  # what the agent keeps on the machine's "disk"
 
 
 def config_url(media_url: str) -> str:
@@ -89,6 +90,8 @@ class Simulation:
         return self.root / "bmc" / m.name / "installed.json"
 
     def _install(self, m: SimulatedMachine, config: dict[str, Any]) -> None:
+        """A fresh install: what an earlier deploy left (its host's credential) is gone."""
+        (self.root / config["name"] / CREDENTIAL).unlink(missing_ok=True)
         path = self._disk(m)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -109,7 +112,7 @@ class Simulation:
         agent = Agent(config["controller"], "", driver,
                       host_info(name, m.cpus, m.memory_mb, m.disk_gb), root,
                       cacert=self.tls, poll_wait=self.config.poll_wait,
-                      join_token=config["join_token"])
+                      join_token=config["join_token"], credential_file=root / CREDENTIAL)
         self.agents.start(agent, key=m.name)
         log.info("simulated machine booted", extra={"host": name, "event": "sim.boot"})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from infracloud.compute.credentials import HostCredentials
 from infracloud.compute.flavors import FlavorService
 from infracloud.compute.hosts import HostService
 from infracloud.compute.keypairs import KeypairService
@@ -14,11 +15,11 @@ from infracloud.compute.servers import ServerService
 from infracloud.compute.signals import HostSignals
 from infracloud.core.clock import Clock
 from infracloud.core.errors import ConfigError
+from infracloud.core.secrets import SecretBox
 from infracloud.core.settings import ControllerConfig
 from infracloud.hardware.conductor import Conductor
 from infracloud.hardware.drain import Drainer
 from infracloud.hardware.nodes import NodeService
-from infracloud.hardware.secrets import SecretBox
 from infracloud.identity.service import IdentityService
 from infracloud.images.data import ImageData
 from infracloud.images.service import ImageService
@@ -45,11 +46,11 @@ class Services:
     quotas: Quotas
     servers: ServerService
     hosts: HostService
+    credentials: HostCredentials
     signals: HostSignals
     nodes: NodeService
     conductor: Conductor
     simulation: Simulation
-    agent_token: str | None
     clock: Clock
     events: EventLog
     usage: UsageReports
@@ -96,7 +97,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
         db.migrate()
     events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days)
     events.install()
-    identity = IdentityService(db, config.identity, clock)
+    box = SecretBox(config)
+    identity = IdentityService(db, config.identity, clock, box=box)
     identity.start()
     holder = config.controller_id or f"{socket.gethostname()}:{config.listen.port}"
     images = ImageService(db, config.images, clock)
@@ -115,7 +117,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                             signals.notify)
     hosts = HostService(db, c, clock, servers, signals.notify)
     h = config.hardware
-    nodes = NodeService(db, h, clock, SecretBox(config))
+    nodes = NodeService(db, h, clock, box)
     conductor = Conductor(db, h, clock, nodes, Drainer(db, clock, hosts, servers),
                           config.base_url(), holder)
     nodes.wake = conductor.wake
@@ -123,10 +125,12 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     return Services(config=config, db=db, identity=identity, images=images,
                     image_data=image_data, network=network, flavors=flavors,
                     keypairs=keypairs, quotas=quotas, servers=servers, hosts=hosts,
+                    credentials=HostCredentials(db, box, clock, _agent_token(config),
+                                                shared=c.agent_token_shared),
                     signals=signals, nodes=nodes, conductor=conductor,
                     simulation=Simulation(h.simulation, cacert,
                                           controller=config.base_url()),
-                    agent_token=_agent_token(config), clock=clock, events=events,
+                    clock=clock, events=events,
                     usage=UsageReports(db, clock, config),
                     alerts=SiteAlerts(db, config.site, config.ops.alerts, clock,
                                       base_url=config.base_url(),

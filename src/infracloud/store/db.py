@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -60,6 +62,7 @@ class Database:
             if memory:
                 kwargs["poolclass"] = StaticPool
             else:
+                private_sqlite_files(Path(str(parsed.database)))
                 kwargs["pool_size"] = pool_size
                 kwargs["max_overflow"] = pool_size
         else:
@@ -146,6 +149,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def private_sqlite_files(path: Path) -> None:
+    """The database file is created mode 0600 before SQLite opens it (SQLite gives its -wal
+    and -shm files the mode of the database), and files an older version made readable to
+    all are made private."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -161,12 +161,13 @@ class ApplicationCredentialRole(Base):
 
 
 class FernetKey(Base):
-    """Token encryption keys. The newest is primary; older ones still validate until pruned."""
+    """Token encryption keys. The newest is primary; older ones still validate until pruned.
+    Each is stored encrypted with the site's secret key file (core.secrets)."""
 
     __tablename__ = "fernet_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -326,6 +327,26 @@ class Host(Base):
     @classmethod
     def _takes_servers_expression(cls) -> ColumnElement[bool]:
         return and_(cls.state == "up", cls.enabled.is_(True))
+
+
+class HostCredential(Base):
+    """What an agent presents (X-Agent-Token): it opens its host only. Stored as a SHA-256 of
+    the secret. `issued` credentials are made at join (or by the demo); a rotation adds the
+    successor (`next_hash`, and the secret sealed with the site's key until the agent has it),
+    which replaces the current one when the agent first uses it. A `file` credential is the
+    site's agent token (compute.agent_token_file), bound to the first host that registered
+    with it. Deleting the host deletes its credentials."""
+
+    __tablename__ = "host_credentials"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="issued")
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    next_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    next_secret: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[dt.datetime | None]
 
 
 class Instance(Base):

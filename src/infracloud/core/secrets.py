@@ -1,6 +1,8 @@
-"""BMC passwords at rest: Fernet-encrypted with a key kept in a file beside the database (not in
-it, so a copy of the database alone does not give the BMCs away). The file is made on first use
-with mode 0600; with PostgreSQL every controller of the site needs the same file."""
+"""Secrets at rest: Fernet-encrypted with the site's secret key, kept in a file beside the
+database (not in it, so a copy of the database alone gives away neither the BMCs nor the token
+signing keys nor the compute hosts' pending credentials). The file is made on first use with mode
+0600; with PostgreSQL every controller of the site needs the same file. A database that lives
+only in memory gets a key that lives only in memory."""
 
 from __future__ import annotations
 
@@ -17,35 +19,42 @@ from infracloud.core.settings import ControllerConfig
 SQLITE_PREFIX = "sqlite:///"
 
 
-def key_path(config: ControllerConfig) -> Path:
+def key_path(config: ControllerConfig) -> Path | None:
+    """The site's secret key file; None for an in-memory database."""
     configured = config.hardware.secret_key_file
     if configured is not None:
         return configured
     url = config.database.url
     if url.startswith(SQLITE_PREFIX) and ":memory:" not in url:
         return Path(url[len(SQLITE_PREFIX):]).with_name("bmc-secret.key")
+    if url.startswith("sqlite:"):
+        return None
     raise ConfigError("hardware.secret_key_file must be set when the database is not a SQLite "
-                      "file (it encrypts BMC passwords; give every controller the same file)")
+                      "file (it encrypts the secrets stored in the database; give every "
+                      "controller the same file)")
 
 
 class SecretBox:
-    """Loads (or makes) its key at first use, so a controller that never enrols a machine
-    needs no key file."""
+    """Loads (or makes) its key at first use. `source`: a controller config (the key file it
+    names, or the default beside the SQLite database) or the key file itself."""
 
-    def __init__(self, config: ControllerConfig) -> None:
-        self.config = config
+    def __init__(self, source: ControllerConfig | Path) -> None:
+        self.source = source
         self._key: Fernet | None = None
         self._lock = threading.Lock()
 
     @property
-    def path(self) -> Path:
-        return key_path(self.config)
+    def path(self) -> Path | None:
+        return key_path(self.source) if isinstance(self.source, ControllerConfig) \
+            else self.source
 
     @property
     def _fernet(self) -> Fernet:
         with self._lock:
             if self._key is None:
-                self._key = Fernet(self._load_or_create(self.path))
+                path = self.path
+                self._key = Fernet(Fernet.generate_key() if path is None
+                                   else self._load_or_create(path))
             return self._key
 
     @staticmethod
@@ -79,5 +88,5 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise ConfigError(f"cannot decrypt a stored BMC secret with {self.path}: the key "
+            raise ConfigError(f"cannot decrypt a stored secret with {self.path}: the key "
                               f"file is not the one it was encrypted with") from None
