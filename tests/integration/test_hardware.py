@@ -382,7 +382,8 @@ def test_the_deploy_media_boots_the_real_agent_command_which_joins_once(
         agent.wait(30)
     # undeployed: its host's credential is revoked
     assert osc(site, "baremetal", "node", "undeploy", "real-1").returncode == 0
-    wait_for(lambda: nodes(site)["real-1"]["state"] == "available")
+    wait_for("real-1 available after its undeploy",
+             lambda: nodes(site)["real-1"]["state"] == "available")
     with site.http(headers={"X-Agent-Token": kept["credential"]}) as http:
         assert http.get(f"/agent/v1/hosts/{own}/desired").status_code == 401
 
