@@ -530,3 +530,14 @@ def test_a_pool_may_open_its_status_lists(site: Site) -> None:
     finally:
         site.pool.pool.config = site.pool.pool.config.model_copy(update={"public_lists": False})
 
+
+def test_a_port_names_only_its_own_projects_server(site: Site) -> None:
+    server = _server(site)
+    port = {"port": {"network_id": site.ids["network"], "device_id": server}}
+    r = site.call("other", "POST", "/network/v2.0/ports", json=port)
+    assert r.status_code == 403, r.text
+    assert site.call("member", "POST", "/network/v2.0/ports", json=port).status_code == 201
+    assert site.call("admin", "POST", "/network/v2.0/ports", json=port).status_code == 201
+    # a device id that is no server stays the caller's business, as in Neutron
+    loose = {"port": {"network_id": site.ids["network"], "device_id": "not-a-server"}}
+    assert site.call("other", "POST", "/network/v2.0/ports", json=loose).status_code == 201
