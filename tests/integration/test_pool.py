@@ -183,9 +183,10 @@ def test_thirty_requests_are_fulfilled_on_both_sites_and_reachable(
     # the engine did all but the release, which the caller did (the static token: "default")
     assert [e["actor"] for e in events] == ["system:pool"] * 3 + ["default"] + \
         ["system:pool"] * 2
-    # nodepool's status lists
+    # nodepool's status lists: the node and request lists need a token (no `public-lists`)
     assert httpx.get(f"{pool.url}/label-list").json() == [{"label": "small"}]
-    assert httpx.get(f"{pool.url}/request-list").json()
+    assert httpx.get(f"{pool.url}/request-list").status_code == 401
+    assert httpx.get(f"{pool.url}/request-list", headers={"X-Auth-Token": pool.token}).json()
 
 
 def test_a_site_at_quota_makes_requests_wait_not_fail(pool: Pool,

@@ -18,8 +18,8 @@ from infracloud.api.baremetal_views import (
     states_view,
     v1_doc,
 )
-from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
-from infracloud.core.errors import BadRequest, Forbidden, NotAcceptable
+from infracloud.api.deps import ServicesDep, next_query, parse_bool, policy
+from infracloud.core.errors import BadRequest, NotAcceptable
 from infracloud.hardware.bmc import DRIVERS
 from infracloud.hardware.nodes import NodeQuery
 from infracloud.site.services import Services
@@ -67,14 +67,9 @@ def microversion(response: Response, x_openstack_ironic_api_version: Annotated[
     return version
 
 
-def admin(token: TokenDep) -> None:
-    if not token.caller.is_admin:
-        raise Forbidden("The bare metal API is for administrators only.")
-
-
 VersionDep = Annotated[str, Depends(microversion)]
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(microversion)])
-nodes_api = APIRouter(prefix="/nodes", dependencies=[Depends(admin)])
+nodes_api = APIRouter(prefix="/nodes", dependencies=[policy("baremetal:node")])
 
 
 @router.get("")
@@ -89,7 +84,7 @@ def version_one(services: ServicesDep) -> dict[str, Any]:
     return v1_doc(services.base_url)
 
 
-@v1.get("/drivers", dependencies=[Depends(admin)])
+@v1.get("/drivers", dependencies=[policy("baremetal:driver:get")])
 def drivers(services: ServicesDep) -> dict[str, Any]:
     base = services.base_url
     return {"drivers": [{"name": d, "hosts": [services.config.controller_id or "controller"],

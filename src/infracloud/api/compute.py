@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
-from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.clock import isoformat
-from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.core.errors import BadRequest
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
@@ -105,30 +105,30 @@ def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse
     return reply(body)
 
 
-@router.get("/v2.1/flavors")
+@router.get("/v2.1/flavors", dependencies=[policy("compute:flavor:get")])
 def list_flavors(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
     return _flavors(services, request, detail=False)
 
 
-@router.get("/v2.1/flavors/detail")
+@router.get("/v2.1/flavors/detail", dependencies=[policy("compute:flavor:get")])
 def list_flavors_detail(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
     return _flavors(services, request, detail=True)
 
 
-@router.get("/v2.1/flavors/{flavor_id}")
+@router.get("/v2.1/flavors/{flavor_id}", dependencies=[policy("compute:flavor:get")])
 def show_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> JSONResponse:
     return reply({"flavor": flavor_view(services.base_url, services.flavors.get(flavor_id))})
 
 
-@router.get("/v2.1/flavors/{flavor_id}/os-extra_specs")
+@router.get("/v2.1/flavors/{flavor_id}/os-extra_specs", dependencies=[policy("compute:flavor:get")])
 def flavor_extra_specs(services: ServicesDep, caller: TokenDep, flavor_id: str
                        ) -> JSONResponse:
     services.flavors.get(flavor_id)
     return reply({"extra_specs": {}})
 
 
-@router.post("/v2.1/flavors")
+@router.post("/v2.1/flavors", dependencies=[policy("compute:flavor:create")])
 async def create_flavor(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
     f = await _body(request, "flavor")
@@ -146,7 +146,8 @@ async def create_flavor(services: ServicesDep, caller: TokenDep, request: Reques
     return reply({"flavor": flavor_view(services.base_url, flavor)})
 
 
-@router.delete("/v2.1/flavors/{flavor_id}", status_code=202)
+@router.delete("/v2.1/flavors/{flavor_id}", status_code=202,
+               dependencies=[policy("compute:flavor:delete")])
 def delete_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> Response:
     services.flavors.delete(caller.caller, flavor_id)
     return Response(status_code=202, headers=HEADERS)
@@ -154,13 +155,13 @@ def delete_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> Re
 
 # ---- keypairs -----------------------------------------------------------------------------
 
-@router.get("/v2.1/os-keypairs")
+@router.get("/v2.1/os-keypairs", dependencies=[policy("compute:keypair:get")])
 def list_keypairs(services: ServicesDep, caller: TokenDep) -> JSONResponse:
     return reply({"keypairs": [{"keypair": keypair_view(k)}
                                for k in services.keypairs.list(caller.caller)]})
 
 
-@router.post("/v2.1/os-keypairs")
+@router.post("/v2.1/os-keypairs", dependencies=[policy("compute:keypair:create")])
 async def create_keypair(services: ServicesDep, caller: TokenDep, request: Request
                          ) -> JSONResponse:
     k = await _body(request, "keypair")
@@ -174,12 +175,13 @@ async def create_keypair(services: ServicesDep, caller: TokenDep, request: Reque
     return reply({"keypair": body})
 
 
-@router.get("/v2.1/os-keypairs/{name}")
+@router.get("/v2.1/os-keypairs/{name}", dependencies=[policy("compute:keypair:get")])
 def show_keypair(services: ServicesDep, caller: TokenDep, name: str) -> JSONResponse:
     return reply({"keypair": keypair_view(services.keypairs.get(caller.caller, name), True)})
 
 
-@router.delete("/v2.1/os-keypairs/{name}", status_code=202)
+@router.delete("/v2.1/os-keypairs/{name}", status_code=202,
+               dependencies=[policy("compute:keypair:delete")])
 def delete_keypair(services: ServicesDep, caller: TokenDep, name: str) -> Response:
     services.keypairs.delete(caller.caller, name)
     return Response(status_code=202, headers=HEADERS)
@@ -216,18 +218,18 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
     return reply(body)
 
 
-@router.get("/v2.1/servers")
+@router.get("/v2.1/servers", dependencies=[policy("compute:server:get")])
 def list_servers(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
     return _servers(services, caller, request, detail=False)
 
 
-@router.get("/v2.1/servers/detail")
+@router.get("/v2.1/servers/detail", dependencies=[policy("compute:server:get")])
 def list_servers_detail(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
     return _servers(services, caller, request, detail=True)
 
 
-@router.post("/v2.1/servers")
+@router.post("/v2.1/servers", dependencies=[policy("compute:server:create")])
 async def create_server(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
     s = await _body(request, "server")
@@ -255,7 +257,7 @@ async def create_server(services: ServicesDep, caller: TokenDep, request: Reques
     return reply(body, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
 
 
-@router.get("/v2.1/servers/{server_id}")
+@router.get("/v2.1/servers/{server_id}", dependencies=[policy("compute:server:get")])
 def show_server(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
     inst = services.servers.get(caller.caller, server_id)
     names = _host_names(services, [inst])
@@ -263,13 +265,14 @@ def show_server(services: ServicesDep, caller: TokenDep, server_id: str) -> JSON
                                         caller.caller.is_admin)})
 
 
-@router.delete("/v2.1/servers/{server_id}", status_code=204)
+@router.delete("/v2.1/servers/{server_id}", status_code=204,
+               dependencies=[policy("compute:server:delete")])
 def delete_server(services: ServicesDep, caller: TokenDep, server_id: str) -> Response:
     services.servers.delete(caller.caller, server_id)
     return Response(status_code=204, headers=HEADERS)
 
 
-@router.post("/v2.1/servers/{server_id}/action")
+@router.post("/v2.1/servers/{server_id}/action", dependencies=[policy("compute:server:action")])
 async def server_action(services: ServicesDep, caller: TokenDep, request: Request,
                         server_id: str) -> JSONResponse:
     try:
@@ -293,13 +296,16 @@ async def server_action(services: ServicesDep, caller: TokenDep, request: Reques
                      f"created and deleted.")
 
 
-@router.get("/v2.1/servers/{server_id}/metadata")
+@router.get("/v2.1/servers/{server_id}/metadata",
+            dependencies=[policy("compute:server:metadata:get")])
 def get_metadata(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
     return reply({"metadata": dict(services.servers.get(caller.caller, server_id).metadata_)})
 
 
-@router.post("/v2.1/servers/{server_id}/metadata")
-@router.put("/v2.1/servers/{server_id}/metadata")
+@router.post("/v2.1/servers/{server_id}/metadata",
+             dependencies=[policy("compute:server:metadata:set")])
+@router.put("/v2.1/servers/{server_id}/metadata",
+            dependencies=[policy("compute:server:metadata:set")])
 async def set_metadata(services: ServicesDep, caller: TokenDep, request: Request,
                        server_id: str) -> JSONResponse:
     meta = await _body(request, "metadata")
@@ -308,7 +314,8 @@ async def set_metadata(services: ServicesDep, caller: TokenDep, request: Request
     return reply({"metadata": merged})
 
 
-@router.put("/v2.1/servers/{server_id}/metadata/{key}")
+@router.put("/v2.1/servers/{server_id}/metadata/{key}",
+            dependencies=[policy("compute:server:metadata:set")])
 async def set_metadata_item(services: ServicesDep, caller: TokenDep, request: Request,
                             server_id: str, key: str) -> JSONResponse:
     meta = await _body(request, "meta")
@@ -319,7 +326,8 @@ async def set_metadata_item(services: ServicesDep, caller: TokenDep, request: Re
     return reply({"meta": meta})
 
 
-@router.delete("/v2.1/servers/{server_id}/metadata/{key}", status_code=204)
+@router.delete("/v2.1/servers/{server_id}/metadata/{key}", status_code=204,
+               dependencies=[policy("compute:server:metadata:set")])
 def delete_metadata_item(services: ServicesDep, caller: TokenDep, server_id: str, key: str
                          ) -> Response:
     services.servers.delete_metadata(caller.caller, server_id, key)
@@ -328,7 +336,7 @@ def delete_metadata_item(services: ServicesDep, caller: TokenDep, server_id: str
 
 # ---- limits, zones, quotas ----------------------------------------------------------------
 
-@router.get("/v2.1/limits")
+@router.get("/v2.1/limits", dependencies=[policy("compute:limits")])
 def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
     project = request.query_params.get("tenant_id") if caller.caller.is_admin else None
     project = project or caller.caller.project_id or ""
@@ -344,7 +352,7 @@ def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONRes
         "maxTotalFloatingIps": 0, "totalFloatingIpsUsed": 0}}})
 
 
-@router.get("/v2.1/os-availability-zone")
+@router.get("/v2.1/os-availability-zone", dependencies=[policy("compute:availability_zone:list")])
 def availability_zones(services: ServicesDep, caller: TokenDep) -> JSONResponse:
     return reply({"availabilityZoneInfo": [
         {"zoneName": z, "zoneState": {"available": True}, "hosts": None}
@@ -363,27 +371,21 @@ def _quota_set(project_id: str, lim: dict[str, int], used: Any | None) -> dict[s
                                  for k, v in values.items()}}
 
 
-def _quota_project(caller: TokenDep, project_id: str) -> str:
-    if project_id != caller.caller.project_id and not caller.caller.is_admin:
-        raise Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:show to be "
-                        "performed.")
-    return project_id
-
-
-@router.get("/v2.1/os-quota-sets/{project_id}")
+@router.get("/v2.1/os-quota-sets/{project_id}", dependencies=[policy("compute:quota:show")])
 def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> JSONResponse:
-    lim, _ = services.quotas.show(_quota_project(caller, project_id))
+    lim, _ = services.quotas.show(project_id)
     return reply({"quota_set": _quota_set(project_id, lim, None)})
 
 
-@router.get("/v2.1/os-quota-sets/{project_id}/detail")
+@router.get("/v2.1/os-quota-sets/{project_id}/detail", dependencies=[policy("compute:quota:show")])
 def show_quota_detail(services: ServicesDep, caller: TokenDep, project_id: str
                       ) -> JSONResponse:
-    lim, used = services.quotas.show(_quota_project(caller, project_id))
+    lim, used = services.quotas.show(project_id)
     return reply({"quota_set": _quota_set(project_id, lim, used)})
 
 
-@router.get("/v2.1/os-quota-sets/{project_id}/defaults")
+@router.get("/v2.1/os-quota-sets/{project_id}/defaults",
+            dependencies=[policy("compute:quota:defaults")])
 def show_quota_defaults(services: ServicesDep, caller: TokenDep, project_id: str
                         ) -> JSONResponse:
     d = services.config.compute.quota
@@ -392,7 +394,7 @@ def show_quota_defaults(services: ServicesDep, caller: TokenDep, project_id: str
     return reply({"quota_set": _quota_set(project_id, lim, None)})
 
 
-@router.put("/v2.1/os-quota-sets/{project_id}")
+@router.put("/v2.1/os-quota-sets/{project_id}", dependencies=[policy("compute:quota:update")])
 async def update_quota(services: ServicesDep, caller: TokenDep, request: Request,
                        project_id: str) -> JSONResponse:
     values = await _body(request, "quota_set")
@@ -428,21 +430,18 @@ def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
 
 
 def _hypervisors(services: Services, caller: TokenDep, detail: bool) -> JSONResponse:
-    if not caller.caller.is_admin:
-        raise Forbidden("Policy doesn't allow os_compute_api:os-hypervisors:list to be "
-                        "performed.")
     hosts = services.hosts.list_hosts()
     counts = services.hosts.instance_counts()
     return reply({"hypervisors": [_hypervisor(h, counts.get(h.id, 0), detail)
                                   for h in hosts]})
 
 
-@router.get("/v2.1/os-hypervisors")
+@router.get("/v2.1/os-hypervisors", dependencies=[policy("compute:hypervisor:list")])
 def list_hypervisors(services: ServicesDep, caller: TokenDep) -> JSONResponse:
     return _hypervisors(services, caller, detail=False)
 
 
-@router.get("/v2.1/os-hypervisors/detail")
+@router.get("/v2.1/os-hypervisors/detail", dependencies=[policy("compute:hypervisor:list")])
 def list_hypervisors_detail(services: ServicesDep, caller: TokenDep) -> JSONResponse:
     return _hypervisors(services, caller, detail=True)
 
@@ -456,23 +455,16 @@ def _service(h: Any) -> dict[str, Any]:
             "disabled_reason": h.disabled_reason, "forced_down": False}
 
 
-def _admin(caller: TokenDep) -> None:
-    if not caller.caller.is_admin:
-        raise Forbidden("Policy doesn't allow os_compute_api:os-services to be performed.")
-
-
-@router.get("/v2.1/os-services")
+@router.get("/v2.1/os-services", dependencies=[policy("compute:service:list")])
 def list_services(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
-    _admin(caller)
     host = request.query_params.get("host")
     return reply({"services": [_service(h) for h in services.hosts.list_hosts()
                                if host in (None, h.name)]})
 
 
-@router.put("/v2.1/os-services/{action}")
+@router.put("/v2.1/os-services/{action}", dependencies=[policy("compute:service:update")])
 async def set_service(services: ServicesDep, caller: TokenDep, request: Request, action: str
                       ) -> JSONResponse:
-    _admin(caller)
     if action not in ("enable", "disable", "disable-log-reason"):
         raise BadRequest(f"Unknown action: {action}")
     try:

@@ -9,12 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.agent import configdrive
-from infracloud.api.baremetal import admin
-from infracloud.api.deps import ServicesDep
+from infracloud.api.deps import ServicesDep, policy
 from infracloud.core.errors import NotFound
 from infracloud.hardware.capacity import capacity
 from infracloud.site.services import Services
@@ -63,6 +62,6 @@ async def media(services: ServicesDep, media_file: str) -> Response:
                     headers={"Cache-Control": "no-store"})
 
 
-@router.get("/capacity", dependencies=[Depends(admin)])
+@router.get("/capacity", dependencies=[policy("hardware:capacity")])
 def capacity_report(services: ServicesDep, flavor: str = "ci.8g") -> dict[str, Any]:
     return {"capacity": capacity(services.db, services.config.site, flavor).as_dict()}

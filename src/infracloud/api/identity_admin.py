@@ -321,7 +321,8 @@ def list_appcreds(services: ServicesDep, caller: TokenDep, user_id: str,
 def create_appcred(services: ServicesDep, caller: TokenDep, user_id: str,
                    application_credential: Annotated[AppCredIn, Body(embed=True)]
                    ) -> dict[str, Any]:
-    if user_id != caller.user.id:
+    enforce(caller.caller, "identity:create_application_credential", user_id=user_id)
+    if user_id != caller.user.id:  # an admin's token: still only its own user's
         raise BadRequest("Application credentials are created by their own user.")
     c = application_credential
     created = services.identity.appcreds.create(

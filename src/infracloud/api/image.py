@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
 from infracloud.api.image_views import image_schema, image_view, member_view
 from infracloud.core.errors import BadRequest, UnsupportedMediaType
 from infracloud.images import patch
@@ -57,7 +57,7 @@ async def _json(request: Request) -> Any:
         raise BadRequest("The request body is not valid JSON.") from None
 
 
-@router.post("/v2/images", status_code=201)
+@router.post("/v2/images", status_code=201, dependencies=[policy("image:create")])
 async def create_image(services: ServicesDep, caller: TokenDep, request: Request
                        ) -> JSONResponse:
     body = await _json(request)
@@ -68,7 +68,7 @@ async def create_image(services: ServicesDep, caller: TokenDep, request: Request
                         headers={"Location": f"{services.base_url}/image/v2/images/{image.id}"})
 
 
-@router.get("/v2/images")
+@router.get("/v2/images", dependencies=[policy("image:get")])
 def list_images(services: ServicesDep, caller: TokenDep, request: Request) -> dict[str, Any]:
     q = request.query_params
     try:
@@ -99,12 +99,12 @@ def list_images(services: ServicesDep, caller: TokenDep, request: Request) -> di
     return body
 
 
-@router.get("/v2/images/{image_id}")
+@router.get("/v2/images/{image_id}", dependencies=[policy("image:get")])
 def show_image(services: ServicesDep, caller: TokenDep, image_id: str) -> dict[str, Any]:
     return image_view(services.images.get(caller.caller, image_id))
 
 
-@router.patch("/v2/images/{image_id}")
+@router.patch("/v2/images/{image_id}", dependencies=[policy("image:modify")])
 async def update_image(services: ServicesDep, caller: TokenDep, request: Request,
                        image_id: str) -> dict[str, Any]:
     media = request.headers.get("content-type", "").split(";")[0].strip()
@@ -117,13 +117,14 @@ async def update_image(services: ServicesDep, caller: TokenDep, request: Request
     return image_view(image)
 
 
-@router.delete("/v2/images/{image_id}", status_code=204)
+@router.delete("/v2/images/{image_id}", status_code=204, dependencies=[policy("image:delete")])
 def delete_image(services: ServicesDep, caller: TokenDep, image_id: str) -> Response:
     services.images.delete(caller.caller, image_id)
     return Response(status_code=204)
 
 
-@router.post("/v2/images/{image_id}/actions/{action}", status_code=204)
+@router.post("/v2/images/{image_id}/actions/{action}", status_code=204,
+             dependencies=[policy("image:action")])
 def image_action(services: ServicesDep, caller: TokenDep, image_id: str, action: str
                  ) -> Response:
     if action not in ("deactivate", "reactivate"):
@@ -144,7 +145,7 @@ def _declared_size(request: Request) -> int | None:
     return None
 
 
-@router.put("/v2/images/{image_id}/file", status_code=204)
+@router.put("/v2/images/{image_id}/file", status_code=204, dependencies=[policy("image:upload")])
 async def upload(services: ServicesDep, caller: TokenDep, request: Request,
                  image_id: str) -> Response:
     data = services.image_data
@@ -157,7 +158,7 @@ async def upload(services: ServicesDep, caller: TokenDep, request: Request,
     return Response(status_code=204)
 
 
-@router.get("/v2/images/{image_id}/file")
+@router.get("/v2/images/{image_id}/file", dependencies=[policy("image:download")])
 def download(services: ServicesDep, caller: TokenDep, image_id: str,
              range_: Annotated[str | None, Header(alias="range")] = None) -> Response:
     found = services.image_data.download(caller.caller, image_id, range_)
@@ -177,26 +178,28 @@ def download(services: ServicesDep, caller: TokenDep, image_id: str,
 
 # ---- tags and members ---------------------------------------------------------------------
 
-@router.put("/v2/images/{image_id}/tags/{tag}", status_code=204)
+@router.put("/v2/images/{image_id}/tags/{tag}", status_code=204,
+            dependencies=[policy("image:modify")])
 def add_tag(services: ServicesDep, caller: TokenDep, image_id: str, tag: str) -> Response:
     services.images.add_tag(caller.caller, image_id, tag)
     return Response(status_code=204)
 
 
-@router.delete("/v2/images/{image_id}/tags/{tag}", status_code=204)
+@router.delete("/v2/images/{image_id}/tags/{tag}", status_code=204,
+               dependencies=[policy("image:modify")])
 def remove_tag(services: ServicesDep, caller: TokenDep, image_id: str, tag: str) -> Response:
     services.images.remove_tag(caller.caller, image_id, tag)
     return Response(status_code=204)
 
 
-@router.get("/v2/images/{image_id}/members")
+@router.get("/v2/images/{image_id}/members", dependencies=[policy("image:member:get")])
 def list_members(services: ServicesDep, caller: TokenDep, image_id: str) -> dict[str, Any]:
     return {"members": [member_view(m) for m in services.images.members(caller.caller,
                                                                         image_id)],
             "schema": "/v2/schemas/members"}
 
 
-@router.post("/v2/images/{image_id}/members")
+@router.post("/v2/images/{image_id}/members", dependencies=[policy("image:member:modify")])
 async def add_member(services: ServicesDep, caller: TokenDep, request: Request,
                      image_id: str) -> dict[str, Any]:
     body = await _json(request)
@@ -207,13 +210,14 @@ async def add_member(services: ServicesDep, caller: TokenDep, request: Request,
     return member_view(member)
 
 
-@router.get("/v2/images/{image_id}/members/{member_id}")
+@router.get("/v2/images/{image_id}/members/{member_id}", dependencies=[policy("image:member:get")])
 def show_member(services: ServicesDep, caller: TokenDep, image_id: str, member_id: str
                 ) -> dict[str, Any]:
     return member_view(services.images.get_member(caller.caller, image_id, member_id))
 
 
-@router.put("/v2/images/{image_id}/members/{member_id}")
+@router.put("/v2/images/{image_id}/members/{member_id}",
+            dependencies=[policy("image:member:modify")])
 async def update_member(services: ServicesDep, caller: TokenDep, request: Request,
                         image_id: str, member_id: str) -> dict[str, Any]:
     body = await _json(request)
@@ -224,7 +228,8 @@ async def update_member(services: ServicesDep, caller: TokenDep, request: Reques
     return member_view(member)
 
 
-@router.delete("/v2/images/{image_id}/members/{member_id}", status_code=204)
+@router.delete("/v2/images/{image_id}/members/{member_id}", status_code=204,
+               dependencies=[policy("image:member:modify")])
 def remove_member(services: ServicesDep, caller: TokenDep, image_id: str, member_id: str
                   ) -> Response:
     services.images.remove_member(caller.caller, image_id, member_id)

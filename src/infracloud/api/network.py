@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from infracloud.api.deps import ServicesDep, TokenDep
+from infracloud.api.deps import ServicesDep, TokenDep, policy
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.site.services import Services
@@ -81,12 +81,12 @@ def resources(services: ServicesDep) -> dict[str, Any]:
         {"rel": "self", "href": f"{base}/{n}s"}]} for n in ("network", "subnet", "port")]}
 
 
-@router.get("/v2.0/networks")
+@router.get("/v2.0/networks", dependencies=[policy("network:get")])
 def list_networks(services: ServicesDep, caller: TokenDep, request: Request) -> dict[str, Any]:
     return {"networks": _networks(services, request)}
 
 
-@router.get("/v2.0/networks/{network_id}")
+@router.get("/v2.0/networks/{network_id}", dependencies=[policy("network:get")])
 def show_network(services: ServicesDep, caller: TokenDep, request: Request, network_id: str
                  ) -> dict[str, Any]:
     for n in _networks(services, request):
@@ -95,7 +95,7 @@ def show_network(services: ServicesDep, caller: TokenDep, request: Request, netw
     raise NotFound(f"Network {network_id} could not be found.")
 
 
-@router.get("/v2.0/subnets")
+@router.get("/v2.0/subnets", dependencies=[policy("network:get")])
 def list_subnets(services: ServicesDep, caller: TokenDep, request: Request) -> dict[str, Any]:
     q = request.query_params
     return {"subnets": [subnet_view(s) for s in services.network.subnets()
@@ -103,7 +103,7 @@ def list_subnets(services: ServicesDep, caller: TokenDep, request: Request) -> d
                         and q.get("name") in (None, s.name) and q.get("id") in (None, s.id)]}
 
 
-@router.get("/v2.0/subnets/{subnet_id}")
+@router.get("/v2.0/subnets/{subnet_id}", dependencies=[policy("network:get")])
 def show_subnet(services: ServicesDep, caller: TokenDep, subnet_id: str) -> dict[str, Any]:
     for s in services.network.subnets():
         if s.id == subnet_id:
@@ -111,7 +111,7 @@ def show_subnet(services: ServicesDep, caller: TokenDep, subnet_id: str) -> dict
     raise NotFound(f"Subnet {subnet_id} could not be found.")
 
 
-@router.get("/v2.0/ports")
+@router.get("/v2.0/ports", dependencies=[policy("network:port:get")])
 def list_ports(services: ServicesDep, caller: TokenDep, request: Request) -> dict[str, Any]:
     q = request.query_params
     filters = {k: q.get(k) for k in ("device_id", "network_id", "status", "device_owner",
@@ -152,7 +152,7 @@ async def _port_body(request: Request) -> dict[str, str]:
     return out
 
 
-@router.post("/v2.0/ports", status_code=201)
+@router.post("/v2.0/ports", status_code=201, dependencies=[policy("network:port:create")])
 async def create_port(services: ServicesDep, caller: TokenDep, request: Request
                       ) -> JSONResponse:
     args = await _port_body(request)
@@ -160,33 +160,34 @@ async def create_port(services: ServicesDep, caller: TokenDep, request: Request
     return JSONResponse({"port": port_view(port)}, status_code=201)
 
 
-@router.get("/v2.0/ports/{port_id}")
+@router.get("/v2.0/ports/{port_id}", dependencies=[policy("network:port:get")])
 def show_port(services: ServicesDep, caller: TokenDep, port_id: str) -> dict[str, Any]:
     return {"port": port_view(services.network.port(caller.caller, port_id))}
 
 
-@router.delete("/v2.0/ports/{port_id}", status_code=204)
+@router.delete("/v2.0/ports/{port_id}", status_code=204,
+               dependencies=[policy("network:port:delete")])
 def delete_port(services: ServicesDep, caller: TokenDep, port_id: str) -> Response:
     services.network.delete_port(caller.caller, port_id)
     return Response(status_code=204)
 
 
-@router.get("/v2.0/floatingips")
+@router.get("/v2.0/floatingips", dependencies=[policy("network:get")])
 def list_floatingips(caller: TokenDep) -> dict[str, Any]:
     return {"floatingips": []}
 
 
-@router.get("/v2.0/floatingips/{fip_id}")
+@router.get("/v2.0/floatingips/{fip_id}", dependencies=[policy("network:get")])
 def show_floatingip(caller: TokenDep, fip_id: str) -> dict[str, Any]:
     raise NotFound(f"Floating IP {fip_id} could not be found: this cloud has none.")
 
 
-@router.get("/v2.0/routers")
+@router.get("/v2.0/routers", dependencies=[policy("network:get")])
 def list_routers(caller: TokenDep) -> dict[str, Any]:
     return {"routers": []}
 
 
-@router.get("/v2.0/security-groups")
+@router.get("/v2.0/security-groups", dependencies=[policy("network:get")])
 def list_security_groups(caller: TokenDep) -> dict[str, Any]:
     return {"security_groups": []}
 
@@ -200,13 +201,13 @@ def _quota(services: Services, project_id: str) -> tuple[dict[str, int], dict[st
     return limits, used
 
 
-@router.get("/v2.0/quotas/{project_id}")
+@router.get("/v2.0/quotas/{project_id}", dependencies=[policy("network:quota:show")])
 def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> dict[str, Any]:
     limits, _ = _quota(services, project_id)
     return {"quota": limits}
 
 
-@router.get("/v2.0/quotas/{project_id}/details")
+@router.get("/v2.0/quotas/{project_id}/details", dependencies=[policy("network:quota:show")])
 def show_quota_details(services: ServicesDep, caller: TokenDep, project_id: str
                        ) -> dict[str, Any]:
     limits, used = _quota(services, project_id)

@@ -1,7 +1,9 @@
-"""The node pool's HTTP API (`/pool/v1`, token in X-Auth-Token) and nodepool's read-only
-status lists (`/node-list`, `/request-list`, `/label-list`, `/image-list`, JSON, no token, as
-nodepool's web app serves them). Served by `infracloud pool` and, in the demo, by the
-controller."""
+"""The node pool's HTTP API (`/pool/v1`, token in X-Auth-Token; the pool's rules of the policy
+table, a caller sees its own project's requests, nodes and events unless it is an admin) and
+nodepool's read-only status lists (`/node-list`, `/request-list`, `/label-list`, `/image-list`,
+JSON, as nodepool's web app serves them: the node and request lists with a token and scoped
+alike, or open to anyone with the pool's `public-lists`). Served by `infracloud pool` and, in
+the demo, by the controller."""
 
 from __future__ import annotations
 
@@ -44,6 +46,16 @@ PoolDep = Annotated[PoolService, Depends(get_pool)]
 CallerDep = Annotated[PoolCaller, Depends(get_caller)]
 
 
+def policy(action: str) -> Any:
+    """The route's rule of the policy table (identity.policy.RULES), as a dependency."""
+    async def check(caller: CallerDep) -> PoolCaller:
+        caller.enforce(action)
+        return caller
+
+    check.__name__ = f"policy[{action}]"
+    return Depends(check)
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,7 +81,8 @@ def version(pool: PoolDep) -> dict[str, Any]:
             "labels": [label.name for label in pool.config.labels]}
 
 
-@router.post("/pool/v1/requests", status_code=201)
+@router.post("/pool/v1/requests", status_code=201,
+             dependencies=[policy("pool:request:create")])
 def create_request(pool: PoolDep, caller: CallerDep, body: NewRequest) -> dict[str, Any]:
     requestor = caller.requestor
     if body.requestor and body.requestor != caller.requestor:
@@ -80,13 +93,13 @@ def create_request(pool: PoolDep, caller: CallerDep, body: NewRequest) -> dict[s
     return {"request": pool.create_request(body.labels, requestor, body.priority)}
 
 
-@router.get("/pool/v1/requests")
+@router.get("/pool/v1/requests", dependencies=[policy("pool:request:get")])
 def list_requests(pool: PoolDep, caller: CallerDep, history: bool = False
                   ) -> dict[str, Any]:
-    return {"requests": pool.list_requests(history)}
+    return {"requests": pool.list_requests(history, caller.owner())}
 
 
-@router.get("/pool/v1/requests/{request_id}")
+@router.get("/pool/v1/requests/{request_id}", dependencies=[policy("pool:request:get")])
 async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
                        wait: float = 0) -> dict[str, Any]:
     """With `wait=SECONDS` (at most 60), answers as soon as the request changes (its state,
@@ -96,7 +109,7 @@ async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT)
     version = pool.store.version(request_id)
-    view = await run_in_threadpool(pool.get_request, request_id)
+    view = await run_in_threadpool(pool.get_request, request_id, caller.owner())
     seen = (view["state"], view["node_ids"])
     while view["state"] not in ("fulfilled", "failed", "cancelled") and \
             loop.time() < deadline and not lifecycle.stopping.is_set():
@@ -104,63 +117,56 @@ async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
         if pool.store.version(request_id) == version:
             continue  # unchanged: no need to take the engine's lock
         version = pool.store.version(request_id)
-        view = await run_in_threadpool(pool.get_request, request_id)
+        view = await run_in_threadpool(pool.get_request, request_id, caller.owner())
         if (view["state"], view["node_ids"]) != seen:
             break
     return {"request": view}
 
 
-@router.delete("/pool/v1/requests/{request_id}")
+@router.delete("/pool/v1/requests/{request_id}", dependencies=[policy("pool:request:delete")])
 def cancel_request(pool: PoolDep, caller: CallerDep, request_id: str) -> dict[str, Any]:
     return {"request": pool.cancel_request(request_id, caller.owner())}
 
 
-@router.get("/pool/v1/nodes")
+@router.get("/pool/v1/nodes", dependencies=[policy("pool:node:get")])
 def list_nodes(pool: PoolDep, caller: CallerDep, label: str | None = None,
                state: str | None = None) -> dict[str, Any]:
-    return {"nodes": pool.list_nodes(label, state)}
+    return {"nodes": pool.list_nodes(label, state, caller.owner())}
 
 
-@router.get("/pool/v1/nodes/{node_id}")
+@router.get("/pool/v1/nodes/{node_id}", dependencies=[policy("pool:node:get")])
 def show_node(pool: PoolDep, caller: CallerDep, node_id: str) -> dict[str, Any]:
-    return {"node": pool.get_node(node_id)}
+    return {"node": pool.get_node(node_id, caller.owner())}
 
 
-@router.post("/pool/v1/nodes/{node_id}/release")
+@router.post("/pool/v1/nodes/{node_id}/release", dependencies=[policy("pool:node:update")])
 def release_node(pool: PoolDep, caller: CallerDep, node_id: str) -> dict[str, Any]:
     return {"node": pool.release(node_id, caller.owner())}
 
 
-@router.post("/pool/v1/nodes/{node_id}/hold")
+@router.post("/pool/v1/nodes/{node_id}/hold", dependencies=[policy("pool:node:update")])
 def hold_node(pool: PoolDep, caller: CallerDep, node_id: str, body: Hold) -> dict[str, Any]:
     return {"node": pool.hold(node_id, body.reason, caller.owner())}
 
 
-@router.get("/pool/v1/labels")
+@router.get("/pool/v1/labels", dependencies=[policy("pool:label:get")])
 def list_labels(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
     return {"labels": pool.list_labels()}
 
 
-@router.get("/pool/v1/providers")
+@router.get("/pool/v1/providers", dependencies=[policy("pool:provider:get")])
 def list_providers(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
     return {"providers": pool.list_providers()}
 
 
-def _admin(caller: PoolCaller, what: str) -> None:
-    if not caller.admin:
-        raise Forbidden(f"Only an admin may {what}.")
-
-
-@router.post("/pool/v1/providers/{name}/drain")
-def drain_provider(pool: PoolDep, caller: CallerDep, name: str, body: Drain | None = None
-                   ) -> dict[str, Any]:
-    _admin(caller, "drain a provider")
+@router.post("/pool/v1/providers/{name}/drain", dependencies=[policy("pool:provider:update")])
+def drain_provider(pool: PoolDep, name: str, body: Drain | None = None) -> dict[str, Any]:
     return {"provider": pool.drain(name, body.reason if body else None)}
 
 
-@router.post("/pool/v1/providers/{name}/undrain")
-def undrain_provider(pool: PoolDep, caller: CallerDep, name: str) -> dict[str, Any]:
-    _admin(caller, "undrain a provider")
+@router.post("/pool/v1/providers/{name}/undrain",
+             dependencies=[policy("pool:provider:update")])
+def undrain_provider(pool: PoolDep, name: str) -> dict[str, Any]:
     return {"provider": pool.drain(name, None, drained=False)}
 
 
@@ -174,16 +180,18 @@ def list_alerts(pool: PoolDep, state: str = "firing") -> dict[str, Any]:
     return {"alerts": [view(a, now) for a in pool.alerts.list(state)]}
 
 
-@router.get("/pool/v1/events")
+@router.get("/pool/v1/events", dependencies=[policy("pool:event:get")])
 def list_events(pool: PoolDep, caller: CallerDep, after: int | None = None,
                 resource: str | None = None, limit: int = Query(100, ge=1, le=ev.MAX_PAGE),
                 order: str = "asc") -> dict[str, Any]:
     """The state changes of the pool's nodes and requests (who, when, which provider), in id
-    order, or the newest first with `order=desc`; `after=ID` pages and follows."""
+    order, or the newest first with `order=desc`; `after=ID` pages and follows. A caller
+    that is not an admin sees its own project's."""
     if order not in ("asc", "desc"):
         raise BadRequest(f"order must be asc or desc, not {order!r}.")
     rows = pool.events.query(ev.Query(after=after, resource_id=resource, limit=limit,
-                                      site=pool.config.name, newest_first=order == "desc"))
+                                      site=pool.config.name, requestor=caller.owner(),
+                                      newest_first=order == "desc"))
     events = [ev.to_dict(e) for e in rows]
     return {"events": events, "next": max((e["id"] for e in events), default=after or 0)}
 
@@ -195,15 +203,30 @@ def _nodepool(rows: list[dict[str, Any]]) -> JSONResponse:
                                        "Cache-Control": "public, max-age=1"})
 
 
+async def list_owner(request: Request, pool: PoolDep,
+                     x_auth_token: Annotated[str | None, Header()] = None) -> str | None:
+    """Whose nodes and requests /node-list and /request-list show: everyone's to anyone with
+    the pool's `public-lists` (nodepool's tools send no token), else a token's (reader) own
+    project's, or everyone's to an admin."""
+    if pool.config.public_lists:
+        return None
+    caller = await get_caller(request, x_auth_token)
+    caller.enforce("pool:status_list")
+    return caller.owner()
+
+
+ListOwner = Annotated[str | None, Depends(list_owner)]
+
+
 @router.get("/node-list")
-def node_list(pool: PoolDep, node_id: str | None = None) -> JSONResponse:
-    rows = pool.nodepool_nodes()
+def node_list(pool: PoolDep, owner: ListOwner, node_id: str | None = None) -> JSONResponse:
+    rows = pool.nodepool_nodes(owner)
     return _nodepool([r for r in rows if node_id in (None, r["id"])])
 
 
 @router.get("/request-list")
-def request_list(pool: PoolDep) -> JSONResponse:
-    return _nodepool(pool.nodepool_requests())
+def request_list(pool: PoolDep, owner: ListOwner) -> JSONResponse:
+    return _nodepool(pool.nodepool_requests(owner))
 
 
 @router.get("/label-list")

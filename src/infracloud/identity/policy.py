@@ -1,4 +1,8 @@
-"""Who may do what: one table of rules, checked by the API and the CLI alike."""
+"""Who may do what: one table of rules for every service, checked by the API and the CLI alike.
+
+Roles are Keystone's defaults: `reader` reads, `member` writes (and implies reader), `admin`
+administers (and implies member); `manager` implies member, `service` is for services. A
+token carries its implied roles, so a rule names the least role it needs."""
 
 from __future__ import annotations
 
@@ -8,16 +12,24 @@ from infracloud.core.errors import Forbidden
 __all__ = ["ADMIN_ROLE", "BUILTIN_ROLES", "Caller", "allowed", "enforce"]
 MEMBER_ROLE = "member"
 READER_ROLE = "reader"
-BUILTIN_ROLES = (ADMIN_ROLE, MEMBER_ROLE, READER_ROLE)
-# prior role -> implied role (keystone's bootstrap makes the same chain)
-IMPLIED_ROLES = {ADMIN_ROLE: MEMBER_ROLE, MEMBER_ROLE: READER_ROLE}
+MANAGER_ROLE = "manager"
+SERVICE_ROLE = "service"
+BUILTIN_ROLES = (ADMIN_ROLE, MEMBER_ROLE, READER_ROLE, MANAGER_ROLE, SERVICE_ROLE)
+# (prior role, implied role): keystone's bootstrap makes the same ones
+IMPLIED_ROLES = ((ADMIN_ROLE, MEMBER_ROLE), (MEMBER_ROLE, READER_ROLE),
+                 (MANAGER_ROLE, MEMBER_ROLE))
 
 
-# rule meanings:
+# rule meanings (admin passes every rule):
+#   any      - any valid token
 #   admin    - the caller holds the admin role
-#   self     - admin, or the target user is the caller
-#   project  - admin, or the target project is the caller's project
-#   reader   - admin, or any role on the target project
+#   self     - the target user is the caller
+#   project  - the target project is the caller's project
+#   reader   - the reader role (member and admin imply it) on the caller's project; when the
+#              request names a project, it must be the caller's
+#   member   - as reader, with the member role
+# Compute, image, network, volume and bare metal follow Nova's, Glance's, Neutron's,
+# Cinder's and Ironic's default policies; the pool's reads are reader, its writes member.
 RULES: dict[str, str] = {
     "identity:list_projects": "admin",
     "identity:get_project": "project",
@@ -47,7 +59,64 @@ RULES: dict[str, str] = {
     "identity:get_domain": "any",
     "identity:list_catalog": "any",
     "identity:list_services": "admin",
+    # compute (nova): keypairs belong to their user (the service looks only at the caller's)
+    "compute:flavor:get": "reader",
+    "compute:flavor:create": "admin",
+    "compute:flavor:delete": "admin",
+    "compute:keypair:get": "reader",
+    "compute:keypair:create": "member",
+    "compute:keypair:delete": "member",
+    "compute:server:get": "reader",
+    "compute:server:create": "member",
+    "compute:server:delete": "member",
+    "compute:server:action": "member",  # os-getConsoleOutput is a member's (nova)
+    "compute:server:metadata:get": "reader",
+    "compute:server:metadata:set": "member",
+    "compute:limits": "reader",
+    "compute:availability_zone:list": "reader",
+    "compute:quota:show": "reader",  # the project in the URL must be the caller's
+    "compute:quota:defaults": "reader",
+    "compute:quota:update": "admin",
+    "compute:hypervisor:list": "admin",
+    "compute:service:list": "admin",
+    "compute:service:update": "admin",
+    # image (glance)
+    "image:get": "reader",
+    "image:create": "member",
+    "image:modify": "member",
+    "image:delete": "member",
+    "image:upload": "member",
+    "image:download": "reader",
+    "image:action": "admin",  # deactivate and reactivate
+    "image:member:get": "reader",
+    "image:member:modify": "member",
+    # network (neutron)
+    "network:get": "reader",
+    "network:port:get": "reader",
+    "network:port:create": "member",
+    "network:port:delete": "member",
+    "network:quota:show": "reader",  # the project in the URL must be the caller's
+    # block storage (cinder): every route names the project
+    "volume:limits": "reader",
+    "volume:get": "reader",
+    "volume:quota:show": "reader",
+    # bare metal (ironic) and the site's hardware: administrators
+    "baremetal:node": "admin",
+    "baremetal:driver:get": "admin",
+    "hardware:capacity": "admin",
+    # the node pool: a caller sees and touches its own project's requests and nodes
+    "pool:request:get": "reader",
+    "pool:request:create": "member",
+    "pool:request:delete": "member",
+    "pool:node:get": "reader",
+    "pool:node:update": "member",  # release, hold
+    "pool:label:get": "reader",
+    "pool:provider:get": "reader",
+    "pool:provider:update": "admin",  # drain, undrain
+    "pool:event:get": "reader",
+    "pool:status_list": "reader",  # /node-list, /request-list unless pool `public-lists`
 }
+ROLE_RULES = {"reader": READER_ROLE, "member": MEMBER_ROLE}
 
 
 def allowed(caller: Caller, action: str, *, user_id: str | None = None,
@@ -59,6 +128,9 @@ def allowed(caller: Caller, action: str, *, user_id: str | None = None,
         return user_id is not None and user_id == caller.user_id
     if rule == "project":
         return project_id is not None and project_id == caller.project_id
+    if rule in ROLE_RULES:
+        return (ROLE_RULES[rule] in caller.roles and caller.project_id is not None
+                and project_id in (None, caller.project_id))
     return False
 
 

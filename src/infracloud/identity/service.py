@@ -63,7 +63,7 @@ class IdentityService:
                     existing[name] = Role(id=new_id(), name=name)
                     s.add(existing[name])
             s.flush()
-            for prior, implied in IMPLIED_ROLES.items():
+            for prior, implied in IMPLIED_ROLES:
                 key = (existing[prior].id, existing[implied].id)
                 if s.get(RoleImplication, key) is None:
                     s.add(RoleImplication(prior_role_id=key[0], implied_role_id=key[1]))

@@ -25,7 +25,7 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import NetworkConfig
 from infracloud.store import Database
-from infracloud.store.models import Network, Port, Subnet
+from infracloud.store.models import Instance, Network, Port, Subnet
 
 log = logging.getLogger(__name__)
 DEVICE_OWNER = "compute:nova"
@@ -148,6 +148,8 @@ class NetworkService:
             raise Forbidden("Creating a port needs a project-scoped token.")
         if self.network is None or network_id != self.network.id:
             raise NotFound(f"Network {network_id} could not be found.")
+        if device_id and not caller.is_admin:
+            self._check_device(caller.project_id, device_id)
         for _attempt in range(8):
             try:
                 with self.db.write() as s:
@@ -162,6 +164,13 @@ class NetworkService:
         log.info("port created", extra={"event": "port.create", "port_id": port.id,
                                         "project_id": caller.project_id})
         return port
+
+    def _check_device(self, project_id: str, device_id: str) -> None:
+        """A port may name only its own project's server as its device."""
+        with self.db.read() as s:
+            owner = s.scalar(select(Instance.project_id).where(Instance.id == device_id))
+        if owner is not None and owner != project_id:
+            raise Forbidden(f"Device {device_id} belongs to another project.")
 
     def delete_port(self, caller: Caller, port_id: str) -> None:
         """Only ports no server uses any more (nodepool cleans up DOWN ports it finds)."""

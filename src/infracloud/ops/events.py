@@ -74,6 +74,7 @@ class Query:
     kind: str | None = None
     actor: str | None = None
     site: str | None = None
+    requestor: str | None = None  # detail["requestor"]: the pool's events of one requestor
     limit: int = 100
     newest_first: bool = False
 
@@ -319,6 +320,8 @@ class EventLog:
                               (Event.actor, q.actor), (Event.site, q.site)):
             if value is not None:
                 stmt = stmt.where(column == value)
+        if q.requestor is not None:
+            stmt = stmt.where(Event.detail["requestor"].as_string() == q.requestor)
         limit = max(1, min(q.limit, MAX_PAGE))
         order = Event.id.desc() if q.newest_first else Event.id
         with self.db.read() as s:

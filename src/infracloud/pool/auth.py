@@ -1,10 +1,11 @@
 """Who is calling the pool's API. Two ways, chosen in the config:
 
 - `identity-url`: a Keystone (infracloud's or any) validates the token. The caller's requestor
-  is the token's project; with the admin role it may name another requestor and act on any
-  node.
-- `static-token-file`: one shared token for a standalone pool; its holder is trusted to name
-  the requestor.
+  is the token's project and its roles are the token's (identity.policy's rules: reader reads,
+  member requests, releases and holds, admin drains); it sees only its own project's requests,
+  nodes and events. With the admin role it may name another requestor and see and act on any.
+- `static-token-file`: one shared token for a standalone pool; its holder is an admin, trusted
+  to name the requestor.
 
 Validations are cached for a minute (never past the token's expiry), so a busy CI system costs
 one identity call per token per minute."""
@@ -24,18 +25,28 @@ import httpx
 from infracloud.clients import http
 from infracloud.core.errors import ServiceUnavailable as Unavailable
 from infracloud.core.errors import Unauthorized
+from infracloud.identity.policy import ADMIN_ROLE, Caller, enforce
 
 CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class PoolCaller:
-    requestor: str  # the requestor new requests are made for, unless `admin` names another
-    admin: bool  # may name any requestor and act on any node
+    requestor: str  # the requestor new requests are made for, unless an admin names another
+    roles: frozenset[str] = frozenset({ADMIN_ROLE})
+
+    @property
+    def admin(self) -> bool:
+        """May name any requestor, and see and act on any request and node."""
+        return ADMIN_ROLE in self.roles
 
     def owner(self) -> str | None:
-        """The requestor whose nodes this caller may touch (None: any)."""
+        """The requestor whose requests and nodes this caller may see and touch (None: any)."""
         return None if self.admin else self.requestor
+
+    def enforce(self, action: str) -> None:
+        """The pool's rule `action` of the policy table (the requestor is the project)."""
+        enforce(Caller(self.requestor, self.requestor, self.roles), action)
 
 
 class TokenCheck(Protocol):
@@ -55,7 +66,7 @@ class StaticToken:
     def check(self, token: str | None) -> PoolCaller:
         if not token or not hmac.compare_digest(token.encode(), self.token.encode()):
             raise Unauthorized("The request you have made requires authentication.")
-        return PoolCaller("default", admin=True)
+        return PoolCaller("default")
 
 
 class IdentityTokens:
@@ -88,8 +99,8 @@ class IdentityTokens:
         project = (body.get("project") or {}).get("name")
         if not project:
             raise Unauthorized("The token is not scoped to a project.")
-        roles = {role.get("name") for role in body.get("roles", [])}
-        caller = PoolCaller(project, admin="admin" in roles)
+        roles = frozenset(str(role.get("name")) for role in body.get("roles", []))
+        caller = PoolCaller(project, roles)
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -104,4 +115,4 @@ class Open:
     """No authentication: only for a pool that listens on loopback (the config's default)."""
 
     def check(self, token: str | None) -> PoolCaller:
-        return PoolCaller("default", admin=True)
+        return PoolCaller("default")

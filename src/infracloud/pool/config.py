@@ -142,6 +142,11 @@ class PoolConfig(_Section):
     default_share: float = Field(1.0, gt=0, alias="default-share",
                                  description="share of requestors not listed")
     alerts: Alerts = Field(default_factory=Alerts)
+    public_lists: bool = Field(
+        False, alias="public-lists",
+        description="serve /node-list and /request-list (every project's nodes: addresses, "
+        "SSH ports) to anyone, as nodepool's web app does; else a token, scoped to its "
+        "project")
 
     @model_validator(mode="after")
     def _consistent(self) -> PoolConfig:

@@ -221,11 +221,12 @@ class PoolService(Engine):
         self.wake()
         return view
 
-    def _request(self, request_id: str) -> RequestRec:
+    def _request(self, request_id: str, owner: str | None = None) -> RequestRec:
+        """`owner`: only that requestor's (another's is not found, as in OpenStack)."""
         req = self.requests.get(request_id)
         if req is None:
             req = self.store.get_request(request_id)
-        if req is None:
+        if req is None or owner not in (None, req.requestor):
             raise NotFound(f"Request {request_id} could not be found.")
         return req
 
@@ -238,9 +239,9 @@ class PoolService(Engine):
                 "nodes": [node_view(n) for n in nodes if n is not None and
                           req.state == "fulfilled"]}
 
-    def get_request(self, request_id: str) -> dict[str, Any]:
+    def get_request(self, request_id: str, owner: str | None = None) -> dict[str, Any]:
         with self.lock:
-            return self.request_view(self._request(request_id))
+            return self.request_view(self._request(request_id, owner))
 
     def cancel_request(self, request_id: str, requestor: str | None) -> dict[str, Any]:
         with self.lock:
@@ -254,14 +255,17 @@ class PoolService(Engine):
         self.wake()
         return view
 
-    def list_requests(self, history: bool = False) -> list[dict[str, Any]]:
+    def list_requests(self, history: bool = False, owner: str | None = None
+                      ) -> list[dict[str, Any]]:
+        """`owner`: only that requestor's requests (None: everyone's)."""
         with self.lock:
             reqs = list(self.requests.values())
         if history:
             _, finished = self.store.finished()
             known = {r.id for r in reqs}
             reqs += [r for r in finished if r.id not in known]
-        return [self.request_view(r) for r in sorted(reqs, key=lambda r: r.id)]
+        return [self.request_view(r) for r in sorted(reqs, key=lambda r: r.id)
+                if owner in (None, r.requestor)]
 
     # ---- nodes ------------------------------------------------------------------------------
 
@@ -271,21 +275,26 @@ class PoolService(Engine):
         if requestor is not None and owner not in (None, requestor):
             raise Forbidden(f"{what} belongs to {owner}, not {requestor}.")
 
-    def _node(self, node_id: str) -> NodeRec:
+    def _node(self, node_id: str, owner: str | None = None) -> NodeRec:
         node = self.nodes.get(node_id)
-        if node is None:
+        if node is None or owner not in (None, node.requestor):
             raise NotFound(f"Node {node_id} could not be found (or is deleted).")
         return node
 
-    def list_nodes(self, label: str | None = None, state: str | None = None
-                   ) -> list[dict[str, Any]]:
+    def _nodes(self, owner: str | None) -> list[NodeRec]:
+        """The nodes in id order; `owner`: only that requestor's (None: all)."""
+        return [n for n in sorted(self.nodes.values(), key=lambda n: n.id)
+                if owner in (None, n.requestor)]
+
+    def list_nodes(self, label: str | None = None, state: str | None = None,
+                   owner: str | None = None) -> list[dict[str, Any]]:
         with self.lock:
-            return [node_view(n) for n in sorted(self.nodes.values(), key=lambda n: n.id)
+            return [node_view(n) for n in self._nodes(owner)
                     if label in (None, n.label) and state in (None, n.state)]
 
-    def get_node(self, node_id: str) -> dict[str, Any]:
+    def get_node(self, node_id: str, owner: str | None = None) -> dict[str, Any]:
         with self.lock:
-            return node_view(self._node(node_id))
+            return node_view(self._node(node_id, owner))
 
     def release(self, node_id: str, requestor: str | None) -> dict[str, Any]:
         """Done with it: the node is deleted."""
@@ -376,7 +385,7 @@ class PoolService(Engine):
 
     # ---- nodepool's read-only lists ---------------------------------------------------------
 
-    def nodepool_nodes(self) -> list[dict[str, Any]]:
+    def nodepool_nodes(self, owner: str | None = None) -> list[dict[str, Any]]:
         now = self.now()
         with self.lock:
             return [{"id": n.id, "provider": n.provider, "label": [n.label],
@@ -390,10 +399,9 @@ class PoolService(Engine):
                      "username": n.username, "connection_port": n.ssh_port,
                      "launcher": self.config.name, "allocated_to": n.request_id,
                      "hold_job": None, "comment": n.hold_reason, "user_data": None,
-                     "driver_data": None} for n in sorted(self.nodes.values(),
-                                                          key=lambda n: n.id)]
+                     "driver_data": None} for n in self._nodes(owner)]
 
-    def nodepool_requests(self) -> list[dict[str, Any]]:
+    def nodepool_requests(self, owner: str | None = None) -> list[dict[str, Any]]:
         state = {"requested": "requested", "pending": "pending", "fulfilled": "fulfilled",
                  "failed": "failed", "cancelled": "failed"}
         with self.lock:
@@ -401,7 +409,8 @@ class PoolService(Engine):
                      "requestor": r.requestor, "node_types": r.labels,
                      "nodes": [e.node for e in r.entries if e.node], "declined_by": [],
                      "event_id": None} for r in sorted(self.requests.values(),
-                                                       key=lambda r: r.id)]
+                                                       key=lambda r: r.id)
+                    if owner in (None, r.requestor)]
 
     def nodepool_images(self) -> list[dict[str, Any]]:
         now = self.now()
