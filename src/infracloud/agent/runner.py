@@ -22,6 +22,7 @@ import httpx
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
+from infracloud.agent.image_fetch import ImageFetchError
 from infracloud.ops.alerts import controller_watch
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,20 @@ class Agent:
                  workdir: Path, *, cacert: str | bool | ssl.SSLContext = True,
                  poll_wait: float = 20,
                  workers: int = 4, join_token: str | None = None,
-                 alert_after: float | None = None, alert_webhook: str | None = None) -> None:
+                 alert_after: float | None = None, alert_webhook: str | None = None,
+                 images: Callable[[str], Path] | None = None) -> None:
         """`token`: the site's agent token; or, for a machine the conductor deployed,
         `join_token`: the one-time token from its deploy media, traded for the agent token
         when the agent joins (and the host name is the machine's). The controller
         unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a log
-        line, and a POST to `alert_webhook` when given."""
+        line, and a POST to `alert_webhook` when given. `images` gives a local, verified
+        copy of an image by id, for a driver that `needs_image` (libvirt)."""
         self.controller = controller.rstrip("/")
         self.driver = driver
         self.host = host
         self.workdir = workdir
         self.poll_wait = poll_wait
+        self.images = images
         verify: ssl.SSLContext | bool = (ssl.create_default_context(cafile=cacert)
                                          if isinstance(cacert, str) else cacert)
         if verify is True:  # the system's CAs, loaded once here rather than by httpx
@@ -198,7 +202,7 @@ class Agent:
         try:
             spec = self._spec(w)
             self.driver.spawn(spec)
-        except (DriverError, OSError, ValueError, KeyError) as exc:
+        except (DriverError, ImageFetchError, OSError, ValueError, KeyError) as exc:
             log.warning("spawn failed", extra={"instance_id": inst_id, "fault": str(exc)})
             self._report([{"id": inst_id, "state": "failed", "fault": str(exc)[:1000],
                            "console": self._console(inst_id, force=True)}])
@@ -237,8 +241,18 @@ class Agent:
                             network=NetworkInfo(ip=n["ip"], prefix=int(n["prefix"]),
                                                 gateway=n.get("gateway"), mac=n["mac"],
                                                 dns=tuple(n.get("dns") or ())),
-                            config_drive=iso, image=None,
+                            config_drive=iso, image=self._image(w),
                             metadata=dict(c.get("meta") or {}))
+
+    def _image(self, w: dict[str, Any]) -> Path | None:
+        if not self.driver.needs_image:
+            return None
+        if not w.get("image_id"):
+            raise ValueError(f"server {w['name']} has no image")
+        if self.images is None:
+            raise DriverError(f"the {self.driver.name} driver boots images, and this agent "
+                              f"was given no way to fetch them")
+        return self.images(w["image_id"])
 
     def _console(self, inst_id: str, force: bool = False) -> str | None:
         """The console tail, or None when it has not changed since it was last sent."""
