@@ -75,3 +75,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info
+
+# the tiny test guest the libvirt driver's tests boot (and `demo` can upload): built from
+# Debian packages by tools/guest/build.sh, cached in ~/.cache/infracloud/guest (or GUEST_DIR)
+.PHONY: guest-image
+guest-image:
+	tools/guest/build.sh $(GUEST_DIR)
