@@ -83,8 +83,11 @@ for m in virtio_pci virtio_net virtio_blk virtio_scsi virtio_rng sr_mod ata_piix
 done
 echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"; echo 'root:x:0:' > "$R/etc/group"
 echo /bin/sh > "$R/etc/shells"
+# -R: the ed25519 host key /init made (printed on the console), the others made when a
+# client first asks for them (with only -r ed25519, dropbear aborts a client that prefers
+# RSA host keys, as asyncssh and paramiko do)
 cat > "$R/etc/inittab" <<'IT'
-::respawn:/bin/dropbear -F -E -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key
+::respawn:/bin/dropbear -F -E -s -R -p 22
 ::ctrlaltdel:/bin/poweroff -f
 IT
 # the ACPI power button powers off (a graceful `virsh shutdown`)
