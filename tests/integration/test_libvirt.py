@@ -136,14 +136,25 @@ def test_two_servers_of_one_image_are_real_vms_and_leave_nothing(
     overlays = [driver.instance_dir / s.id / "disk.qcow2" for s in specs]
     assert {backing_file(o) for o in overlays} == {str(driver.cache_dir / "bases" / base_sha)}
 
+    # a service on the host's loopback (as the controller is in the demo): slirp would show
+    # it to the guest as 10.0.2.2, unless restricted
+    host_service = socket.socket()
+    host_service.bind(("127.0.0.1", 0))
+    host_service.listen()
+    host_service.settimeout(0)
+    service_port = host_service.getsockname()[1]
     for spec in specs:
         console = ready(driver, spec)
         assert f"READY hostname={spec.name} uuid={spec.id}" in console
         assert "-----BEGIN SSH HOST KEY KEYS-----" in console
         out = login(spec.network.ip, key, f"hostname; test -e {marker} && echo HOST || "
-                    "echo isolated; cat /proc/1/comm; ls /root/.ssh")
+                    "echo isolated; cat /proc/1/comm; ls /root/.ssh; timeout 5 nc 10.0.2.2 "
+                    f"{service_port} </dev/null; echo tried")
         # the guest's own hostname, no host file, its own init: not the host
-        assert out.split() == [spec.name, "isolated", "init", "authorized_keys"]
+        assert out.split() == [spec.name, "isolated", "init", "authorized_keys", "tried"]
+    with pytest.raises(BlockingIOError):  # and no way to the host's loopback services
+        host_service.accept()
+    host_service.close()
     assert "Pubkey auth succeeded for 'root'" in driver.console(specs[0].id)
 
     first, second = specs

@@ -102,7 +102,10 @@ def test_domain_xml_by_mode() -> None:
     assert tcg.get("type") == "qemu" and tcg.find("cpu") is None
     assert tcg.find("devices/interface") is None
     args = [a.get("value") for a in tcg.iter(f"{{{lx.QEMU_NS}}}arg")]
-    assert "user,id=ic0,ipv6=off,hostfwd=tcp:127.1.2.3:22-:22" in args
+    assert "user,id=ic0,ipv6=off,restrict=on,hostfwd=tcp:127.1.2.3:22-:22" in args
+    outbound = ET.fromstring(lx.domain_xml(lx.DomainSpec(
+        virt_type="qemu", network="user", forward=("127.1.2.3", 22), outbound=True, **common)))
+    assert "restrict=off" in str([a.get("value") for a in outbound.iter(f"{{{lx.QEMU_NS}}}arg")])
     with pytest.raises(ValueError, match="virt_type"):
         lx.domain_xml(lx.DomainSpec(virt_type="xen", network="user", forward=("127.0.0.2", 22),
                                     **common))

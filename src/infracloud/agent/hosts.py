@@ -17,9 +17,11 @@ DRIVERS = ("sandbox", "fake", "libvirt")
 def make_driver(name: str, root: Path, *, ssh_port: int = 22, boot_delay: float = 0.0,
                 libvirt_uri: str = "qemu:///system", virt_type: str | None = None,
                 network: str = "user", bridge: str | None = None,
-                instance_dir: Path | None = None, cache_dir: Path | None = None) -> Driver:
+                user_outbound: bool = False, instance_dir: Path | None = None,
+                cache_dir: Path | None = None) -> Driver:
     """The driver `name` with its state under `root`. libvirt: `virt_type` kvm or qemu
-    (None: detected), `network` user or bridge (then `bridge` names the bridge), instances
+    (None: detected), `network` user (`user_outbound`: the guest may open connections) or
+    bridge (then `bridge` names the bridge), instances
     in `instance_dir` (default root/instances), image bases in `cache_dir` (default
     root/images); raises DriverError, one line saying what to install, when libvirt is
     missing."""
@@ -36,7 +38,7 @@ def make_driver(name: str, root: Path, *, ssh_port: int = 22, boot_delay: float 
 
         driver = LibvirtDriver(instance_dir or root / "instances", cache_dir or root / "images",
                                uri=libvirt_uri, virt_type=virt_type, network=network,
-                               bridge=bridge, ssh_port=ssh_port)
+                               bridge=bridge, ssh_port=ssh_port, user_outbound=user_outbound)
         try:
             driver.validate()
         except BaseException:

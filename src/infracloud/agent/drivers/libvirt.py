@@ -11,7 +11,9 @@ Networking is a setting per host:
 - `user`: user-mode networking; the guest's SSH is forwarded from the server's own loopback
   address (port `ssh_port`, 22 by default), so the address in the API answers, exactly as
   with the sandbox. The guest's own address is slirp's (DHCP), so its config drive says
-  `ipv4_dhcp`. Binding port 22 needs QEMU to run as root (a test host's setting).
+  `ipv4_dhcp`. Binding port 22 needs QEMU to run as root (a test host's setting). The guest
+  opens no connections (slirp's restrict=on: the host's loopback services stay out of its
+  reach) unless `user_outbound`.
 - `bridge`: a tap on `bridge` (the provider network); the MAC and address come from the
   port, the guest configures itself from network_data.json.
 
@@ -112,12 +114,13 @@ class LibvirtDriver:
     def __init__(self, instance_dir: Path, cache_dir: Path, *,
                  uri: str = "qemu:///system", virt_type: str | None = None,
                  network: str = "user", bridge: str | None = None, ssh_port: int = 22,
-                 owner: str | None = None) -> None:
+                 user_outbound: bool = False, owner: str | None = None) -> None:
         """Servers' files in `instance_dir`, image bases in `cache_dir` (agents may share
         one). `uri`: libvirt's. `virt_type` kvm or qemu; None: kvm where a KVM vCPU runs,
         else qemu (TCG). `network` user (SSH forwarded from the server's loopback address,
-        port `ssh_port`) or bridge (a tap on `bridge`). `owner` marks this agent's domains
-        (default: the instance directory's absolute path)."""
+        port `ssh_port`; `user_outbound`: the guest may open connections, to the host's
+        loopback services too) or bridge (a tap on `bridge`). `owner` marks this agent's
+        domains (default: the instance directory's absolute path)."""
         if network not in lx.NETWORK_MODES:
             raise DriverError(f"network must be one of {', '.join(lx.NETWORK_MODES)}, "
                               f"not {network!r}")
@@ -134,6 +137,7 @@ class LibvirtDriver:
         self.network = network
         self.bridge = bridge
         self.ssh_port = ssh_port
+        self.user_outbound = user_outbound
         self.owner = owner or str(self.instance_dir)
         self.cache = ImageCache(self.cache_dir, holder=self.owner)
         self._wanted_virt_type = virt_type
@@ -366,6 +370,7 @@ class LibvirtDriver:
                 config_drive=folder / "config.iso", console_log=folder / "console.log",
                 network=self.network, mac=net.mac, bridge=self.bridge,
                 forward=(net.ip, self.ssh_port) if self.network == "user" else None,
+                outbound=self.user_outbound,
                 marker=lx.Marker(owner=self.owner, name=spec.name, address=net.ip,
                                  network=self.network, image=base.sha512)))
             conn = self._connection()

@@ -8,7 +8,9 @@ kept as a pty for `virsh console`; a virtio RNG. The NIC is either
 
 - `user`: QEMU user-mode networking (slirp) with the guest's SSH port forwarded from the
   server's own loopback address (`hostfwd`), passed on `qemu:commandline` because Debian 12's
-  libvirt cannot forward ports for `<interface type='user'>` (passt is too new for it); or
+  libvirt cannot forward ports for `<interface type='user'>` (passt is too new for it).
+  `restrict=on` unless `outbound`: the guest cannot open connections at all, so not to the
+  host's own loopback services either (slirp shows them to the guest as 10.0.2.2); or
 - `bridge`: a tap on the host's bridge (a real site's provider network), with the port's MAC.
 
 `<metadata>` holds an `infracloud:instance` element naming the owner (the agent's instance
@@ -55,6 +57,7 @@ class DomainSpec:
     mac: str
     marker: Marker
     forward: tuple[str, int] | None = None  # user mode: (host address, host port) -> guest :22
+    outbound: bool = False  # user mode: the guest may open connections (host loopback too)
     bridge: str | None = None  # bridge mode: the bridge's name
 
 
@@ -156,7 +159,9 @@ def domain_xml(spec: DomainSpec) -> str:
         if spec.forward is None:
             raise ValueError("user networking needs the address to forward SSH from")
         host, port = spec.forward
-        args = ["-netdev", f"user,id=ic0,ipv6=off,hostfwd=tcp:{host}:{port}-:22",
+        restrict = "off" if spec.outbound else "on"
+        args = ["-netdev", f"user,id=ic0,ipv6=off,restrict={restrict},"
+                f"hostfwd=tcp:{host}:{port}-:22",
                 "-device", f"virtio-net-pci,netdev=ic0,mac={spec.mac},addr={USER_NIC_SLOT}"]
         cmdline = _sub(dom, f"{{{QEMU_NS}}}commandline")
         for arg in args:
