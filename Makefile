@@ -7,6 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK   := requirements.lock
+LIBVIRT_LOCK := requirements-libvirt.lock
 LATEST := .venv-latest
 TOOLS  := .venv-tools
 UV_VERSION := 0.13.9
@@ -16,10 +17,14 @@ PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-latest lint lock bench clean
 
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) $(LIBVIRT_LOCK) pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	@if pkg-config --exists libvirt 2>/dev/null; then \
+	  echo "$(BIN)/pip install --require-hashes --no-deps -r $(LIBVIRT_LOCK)"; \
+	  $(BIN)/pip install --quiet --require-hashes --no-deps -r $(LIBVIRT_LOCK); \
+	else echo "libvirt-python not installed (the libvirt driver needs: apt-get install libvirt-dev pkg-config)"; fi
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/pip check
 	touch $(STAMP)
@@ -29,7 +34,7 @@ $(LATEST)/.installed: pyproject.toml
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet --upgrade pip
-	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,libvirt]'
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	touch $@
 
@@ -61,9 +66,13 @@ lint: $(STAMP)
 # for every platform and Python this package supports
 lock:
 	test -x $(TOOLS)/bin/uv || { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION); }
-	$(TOOLS)/bin/uv pip compile pyproject.toml tools/build-requirements.in --all-extras --generate-hashes --universal \
-	  --python-version 3.11 --no-header --quiet -o $(LOCK)
+	$(TOOLS)/bin/uv pip compile pyproject.toml tools/build-requirements.in --extra dev \
+	  --extra postgres --generate-hashes --universal --python-version 3.11 --no-header \
+	  --quiet -o $(LOCK)
 	@sed -i '1i # The exact versions `make demo`, `make test` and .ci/run install. Refresh with `make lock`.' $(LOCK)
+	$(TOOLS)/bin/uv pip compile tools/libvirt-requirements.in --no-deps --generate-hashes \
+	  --universal --python-version 3.11 --no-header --quiet -o $(LIBVIRT_LOCK)
+	@sed -i '1i # libvirt-python (builds against libvirt-dev), installed where libvirt is. `make lock`.' $(LIBVIRT_LOCK)
 
 bench: $(STAMP)
 	$(BIN)/python bench/identity.py
@@ -75,3 +84,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info
+
+# the tiny test guest the libvirt driver's tests boot (and `demo` can upload): built from
+# Debian packages by tools/guest/build.sh, cached in ~/.cache/infracloud/guest (or GUEST_DIR)
+.PHONY: guest-image
+guest-image:
+	tools/guest/build.sh $(GUEST_DIR)

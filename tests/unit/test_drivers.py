@@ -1,5 +1,10 @@
-"""One contract for every hypervisor driver (fake and sandbox), then what only the sandbox
-does: a real SSH server per instance on a loopback address. Only 127.0.0.0/8 is ever used."""
+"""One contract for every hypervisor driver (fake, sandbox, and libvirt both on its test
+driver and on QEMU), then what only the sandbox does: a real SSH server per instance on a
+loopback address. Only 127.0.0.0/8 is ever used.
+
+On QEMU the contract boots a blank disk: the domains, overlays, forwards and image cache are
+real and nothing writes to the serial console (so it is stable), while the tests in
+tests/integration/test_libvirt.py boot the real guest."""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import io
 import random
 import signal
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncssh
@@ -22,6 +29,7 @@ from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
 from infracloud.agent.drivers.fake import FakeDriver
 from infracloud.agent.drivers.sandbox import SandboxDriver
+from tests import libvirt_env
 from tests.servers import wait_for
 
 DOOMED = "doomed"  # the fake driver fails to spawn instances with this name
@@ -48,6 +56,15 @@ def public_line(key: asyncssh.SSHKey) -> str:
     return key.export_public_key().decode().strip()
 
 
+def blank_image(folder: Path, size: int = 1024 * 1024) -> Path:
+    """A raw image of zeros (boots nothing: the libvirt contract runs need no guest)."""
+    path = folder / f"blank-{size}.raw"
+    if not path.exists():
+        with open(path, "wb") as f:
+            f.truncate(size)
+    return path
+
+
 def make_spec(folder: Path, name: str = "node", keys: dict[str, str] | None = None,
               ip: str | None = None) -> InstanceSpec:
     instance_id = str(uuid.uuid4())
@@ -62,7 +79,7 @@ def make_spec(folder: Path, name: str = "node", keys: dict[str, str] | None = No
     return InstanceSpec(id=instance_id, name=name, vcpus=1, ram_mb=512, disk_gb=1,
                         network=NetworkInfo(ip=ip, prefix=8, gateway=None,
                                             mac="fa:16:3e:00:00:01"),
-                        config_drive=drive)
+                        config_drive=drive, image=blank_image(folder))
 
 
 def destroy_all(driver: Driver) -> None:
@@ -71,23 +88,38 @@ def destroy_all(driver: Driver) -> None:
     driver.close()
 
 
-@pytest.fixture(params=["fake", "sandbox"])
+LIBVIRT_URIS = {"libvirt-test": libvirt_env.TEST_URI, "libvirt-qemu": libvirt_env.QEMU_URI}
+
+
+@pytest.fixture(params=["fake", "sandbox", *LIBVIRT_URIS])
 def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
     d: Driver
     if request.param == "fake":
         d = FakeDriver(fail_names={DOOMED})
-    else:
+    elif request.param == "sandbox":
         d = SandboxDriver(tmp_path / "sandbox", ssh_port=22, boot_timeout=5)
+    else:
+        uri = LIBVIRT_URIS[request.param]
+        libvirt_env.require(uri)
+        from infracloud.agent.drivers.libvirt import LibvirtDriver
+
+        d = LibvirtDriver(tmp_path / "instances", tmp_path / "images", uri=uri)
     yield d
     destroy_all(d)
 
 
 @pytest.fixture
 def failing_spec(driver: Driver, tmp_path: Path) -> Iterator[InstanceSpec]:
-    """A spec the driver cannot boot: the fake driver fails it by name; for the sandbox its
-    address's port 22 is already taken by a listener of ours."""
+    """A spec the driver cannot boot: the fake driver fails it by name; libvirt gets an
+    image bigger than the flavor's root disk; for the sandbox its address's port 22 is
+    already taken by a listener of ours."""
     if isinstance(driver, FakeDriver):
         yield make_spec(tmp_path, name=DOOMED)
+        return
+    if driver.name == "libvirt":
+        big = tmp_path / "big.qcow2"  # 2 GiB virtual, for a 1 GB root disk
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(big), "2G"], check=True)
+        yield replace(make_spec(tmp_path), image=big)
         return
     spec = make_spec(tmp_path)
     with socket.socket() as taken:

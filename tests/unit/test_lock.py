@@ -1,6 +1,6 @@
-"""requirements.lock (what `make test`, `make demo` and CI install) keeps up with
-pyproject.toml: every declared dependency is locked at a version its range allows, with hashes.
-Edit a range without `make lock` and this fails."""
+"""requirements.lock and requirements-libvirt.lock (what `make test`, `make demo` and CI
+install) keep up with pyproject.toml: every declared dependency is locked at a version its
+range allows, with hashes. Edit a range without `make lock` and this fails."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
 
 def locked() -> dict[str, list[str]]:
     pins: dict[str, list[str]] = {}
-    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    lines = [line for name in ("requirements.lock", "requirements-libvirt.lock")
+             for line in (ROOT / name).read_text().splitlines()]
     for i, line in enumerate(lines):
         if m := PIN.match(line):
             assert line.rstrip().endswith("\\") and "--hash=sha256:" in lines[i + 1], line
@@ -30,8 +31,9 @@ def declared() -> list[Requirement]:
     reqs = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         reqs += extra
-    build = (ROOT / "tools/build-requirements.in").read_text().splitlines()
-    reqs += [line for line in build if line.strip() and not line.startswith("#")]
+    for name in ("build-requirements.in", "libvirt-requirements.in"):
+        lines = (ROOT / "tools" / name).read_text().splitlines()
+        reqs += [line for line in lines if line.strip() and not line.startswith("#")]
     return [Requirement(r) for r in reqs]
 
 

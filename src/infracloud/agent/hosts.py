@@ -11,11 +11,20 @@ from pathlib import Path
 from infracloud.agent.drivers.base import Driver
 from infracloud.agent.runner import Agent, HostInfo
 
-DRIVERS = ("sandbox", "fake")
+DRIVERS = ("sandbox", "fake", "libvirt")
 
 
-def make_driver(name: str, root: Path, *, ssh_port: int = 22, boot_delay: float = 0.0
-                ) -> Driver:
+def make_driver(name: str, root: Path, *, ssh_port: int = 22, boot_delay: float = 0.0,
+                libvirt_uri: str = "qemu:///system", virt_type: str | None = None,
+                network: str = "user", bridge: str | None = None,
+                user_outbound: bool = False, instance_dir: Path | None = None,
+                cache_dir: Path | None = None) -> Driver:
+    """The driver `name` with its state under `root`. libvirt: `virt_type` kvm or qemu
+    (None: detected), `network` user (`user_outbound`: the guest may open connections) or
+    bridge (then `bridge` names the bridge), instances
+    in `instance_dir` (default root/instances), image bases in `cache_dir` (default
+    root/images); raises DriverError, one line saying what to install, when libvirt is
+    missing."""
     if name == "sandbox":
         from infracloud.agent.drivers.sandbox import SandboxDriver
 
@@ -24,7 +33,26 @@ def make_driver(name: str, root: Path, *, ssh_port: int = 22, boot_delay: float 
         from infracloud.agent.drivers.fake import FakeDriver
 
         return FakeDriver(boot_delay=boot_delay)
+    if name == "libvirt":
+        from infracloud.agent.drivers.libvirt import LibvirtDriver
+
+        driver = LibvirtDriver(instance_dir or root / "instances", cache_dir or root / "images",
+                               uri=libvirt_uri, virt_type=virt_type, network=network,
+                               bridge=bridge, ssh_port=ssh_port, user_outbound=user_outbound)
+        try:
+            driver.validate()
+        except BaseException:
+            driver.close()
+            raise
+        return driver
     raise ValueError(f"unknown driver {name!r}; drivers: {', '.join(DRIVERS)}")
+
+
+def driver_capacity(driver: Driver, root: Path) -> tuple[int, int, int]:
+    """vCPUs, RAM (MiB) and free disk (GiB) for a host's registration: what the
+    hypervisor reports where the driver can ask it (libvirt), else this machine's."""
+    capacity = getattr(driver, "capacity", None)
+    return capacity() if callable(capacity) else machine_capacity(root)
 
 
 def machine_capacity(path: Path) -> tuple[int, int, int]:

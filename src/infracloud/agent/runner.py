@@ -24,6 +24,7 @@ import httpx
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
+from infracloud.agent.image_fetch import ImageFetchError
 from infracloud.clients import http
 from infracloud.ops.alerting import controller_watch
 
@@ -51,14 +52,16 @@ class Agent:
                  workers: int = 4, join_token: str | None = None,
                  credential_file: Path | None = None,
                  alert_after: float | None = None, alert_webhook: str | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None,
+                 images: Callable[[str], Path] | None = None) -> None:
         """`token`: the host's credential (or the site's agent token); or, for a machine the
         conductor deployed, `join_token`: the one-time token from its deploy media, traded
         for the host's credential when the agent joins (and the host name is the machine's).
         The credential is kept in `credential_file` (mode 0600), so a restarted agent goes on
         with it, and so is every rotated credential the controller hands over. The controller
         unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a log
-        line, and a POST to `alert_webhook` when given."""
+        line, and a POST to `alert_webhook` when given. `images` gives a local, verified
+        copy of an image by id, for a driver that `needs_image` (libvirt)."""
         self.controller = controller.rstrip("/")
         self.driver = driver
         self.workdir = workdir
@@ -70,6 +73,7 @@ class Agent:
             token, host = kept["credential"], replace(host, name=kept["name"])
         self.host = host
         self.joined = kept is not None
+        self.images = images
         self.http = http.client("agent", base_url=self.controller + "/agent/v1", verify=cacert,
                                 timeout=httpx.Timeout(10, read=poll_wait + 30),
                                 headers={"X-Agent-Token": token}, transport=transport,
@@ -248,7 +252,7 @@ class Agent:
         try:
             spec = self._spec(w)
             self.driver.spawn(spec)
-        except (DriverError, OSError, ValueError, KeyError) as exc:
+        except (DriverError, ImageFetchError, OSError, ValueError, KeyError) as exc:
             log.warning("spawn failed", extra={"instance_id": inst_id, "fault": str(exc)})
             self._report([{"id": inst_id, "state": "failed", "fault": str(exc)[:1000],
                            "console": self._console(inst_id, force=True)}])
@@ -287,8 +291,18 @@ class Agent:
                             network=NetworkInfo(ip=n["ip"], prefix=int(n["prefix"]),
                                                 gateway=n.get("gateway"), mac=n["mac"],
                                                 dns=tuple(n.get("dns") or ())),
-                            config_drive=iso, image=None,
+                            config_drive=iso, image=self._image(w),
                             metadata=dict(c.get("meta") or {}))
+
+    def _image(self, w: dict[str, Any]) -> Path | None:
+        if not self.driver.needs_image:
+            return None
+        if not w.get("image_id"):
+            raise ValueError(f"server {w['name']} has no image")
+        if self.images is None:
+            raise DriverError(f"the {self.driver.name} driver boots images, and this agent "
+                              f"was given no way to fetch them")
+        return self.images(w["image_id"])
 
     def _console(self, inst_id: str, force: bool = False) -> str | None:
         """The console tail, or None when it has not changed since it was last sent."""

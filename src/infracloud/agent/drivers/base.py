@@ -1,4 +1,4 @@
-"""The one small interface every hypervisor driver implements (fake, sandbox, and later
+"""The one small interface every hypervisor driver implements (fake, sandbox and
 libvirt). A single contract test suite (tests/unit/test_drivers.py) runs against each.
 
 The agent calls these from worker threads; implementations must be thread-safe and every
@@ -15,6 +15,14 @@ from typing import Protocol
 
 class DriverError(Exception):
     """The driver could not do what was asked; the message becomes the instance's fault."""
+
+
+def tail_lines(text: str, length: int | None) -> str:
+    """`text`, or its last `length` lines (what `Driver.console` returns)."""
+    if length is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-length:]) if length > 0 else ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from infracloud.agent.drivers.base import DriverError, InstanceSpec
+from infracloud.agent.drivers.base import DriverError, InstanceSpec, tail_lines
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,7 @@ class FakeDriver:
             f"[    1.300000] cloud-init: {spec.name} finished booting, ssh ready on {net.ip}",
             f"{spec.name} login: ",
         ]
-        if length is not None:
-            lines = lines[-length:] if length > 0 else []
-        return "".join(line + "\n" for line in lines)
+        return tail_lines("".join(line + "\n" for line in lines), length)
 
     def close(self) -> None:
         return None

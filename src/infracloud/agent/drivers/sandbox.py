@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from infracloud.agent import configdrive
-from infracloud.agent.drivers.base import DriverError, InstanceSpec
+from infracloud.agent.drivers.base import DriverError, InstanceSpec, tail_lines
 
 T = TypeVar("T")
 
@@ -295,11 +295,7 @@ class SandboxDriver:
         path = self.root / instance_id / "console.log"
         if not _valid_id(instance_id) or not path.is_file():
             raise DriverError(f"no instance {instance_id} on this host")
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if length is None:
-            return text
-        lines = text.splitlines(keepends=True)
-        return "".join(lines[-length:]) if length > 0 else ""
+        return tail_lines(path.read_text(encoding="utf-8", errors="replace"), length)
 
     def spawn(self, spec: InstanceSpec) -> None:
         if not _valid_id(spec.id):
