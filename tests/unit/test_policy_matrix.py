@@ -164,6 +164,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/agent/v1/join"): "own",
     ("GET", "/agent/v1/hosts/{host_id}/desired"): "own",
     ("POST", "/agent/v1/hosts/{host_id}/report"): "own",
+    ("GET", "/agent/v1/hosts/{host_id}/images/{image_id}"): "own",
+    ("GET", "/agent/v1/hosts/{host_id}/images/{image_id}/file"): "own",
     # bare metal and hardware
     ("GET", "/baremetal"): "open: " + DISCOVERY,
     ("GET", "/baremetal/v1"): "open: " + DISCOVERY,

@@ -24,7 +24,7 @@ import httpx
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
-from infracloud.agent.image_fetch import ImageFetchError
+from infracloud.agent.image_fetch import Downloads, ImageFetchError
 from infracloud.clients import http
 from infracloud.ops.alerting import controller_watch
 
@@ -61,7 +61,9 @@ class Agent:
         with it, and so is every rotated credential the controller hands over. The controller
         unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a log
         line, and a POST to `alert_webhook` when given. `images` gives a local, verified
-        copy of an image by id, for a driver that `needs_image` (libvirt)."""
+        copy of an image by id, for a driver that `needs_image` (libvirt); by default the agent
+        fetches it from the controller with the host's credential (only images of servers
+        the controller wants on this host) and verifies its sha512, into workdir/downloads."""
         self.controller = controller.rstrip("/")
         self.driver = driver
         self.workdir = workdir
@@ -73,7 +75,8 @@ class Agent:
             token, host = kept["credential"], replace(host, name=kept["name"])
         self.host = host
         self.joined = kept is not None
-        self.images = images
+        self.downloads = Downloads(workdir / "downloads")
+        self.images = images or self._download
         self.http = http.client("agent", base_url=self.controller + "/agent/v1", verify=cacert,
                                 timeout=httpx.Timeout(10, read=poll_wait + 30),
                                 headers={"X-Agent-Token": token}, transport=transport,
@@ -211,6 +214,8 @@ class Agent:
     def reconcile(self, wanted: list[dict[str, Any]], remove: list[str]) -> None:
         present = set(self.driver.list())
         want = {w["id"]: w for w in wanted}
+        if self.driver.needs_image:  # the bases are the driver's: keep only what may spawn
+            self.downloads.retain({w["image_id"] for w in wanted if w.get("image_id")})
         reports: list[dict[str, Any]] = []
         for inst_id in sorted((present - set(want)) | (set(remove) - set(want))):
             self._start(inst_id, self._destroy, inst_id)
@@ -299,10 +304,11 @@ class Agent:
             return None
         if not w.get("image_id"):
             raise ValueError(f"server {w['name']} has no image")
-        if self.images is None:
-            raise DriverError(f"the {self.driver.name} driver boots images, and this agent "
-                              f"was given no way to fetch them")
         return self.images(w["image_id"])
+
+    def _download(self, image_id: str) -> Path:
+        return self.downloads.get(self.http, f"/hosts/{self.host_id}/images/{image_id}",
+                                  image_id)
 
     def _console(self, inst_id: str, force: bool = False) -> str | None:
         """The console tail, or None when it has not changed since it was last sent."""

@@ -1,7 +1,8 @@
 """The agents' API (infracloud's own, not OpenStack's). Agents authenticate with their host's
 credential (`X-Agent-Token`; compute.credentials), register their host, long-poll for the servers
 it should run and report what they have, for their own host only. Every request counts as a
-heartbeat. A deployed machine joins once with its one-time join token and gets its credential."""
+heartbeat. A deployed machine joins once with its one-time join token and gets its credential.
+A host reads the images of the servers it should run, and no other (`/images/{id}`)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import ServicesDep
+from infracloud.api.image import data_response
 from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
 from infracloud.compute.hosts import Registration, Report
+from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, ServiceUnavailable
 from infracloud.ops import context
 from infracloud.site.services import Services
@@ -159,3 +162,29 @@ def report(services: ServicesDep, host_id: str, body: ReportIn,
     agent.may_use(host_id)
     return {"generation": services.hosts.report(
         host_id, [Report(**i.model_dump()) for i in body.instances])}
+
+
+def _image_reader(services: Services, agent: AgentAuth, host_id: str, image_id: str) -> Caller:
+    """Who reads the image for the host: the project of a server the host should run that
+    boots it (403 when there is none), with a reader's rights only."""
+    agent.may_use(host_id)
+    project = services.hosts.image_user(host_id, image_id)
+    return Caller(f"host:{host_id}", project, frozenset({"reader"}))
+
+
+@router.get("/hosts/{host_id}/images/{image_id}")
+def image(services: ServicesDep, host_id: str, image_id: str,
+          agent: AgentDep) -> dict[str, Any]:
+    """What the agent verifies a download against (infracloud.agent.image_fetch)."""
+    found = services.images.get(_image_reader(services, agent, host_id, image_id), image_id)
+    return {"id": found.id, "status": found.status, "size": found.size,
+            "disk_format": found.disk_format, "os_hash_algo": found.os_hash_algo,
+            "os_hash_value": found.os_hash_value}
+
+
+@router.get("/hosts/{host_id}/images/{image_id}/file")
+def image_file(services: ServicesDep, host_id: str, image_id: str, agent: AgentDep,
+               range_: Annotated[str | None, Header(alias="range")] = None) -> Response:
+    """The image's data, streamed; a Range continues a dropped download (206)."""
+    reader = _image_reader(services, agent, host_id, image_id)
+    return data_response(services.image_data.download(reader, image_id, range_))

@@ -16,6 +16,7 @@ from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, p
 from infracloud.api.image_views import image_schema, image_view, member_view
 from infracloud.core.errors import BadRequest, UnsupportedMediaType
 from infracloud.images import patch
+from infracloud.images.data import Download
 from infracloud.images.service import ListQuery, parse_in
 
 router = APIRouter(prefix="/image")
@@ -161,7 +162,12 @@ async def upload(services: ServicesDep, caller: TokenDep, request: Request,
 @router.get("/v2/images/{image_id}/file", dependencies=[policy("image:download")])
 def download(services: ServicesDep, caller: TokenDep, image_id: str,
              range_: Annotated[str | None, Header(alias="range")] = None) -> Response:
-    found = services.image_data.download(caller.caller, image_id, range_)
+    return data_response(services.image_data.download(caller.caller, image_id, range_))
+
+
+def data_response(found: Download | None) -> Response:
+    """An image's data (or the range asked for) as it streams from the store; 204 when the
+    image has none yet. The agents' image route answers the same way."""
     if found is None:
         return Response(status_code=204)
     image = found.image

@@ -158,6 +158,17 @@ class HostService:
                 Instance.host_id == host_id, Instance.state.in_(("deleting", "error")))))
         return int(gen), rows, removing
 
+    def image_user(self, host_id: str, image_id: str) -> str:
+        """The project of a server the controller wants on this host that boots `image_id`:
+        a host may read only those images (least privilege); else Forbidden."""
+        with self.db.read() as s:
+            project = s.scalar(select(Instance.project_id).where(
+                Instance.host_id == host_id, Instance.image_id == image_id,
+                Instance.state.in_(PRESENT)).limit(1))
+        if project is None:
+            raise Forbidden(f"No server this host should run boots image {image_id}.")
+        return str(project)
+
     def report(self, host_id: str, items: list[Report]) -> int:
         """Apply what the agent has; returns the host's generation afterwards."""
         now = self.clock.now()
