@@ -134,6 +134,8 @@ def infracloud(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 def start_demo(state_dir: Path, *args: str, port: int | None = None,
                timeout: float = 90) -> Running:
     port = port or free_port()
+    if "--driver" not in args:  # the tests' demos run no real VMs unless they ask
+        args = (*args, "--driver", "sandbox")
     if "--network-cidr" not in args:
         args = (*args, "--network-cidr", loopback_cidr(state_dir))
     cidr = args[args.index("--network-cidr") + 1]

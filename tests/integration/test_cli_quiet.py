@@ -35,7 +35,7 @@ def command_paths() -> list[tuple[str, ...]]:
 # each command's error path, and the one line it must write to stderr
 ERRORS: dict[tuple[str, ...], tuple[list[str], str]] = {
     ("demo",): (["--driver", "nope"],
-                "infracloud: error: --driver must be sandbox or fake, not 'nope'"),
+                "infracloud: error: --driver must be auto, libvirt, sandbox or fake, not 'nope'"),
     ("controller",): (["--config", NOWHERE], f"{NOWHERE}: cannot read: No such file or directory"),
     ("agent",): (["--controller", "https://127.0.0.1:1"],
                  "infracloud: error: an agent token is needed: --token, "

@@ -11,13 +11,16 @@ import typer
 
 from infracloud.cli.common import check_log_format, fail
 
+DRIVERS = ("libvirt", "sandbox", "fake")
+NETWORKS = ("user", "bridge")
+
 
 def check_driver(driver: str | None, allow_unisolated_sandbox: bool) -> str:
     """No default driver on a real site; the sandbox only when asked for knowingly."""
     if driver is None:
-        fail("--driver is needed (sandbox or fake): the join config names none")
-    elif driver not in ("sandbox", "fake"):
-        fail(f"--driver must be sandbox or fake, not {driver!r}")
+        fail("--driver is needed (libvirt, sandbox or fake): the join config names none")
+    elif driver not in DRIVERS:
+        fail(f"--driver must be libvirt, sandbox or fake, not {driver!r}")
     elif driver == "sandbox" and not allow_unisolated_sandbox:
         fail("--driver sandbox runs every server's commands as this user on this host, "
              "unisolated: add --allow-unisolated-sandbox to mean it (laptops and CI only)")
@@ -34,7 +37,18 @@ def agent(
     token: Annotated[str | None, typer.Option(
         help="the site's agent token (or INFRACLOUD_AGENT_TOKEN)")] = None,
     driver: Annotated[str | None, typer.Option(
-        help="sandbox or fake (default: the one the join config names)")] = None,
+        help="libvirt (real VMs), sandbox or fake (default: the one the join config names)")
+    ] = None,
+    libvirt_uri: Annotated[str, typer.Option(help="libvirt: the hypervisor's URI")
+                           ] = "qemu:///system",
+    virt_type: Annotated[str | None, typer.Option(
+        help="libvirt: kvm or qemu (TCG, no hardware acceleration); default: kvm where a "
+        "KVM vCPU runs")] = None,
+    network: Annotated[str, typer.Option(
+        help="libvirt: user (each server's SSH forwarded from its loopback address) or "
+        "bridge (a tap on --bridge, the provider network)")] = "user",
+    bridge: Annotated[str | None, typer.Option(help="libvirt: the bridge of --network "
+                                                    "bridge")] = None,
     allow_unisolated_sandbox: Annotated[bool, typer.Option(
         "--allow-unisolated-sandbox", help="let --driver sandbox run every server's commands "
         "as this user on this host, with no isolation (laptops and CI only)")] = False,
@@ -50,7 +64,8 @@ def agent(
                        ] = None,
     cacert: Annotated[str | None, typer.Option(help="CA file to trust for the controller")
                       ] = None,
-    ssh_port: Annotated[int, typer.Option(help="sandbox: SSH port of servers")] = 22,
+    ssh_port: Annotated[int, typer.Option(
+        help="sandbox, libvirt user networking: SSH port of servers")] = 22,
     reserve_vcpus: Annotated[int, typer.Option(help="vCPUs kept for the host itself", min=0)
                              ] = 0,
     reserve_ram_mb: Annotated[int, typer.Option(help="RAM kept for the host, MiB", min=0)
@@ -73,7 +88,8 @@ def agent(
     """Run a compute host's agent until Ctrl-C."""
     import socket
 
-    from infracloud.agent.hosts import host_info, machine_capacity, make_driver
+    from infracloud.agent.drivers.base import DriverError
+    from infracloud.agent.hosts import driver_capacity, host_info, make_driver
     from infracloud.agent.runner import Agent
     from infracloud.ops import logging as logs
 
@@ -96,16 +112,26 @@ def agent(
     if not controller_url:
         fail("--controller (or --join) is needed")
     driver = check_driver(driver or join_driver, allow_unisolated_sandbox)
+    if virt_type is not None and virt_type not in ("kvm", "qemu"):
+        fail(f"--virt-type must be kvm or qemu, not {virt_type!r}")
+    if network not in NETWORKS:
+        fail(f"--network must be user or bridge, not {network!r}")
+    if network == "bridge" and not bridge:
+        fail("--network bridge needs --bridge NAME (the provider network's bridge)")
     if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
         fail(f"--alert-webhook must be an http:// or https:// URL, not {alert_webhook!r}")
     logs.configure(check_log_format(log_format), "info")
-    cpus, ram, disk = machine_capacity(state_dir)
+    try:
+        hypervisor = make_driver(driver, state_dir, ssh_port=ssh_port, libvirt_uri=libvirt_uri,
+                                 virt_type=virt_type, network=network, bridge=bridge)
+        cpus, ram, disk = driver_capacity(hypervisor, state_dir)
+    except DriverError as exc:
+        fail(str(exc))
     info = host_info(name or socket.gethostname(), vcpus or cpus, ram_mb or ram,
                      disk_gb if disk_gb is not None else disk, availability_zone,
                      reserved=(reserve_vcpus, reserve_ram_mb, reserve_disk_gb))
-    runner = Agent(str(controller_url), token or "", make_driver(driver, state_dir,
-                                                                 ssh_port=ssh_port),
-                   info, state_dir, cacert=cacert or True, join_token=join_token,
+    runner = Agent(str(controller_url), token or "", hypervisor, info, state_dir,
+                   cacert=cacert or True, join_token=join_token,
                    credential_file=state_dir / "host-credential.json" if join_token else None,
                    alert_after=alert_after, alert_webhook=alert_webhook)
     if metrics_port is not None:

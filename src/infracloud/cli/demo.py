@@ -15,6 +15,24 @@ from infracloud.cli.common import check_log_format, fail
 from infracloud.core.errors import InfracloudError
 
 SITES = ("small", "vanilla", "chocolate", "none")
+DRIVERS = ("auto", "libvirt", "sandbox", "fake")
+
+
+def pick_driver(driver: str) -> tuple[str, Path | None]:
+    """The driver the demo runs, and the guest disk its image `demo` holds (libvirt). `auto`
+    is libvirt when it can be used, else the sandbox, with one line saying why."""
+    if driver not in ("auto", "libvirt"):
+        return driver, None
+    from infracloud.agent.drivers.base import DriverError
+    from infracloud.processes.demo import GuestError, libvirt_guest
+
+    try:
+        return "libvirt", libvirt_guest()
+    except (DriverError, GuestError) as exc:
+        if driver == "libvirt":
+            fail(str(exc))
+        typer.echo(f"infracloud demo: sandbox driver, as libvirt cannot be used: {exc}")
+        return "sandbox", None
 
 
 def demo(
@@ -30,7 +48,10 @@ def demo(
     hosts: Annotated[int, typer.Option(
         help="extra compute hosts started directly (no machine behind them)", min=0,
         max=64)] = 0,
-    driver: Annotated[str, typer.Option(help="sandbox (SSH works) or fake")] = "sandbox",
+    driver: Annotated[str, typer.Option(
+        help="libvirt (servers are real VMs of the tiny test guest), sandbox (SSH works, "
+        "into this machine), fake, or auto: libvirt when it can be used, else sandbox")
+    ] = "auto",
     ssh_port: Annotated[int | None, typer.Option(
         help="port of the sandbox servers' SSH (default 22 as root, else 2222)")] = None,
     network_cidr: Annotated[str, typer.Option(
@@ -56,8 +77,8 @@ def demo(
     from infracloud.site.services import Services, build_services
 
     check_log_format(log_format)
-    if driver not in ("sandbox", "fake"):
-        fail(f"--driver must be sandbox or fake, not {driver!r}")
+    if driver not in DRIVERS:
+        fail(f"--driver must be auto, libvirt, sandbox or fake, not {driver!r}")
     if site not in SITES:
         fail(f"--site must be one of {', '.join(SITES)}, not {site!r}")
     if ssh_port is None:
@@ -68,6 +89,7 @@ def demo(
     except ValueError as exc:
         fail(f"--network-cidr: {exc}")
     check_port_free(host, port)
+    driver, guest = pick_driver(driver)
     config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
                                      log_format=log_format, site=site, driver=driver,
                                      ssh_port=ssh_port, cidr=network_cidr)
@@ -75,7 +97,7 @@ def demo(
     logs.configure(config.logging.format, config.logging.level, stream=log_stream)
     typer.echo(f"infracloud demo: preparing {paths.state_dir} (log: {paths.log})")
     services = build_services(config)
-    demo_mod.bootstrap(services, paths)
+    demo_mod.bootstrap(services, paths, guest)
 
     agents: list[AgentThreads] = []
     pool, pool_auth = demo_pool.build(services, paths.state_dir, driver=driver,

@@ -170,7 +170,9 @@ class ComputeConfig(_Section):
 class SimulationConfig(_Section):
     """Simulated machines (fake BMCs) boot as in-process agents with this hypervisor driver."""
 
-    agent_driver: Literal["fake", "sandbox"] = "fake"
+    agent_driver: Literal["fake", "sandbox", "libvirt"] = "fake"
+    libvirt_uri: str = Field("qemu:///system", description="libvirt's URI, for agent_driver "
+                             "libvirt (the hosts then register this machine's capacity)")
     root: Path | None = Field(None, description="folder for the simulated hosts' files")
     ssh_port: int = Field(22, ge=1, le=65535, description="sandbox servers' SSH port")
     poll_wait: float = Field(10, gt=0, le=60)
@@ -214,6 +216,8 @@ class HardwareConfig(_Section):
         if value == "sandbox":
             raise ValueError("deployed machines never run the sandbox driver (it runs servers' "
                              "commands on the host itself)")
+        if value not in (None, "libvirt", "fake"):
+            raise ValueError(f"must be libvirt or fake, not {value!r}")
         return value
 
     @field_validator("workers")

@@ -4,17 +4,19 @@ later runs on the same folder keep all of it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import shlex
+import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from infracloud.agent.hosts import AgentThreads, host_info, make_driver
+from infracloud.agent.hosts import AgentThreads, driver_capacity, host_info, make_driver
 from infracloud.agent.runner import Agent
 from infracloud.api.tls import ensure_certificates
 from infracloud.clients.cloud import Client
@@ -29,6 +31,11 @@ REGION = "RegionOne"
 DEMO_CIDR = "127.100.0.0/16"
 DEMO_HOST = {"vcpus": 24, "ram_mb": 96 * 1024, "disk_gb": 1800}  # a "vanilla" machine (seed 001)
 DEMO_IMAGE = "demo"
+# with the libvirt driver servers are real VMs on this machine: ci.small fits the tiny guest
+LIBVIRT_FLAVORS = [{"name": "ci.8g", "vcpus": 8, "ram_mb": 8192, "disk_gb": 80},
+                   {"name": "ci.8g-30", "vcpus": 8, "ram_mb": 8192, "disk_gb": 30},
+                   {"name": "ci.small", "vcpus": 1, "ram_mb": 256, "disk_gb": 1}]
+GUEST_BUILD = Path(__file__).resolve().parents[3] / "tools" / "guest" / "build.sh"
 # cloud name in clouds.yaml -> (user, project, role)
 ACCOUNTS = {
     "infracloud-admin": ("admin", "admin", "admin"),
@@ -108,6 +115,8 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
         "ops": {"public_read": True, "events_retention_days": 90,
                 "alerts": {"interval": 10, "webhook_url": None}},
     }
+    if driver == "libvirt":
+        data["compute"]["flavors"] = LIBVIRT_FLAVORS
     if tls:
         hosts = [host] + (["localhost"] if host in ("127.0.0.1", "::1") else [])
         ca, cert, key = ensure_certificates(state_dir / "tls", hosts)
@@ -117,18 +126,56 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
     return ControllerConfig.model_validate(data), paths
 
 
-def bootstrap(services: Services, paths: DemoPaths) -> None:
-    """Accounts and client files. Idempotent."""
+def bootstrap(services: Services, paths: DemoPaths, guest: Path | None = None) -> None:
+    """Accounts and client files. Idempotent. `guest`: the disk the image `demo` holds (the
+    libvirt driver boots it), else a placeholder the sandbox does not boot."""
     passwords = _passwords(paths)
     for user, project, role in ACCOUNTS.values():
         services.identity.ensure_account(user, passwords[user], project, role)
-    ensure_demo_image(services)
+    ensure_demo_image(services, guest)
     write_client_files(services.config, paths, passwords)
 
 
-def ensure_demo_image(services: Services) -> None:
-    """A small public image called `demo` (the sandbox driver does not boot it; the libvirt
-    driver will)."""
+class GuestError(Exception):
+    pass
+
+
+def guest_dir() -> Path:
+    """Where the tiny test guest is built and cached (as `make guest-image` does)."""
+    return Path(os.environ.get("GUEST_DIR") or os.environ.get("INFRACLOUD_GUEST_DIR") or
+                Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                / "infracloud" / "guest")
+
+
+def build_guest() -> Path:
+    """The tiny test guest's bootable disk, built by the project's own script
+    (tools/guest/build.sh, from Debian packages; cached, so later calls take no time)."""
+    if not GUEST_BUILD.is_file():
+        raise GuestError(f"the guest's build script {GUEST_BUILD} is missing (run the demo "
+                         f"from a source checkout)")
+    out = guest_dir()
+    done = subprocess.run([str(GUEST_BUILD), str(out)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise GuestError(f"cannot build the test guest: {lines[-1] if lines else 'failed'}")
+    return out / "disk.raw"
+
+
+def libvirt_guest(uri: str = "qemu:///system") -> Path:
+    """The guest's disk, when this machine can run the demo's servers as real VMs:
+    libvirt-python importable, the daemon at `uri` reachable, the guest built (cached).
+    Raises DriverError or GuestError, one line saying why not."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="infracloud-demo-libvirt-") as tmp:
+        make_driver("libvirt", Path(tmp), libvirt_uri=uri).close()
+    return build_guest()
+
+
+def ensure_demo_image(services: Services, guest: Path | None = None) -> None:
+    """A public image called `demo`: the bootable `guest` disk when given (what other `demo`
+    images held goes), else a small placeholder (the sandbox boots nothing)."""
     import asyncio
 
     from infracloud.core.context import Caller
@@ -139,12 +186,20 @@ def ensure_demo_image(services: Services) -> None:
     caller = Caller(admin.id, project.id, frozenset({"admin", "member", "reader"}))
     found, _ = services.images.list_images(caller, ListQuery(name=[DEMO_IMAGE],
                                                              visibility="public"))
-    if any(i.status == "active" for i in found):
-        return
+    if guest is None:
+        data = b"infracloud demo image\n".ljust(1024 * 1024, b"\0")
+        if any(i.status == "active" for i in found):
+            return
+    else:
+        data = guest.read_bytes()
+        digest = hashlib.sha512(data).hexdigest()
+        if any(i.status == "active" and i.os_hash_value == digest for i in found):
+            return
+        for old in found:  # one image answers to `--image demo`
+            services.images.delete(caller, old.id)
     image = services.images.create(caller, {"name": DEMO_IMAGE, "visibility": "public",
                                             "disk_format": "raw", "container_format": "bare",
                                             "min_disk": 1})
-    data = b"infracloud demo image\n".ljust(1024 * 1024, b"\0")
 
     async def upload() -> None:
         async def chunks() -> AsyncIterator[bytes]:
@@ -166,12 +221,16 @@ def start_hosts(services: Services, paths: DemoPaths, count: int, driver: str,
     for n in range(1, count + 1):
         name = f"{services.config.site}-compute-{n:02d}"
         root = paths.host_dir(name)
-        size = host_info(name, DEMO_HOST["vcpus"], DEMO_HOST["ram_mb"], DEMO_HOST["disk_gb"])
+        hypervisor = make_driver(driver, root, ssh_port=ssh_port,
+                                 libvirt_uri=services.config.hardware.simulation.libvirt_uri,
+                                 cache_dir=paths.state_dir / "hosts" / "libvirt-images")
+        size = host_info(name, *(driver_capacity(hypervisor, root) if driver == "libvirt"
+                                 else (DEMO_HOST["vcpus"], DEMO_HOST["ram_mb"],
+                                       DEMO_HOST["disk_gb"])))
         _, credential = services.credentials.enrol(services.hosts, Registration(
             name=name, driver=driver, vcpus=size.vcpus, ram_mb=size.ram_mb,
             disk_gb=size.disk_gb))
-        agent = Agent(services.base_url, credential,
-                      make_driver(driver, root, ssh_port=ssh_port), size, root, cacert=cacert,
+        agent = Agent(services.base_url, credential, hypervisor, size, root, cacert=cacert,
                       poll_wait=10)
         threads.start(agent)
     return threads

@@ -24,6 +24,7 @@ from infracloud.site.services import Services
 LABEL = "ubuntu-noble"
 KEYPAIR = "pool"
 POOL_CLOUD = "infracloud"  # the demo's zuul project
+SSH_DRIVERS = ("sandbox", "libvirt")  # servers answer SSH (the pool scans their keys)
 
 
 def ensure_pool_key(services: Services, state_dir: Path) -> Path:
@@ -50,6 +51,8 @@ def ensure_pool_key(services: Services, state_dir: Path) -> Path:
 def pool_config(services: Services, state_dir: Path, *, driver: str, ssh_port: int,
                 min_ready: int, max_servers: int) -> tuple[PoolConfig, Path]:
     config = services.config
+    # real VMs on this machine (libvirt): the tiny guest's flavor, not a CI job's 8 vCPUs
+    flavor = "ci.small" if driver == "libvirt" else "ci.8g"
     data: dict[str, Any] = {
         "name": "demo",
         "auth": {"identity-url": f"{config.base_url()}/identity"},
@@ -59,8 +62,8 @@ def pool_config(services: Services, state_dir: Path, *, driver: str, ssh_port: i
             "name": config.site, "cloud": POOL_CLOUD, "region-name": config.region,
             "clouds-file": str(state_dir / "clouds.yaml"), "max-servers": max_servers,
             "boot-timeout": 60, "launch-timeout": 300, "status-interval": 0.5,
-            "pools": [{"name": "main", "host-key-checking": driver == "sandbox",
-                       "labels": [{"name": LABEL, "image": "demo", "flavor-name": "ci.8g",
+            "pools": [{"name": "main", "host-key-checking": driver in SSH_DRIVERS,
+                       "labels": [{"name": LABEL, "image": "demo", "flavor-name": flavor,
                                    "key-name": KEYPAIR, "username": "root",
                                    "connection-port": ssh_port}]}]}],
         "requestors": [{"name": "zuul", "share": 2}, {"name": "ci", "share": 1}],
@@ -100,7 +103,7 @@ def start_ci_load(services: Services, state_dir: Path, jobs_per_min: float, driv
     ca = services.config.tls.ca if services.config.tls else None
     load = CiLoad(services.base_url, token, LABEL, jobs_per_min,
                   verify=ssl.create_default_context(cafile=str(ca)) if ca else True,
-                  key=state_dir / "pool-key" if driver == "sandbox" else None)
+                  key=state_dir / "pool-key" if driver in SSH_DRIVERS else None)
     load.start()
     stop_all = threading.Event()
 

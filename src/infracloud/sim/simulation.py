@@ -1,7 +1,8 @@
 """Simulated machines that boot: when a fake BMC powers a machine on with deploy media
 inserted, the machine "boots" (after its boot delay) and runs `infracloud agent` in this
 process, with the join token from the media's config, and the simulated machine's CPU, RAM and
-disk as its capacity. Powering it off stops the agent (its servers vanish with it)."""
+disk as its capacity (with the libvirt driver: this machine's, as libvirt reports it; the servers
+are real VMs). Powering it off stops the agent (its servers vanish with it)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 
 import httpx
 
-from infracloud.agent.hosts import AgentThreads, host_info, make_driver
+from infracloud.agent.drivers.base import DriverError
+from infracloud.agent.hosts import AgentThreads, driver_capacity, host_info, make_driver
 from infracloud.agent.runner import Agent
 from infracloud.clients import http
 from infracloud.core.settings import SimulationConfig
@@ -108,9 +110,17 @@ class Simulation:
         self.power_off(m)  # a reboot: the old agent is gone with the old boot
         name = config["name"]
         root = self.root / name
-        driver = make_driver(self.config.agent_driver, root, ssh_port=self.config.ssh_port)
-        agent = Agent(config["controller"], "", driver,
-                      host_info(name, m.cpus, m.memory_mb, m.disk_gb), root,
+        try:  # libvirt: real VMs, their image bases shared by the simulated machines
+            driver = make_driver(self.config.agent_driver, root, ssh_port=self.config.ssh_port,
+                                 libvirt_uri=self.config.libvirt_uri,
+                                 cache_dir=self.root / "libvirt-images")
+        except DriverError as exc:
+            log.warning("simulated machine %s cannot start its agent: %s", m.name, exc)
+            return
+        size = (m.cpus, m.memory_mb, m.disk_gb)
+        if driver.name == "libvirt":  # what this machine really holds, not the simulated one
+            size = driver_capacity(driver, root)
+        agent = Agent(config["controller"], "", driver, host_info(name, *size), root,
                       cacert=self.tls, poll_wait=self.config.poll_wait,
                       join_token=config["join_token"], credential_file=root / CREDENTIAL)
         self.agents.start(agent, key=m.name)
