@@ -179,7 +179,12 @@ def test_the_site_agent_token_opens_the_first_host_that_registers_only(site: Sit
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    ([], "--driver is needed (sandbox or fake): the join config names none"),
+    ([], "--driver is needed (libvirt, sandbox or fake): the join config names none"),
+    (["--driver", "xen"], "--driver must be libvirt, sandbox or fake, not 'xen'"),
+    (["--driver", "libvirt", "--virt-type", "xen"], "--virt-type must be kvm or qemu, not "
+     "'xen'"),
+    (["--driver", "libvirt", "--network", "bridge"], "--network bridge needs --bridge NAME "
+     "(the provider network's bridge)"),
     (["--driver", "sandbox"], "--driver sandbox runs every server's commands as this user on "
      "this host, unisolated: add --allow-unisolated-sandbox to mean it (laptops and CI only)"),
 ])
@@ -192,12 +197,31 @@ def test_the_agent_has_no_default_driver_and_the_sandbox_only_when_meant(
     assert out.returncode == 2 and out.stderr == f"infracloud: error: {message}\n", out.stderr
 
 
+def test_an_unreachable_libvirt_is_one_line(tmp_path: Path) -> None:
+    from infracloud.agent.drivers.libvirt import INSTALL_DAEMON, INSTALL_MODULE
+
+    uri = f"qemu+unix:///system?socket={tmp_path / 'no-libvirtd.sock'}"
+    out = subprocess.run(
+        [str(BIN / "infracloud"), "agent", "--controller", "https://127.0.0.1:1", "--token",
+         "t" * 24, "--state-dir", str(tmp_path), "--driver", "libvirt", "--libvirt-uri", uri],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr == f"infracloud: error: {INSTALL_MODULE}\n" or (
+        out.stderr.startswith(f"infracloud: error: cannot connect to libvirt at {uri} (")
+        and out.stderr.endswith(f"): {INSTALL_DAEMON}\n")), out.stderr
+
+
 def test_deploy_media_never_name_the_sandbox(tmp_path: Path) -> None:
     from infracloud.core.settings import config_errors
 
     (tmp_path / "c.yaml").write_text("hardware: {deploy_agent_driver: sandbox}\n")
     _, errors = config_errors(tmp_path / "c.yaml")
     assert len(errors) == 1 and "hardware.deploy_agent_driver" in errors[0], errors
+    (tmp_path / "c.yaml").write_text("hardware: {deploy_agent_driver: libvirt}\n")
+    assert config_errors(tmp_path / "c.yaml")[1] == []
+    (tmp_path / "c.yaml").write_text("hardware: {deploy_agent_driver: xen}\n")
+    _, errors = config_errors(tmp_path / "c.yaml")
+    assert len(errors) == 1 and "must be libvirt or fake" in errors[0], errors
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
