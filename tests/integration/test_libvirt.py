@@ -6,6 +6,7 @@ its console, an SSH login), never a sleep."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncssh
+import httpx
 import pytest
 
 from infracloud.agent import configdrive
@@ -192,9 +194,13 @@ class Site:
         self.agent: subprocess.Popen[str] | None = None
 
     def start_agent(self) -> None:
+        """`infracloud agent --driver libvirt`, which fetches its servers' images from the
+        controller with its credential."""
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "tests.libvirt_agent", self.url, str(self.folder / "agent"),
-             "compute-lv", str(self.guest)], cwd=ROOT,
+            [str(Path(sys.executable).parent / "infracloud"), "agent", "--controller",
+             self.url, "--driver", "libvirt", "--libvirt-uri", libvirt_env.QEMU_URI,
+             "--network", "user", "--state-dir", str(self.folder / "agent"), "--name",
+             "compute-lv", "--log-format", "text"], cwd=ROOT,
             env={**os.environ, "INFRACLOUD_AGENT_TOKEN": self.TOKEN},
             stdout=subprocess.DEVNULL, stderr=(self.folder / "agent.log").open("a"), text=True)
 
@@ -222,6 +228,33 @@ def site(tmp_path: Path, guest: Path) -> Iterator[Site]:
     for instance_id in leftover.list():  # only what a failed test left
         leftover.destroy(instance_id)
     leftover.close()
+
+
+def check_image_access(site: Site, image_id: str, conn: Any) -> None:
+    """The host's credential reads the image its server boots, and no other; a user's token
+    reads nothing there. The agent fetched it that way and keeps one verified copy."""
+    data = site.guest.read_bytes()
+    other = conn.image.create_image(name="not-booted", data=b"x" * 1024, disk_format="raw",
+                                    container_format="bare", allow_duplicates=True)
+    assert (site.folder / "agent" / "downloads" / image_id).read_bytes() == data
+    with httpx.Client(base_url=site.url + "/agent/v1",
+                      headers={"X-Agent-Token": site.TOKEN}) as api:
+        host = api.post("/hosts", json={"name": "compute-lv", "driver": "libvirt",
+                                        "vcpus": 2, "ram_mb": 4096, "disk_gb": 20})
+        host_id = host.raise_for_status().json()["host"]["id"]
+        meta = api.get(f"/hosts/{host_id}/images/{image_id}")
+        assert meta.status_code == 200, meta.text
+        assert meta.json()["os_hash_value"] == hashlib.sha512(data).hexdigest()
+        part = api.get(f"/hosts/{host_id}/images/{image_id}/file",
+                       headers={"Range": "bytes=0-9"})
+        assert (part.status_code, part.content) == (206, data[:10])
+        for path in (f"/hosts/{host_id}/images/{other.id}",
+                     f"/hosts/{host_id}/images/{other.id}/file"):
+            assert api.get(path).status_code == 403
+        user = api.get(f"/hosts/{host_id}/images/{image_id}/file",
+                       headers={"X-Agent-Token": "", "X-Auth-Token": conn.auth_token})
+        assert user.status_code == 401
+    conn.image.delete_image(other)
 
 
 def qemu_pid(server_id: str) -> int:
@@ -252,6 +285,7 @@ def test_agent_killed_leaves_vms_running_and_adopts_them_again(site: Site) -> No
         wait_for("READY in the console API", lambda: "READY hostname=vm-a" in (
             conn.compute.get_server_console_output(server)["output"]), timeout=BOOT)
         assert login(ip, key, "hostname; echo before > /tmp/state").split() == ["vm-a"]
+        check_image_access(site, image.id, conn)
         pid = qemu_pid(server.id)
 
         site.kill_agent()  # the VM does not notice
@@ -276,6 +310,8 @@ def test_agent_killed_leaves_vms_running_and_adopts_them_again(site: Site) -> No
         assert not (site.folder / "agent" / "instances" / server.id).exists()
         assert port_free(ip)
         assert list((site.folder / "agent" / "images" / "bases").iterdir()) == []
+        wait_for("the downloaded image dropped", lambda: not any(
+            (site.folder / "agent" / "downloads").iterdir()), timeout=60)
         assert lv.lookupByUUIDString(foreign_id).name().startswith("not-infracloud-")
     finally:
         lv.lookupByUUIDString(foreign_id).undefine()
