@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infracloud.api import invalid
 from infracloud.core.errors import InfracloudError
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,6 @@ def error_response(request: Request, status: int, message: str, title: str | Non
                         headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc)
-        if err.get("type") == "json_invalid":
-            return "The request body is not valid JSON."
-        parts.append(f"'{where}': {err.get('msg')}" if where else str(err.get("msg")))
-    return "Invalid input for " + "; ".join(parts) + "."
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(InfracloudError)
     async def _ours(request: Request, exc: InfracloudError) -> JSONResponse:
@@ -84,7 +74,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 400, _validation_message(exc))
+        message = invalid.message(style_for(request.url.path), exc, request.url.path)
+        return error_response(request, 400, message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
