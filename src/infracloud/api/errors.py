@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infracloud.api import invalid
@@ -71,6 +72,15 @@ def install(app: FastAPI) -> None:
         if exc.status >= 500:
             log.error("request failed: %s", exc.message)
         return error_response(request, exc.status, exc.message, exc.title, exc.headers)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # a number past SQLite's 64 bits, or a value past a PostgreSQL column's range, that
+        # no model bounded (a query parameter): the caller's input, not the server's fault
+        log.info("a value of %s %s is out of range: %s", request.method, request.url.path,
+                 type(exc).__name__)
+        return error_response(request, 400, "A value in the request is out of range.")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -75,6 +75,26 @@ def _walk(body: Any, path: Sequence[Any]) -> Any:
     return body
 
 
+def _location(body: Any, loc: Sequence[Any], missing: bool) -> list[Any]:
+    """The keys and indexes of `loc` that are in the body: not the names pydantic gives a
+    union's branches (`list[NetworkIn]`), nor `body` and the like (a missing property's name
+    is kept, last)."""
+    loc = [p for p in loc if p not in _WHERE]
+    if body is None:  # a query or header parameter
+        return loc
+    out: list[Any] = []
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
+        key = isinstance(body, dict) and isinstance(part, str) and part in body
+        index = isinstance(body, list) and isinstance(part, int) and 0 <= part < len(body)
+        if key or index:
+            body = body[part]
+        elif not (missing and i == last):
+            continue
+        out.append(part)
+    return out
+
+
 def message(style: str, exc: RequestValidationError, path: str) -> str:
     errors = exc.errors()
     if not errors:
@@ -82,13 +102,15 @@ def message(style: str, exc: RequestValidationError, path: str) -> str:
     err = dict(errors[0])
     if err.get("type") == "json_invalid":
         return "Malformed request body: not valid JSON."
-    loc = [p for p in err.get("loc", ()) if p not in _WHERE]
+    body = getattr(exc, "body", None)
+    loc = _location(body, err.get("loc", ()), err.get("type") == "missing")
+    err["loc"] = loc
     why = reason(err)
     # a missing or unexpected property is reported on the object that holds it
     holder = err.get("type") in ("missing", "extra_forbidden")
     field_loc = loc[:-1] if holder else loc
     field = str(field_loc[-1]) if field_loc else ""
-    value = _walk(getattr(exc, "body", None), field_loc) if holder else err.get("input")
+    value = _walk(body, field_loc) if holder else err.get("input")
     if style == "neutron":
         if err.get("type") == "missing":
             return f"Failed to parse request. Required attribute '{loc[-1]}' not specified"
