@@ -6,8 +6,8 @@ schema failure, from the first error pydantic found (as jsonschema reports one):
   attributes `Unrecognized attribute(s) 'a, b'`, missing ones `Failed to parse request. Required
   attribute 'network_id' not specified`
 - Glance: `Provided object does not match schema 'image': 5 is not of type 'string'`
-- Keystone (and infracloud's own APIs): `Invalid input for field 'name': 5 is not of type
-  'string'`"""
+- Keystone (and infracloud's own APIs): `Invalid input for field 'project.name': 5 is not of
+  type 'string'`"""
 
 from __future__ import annotations
 
@@ -125,4 +125,5 @@ def message(style: str, exc: RequestValidationError, path: str) -> str:
         if not field:
             return why
         return f"Invalid input for field/attribute {field}. Value: {_shown(value)}. {why}"
-    return f"Invalid input for field '{field}': {why}" if field else why
+    dotted = ".".join(str(p) for p in loc)  # Keystone names the whole path
+    return f"Invalid input for field '{dotted}': {why}" if dotted else why
