@@ -84,9 +84,10 @@ def _send(api: Api, case: Any, token: dict[str, str], body: Any = None, depth: i
         text = json.dumps(body)
         content = text.replace(json.dumps(DEEP), "[" * depth + "]" * depth).encode()
         headers.setdefault("Content-Type", "application/json")
+    if kw.get("cookies"):  # as a header: per-request cookies are deprecated in the client
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in kw["cookies"].items())
     r = api.client.request(kw["method"], kw["url"], headers=headers, params=params,
-                           json=kw.get("json") if body is None else None, content=content,
-                           cookies=kw.get("cookies"))
+                           json=kw.get("json") if body is None else None, content=content)
     deep = f" (arrays {depth} deep)" if body is not None and DEEP in json.dumps(body) else ""
     return r.status_code, f"{kw['method']} {kw['url']} {sent!r:.300}{deep} -> {r.text:.300}"
 
