@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from infracloud.cli import app
+from tests.servers import free_port
 
 INFRACLOUD = str(Path(sys.executable).parent / "infracloud")
 NOWHERE = "/nonexistent/infracloud-test.yaml"
@@ -104,6 +105,42 @@ def test_each_error_is_exactly_its_line() -> None:
         results = list(pool.map(lambda c: run([*c[0], *c[1][0]]), cases))
     for (path, (_, line)), r in zip(cases, results, strict=True):
         assert (r.returncode, r.stderr) == (2, line + "\n"), (path, r.stderr)
+
+
+def test_bad_files_and_usage_errors_are_one_line(tmp_path: Path) -> None:
+    """Files that are not UTF-8, empty, not YAML, a state folder under a regular file, and
+    click's own usage errors (a bad option value, a missing argument): one line, exit 2."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"site: caf\xe9\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("machines:\n  - name: a\n    bmc: [unclosed\n")
+    regular = tmp_path / "regular"
+    regular.write_text("a file, not a folder\n")
+    not_utf8 = f"{latin}: cannot read: not UTF-8 text (byte 0xe9 at offset 9)"
+    no_yaml = f"{broken}:4: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    cases = [
+        (["config", "validate", str(latin)], not_utf8),
+        (["hardware", "enroll", str(latin)], f"infracloud: error: {not_utf8}"),
+        (["config", "validate", str(empty)],
+         f"{empty}: the file is empty: it must hold a mapping of settings"),
+        (["hardware", "enroll", str(broken)], f"infracloud: error: {no_yaml}"),
+        (["hardware", "inventory", str(broken)], f"infracloud: error: {no_yaml}"),
+        (["demo", "--port", str(free_port()), "--state-dir", str(regular / "demo")],
+         f"infracloud: error: --state-dir {regular / 'demo'}: cannot use {regular / 'demo'}: "
+         f"Not a directory"),
+        (["demo", "--port", "0"], "infracloud: error: Invalid value for '--port': Input "
+                                  "should be greater than or equal to 1"),
+        (["config", "validate"], "infracloud: error: Missing argument 'config_file'."),
+        (["nosuch"], "infracloud: error: No such command 'nosuch'."),
+    ]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: run(c[0]), cases))
+    wrong = [(args[:2], r.returncode, r.stderr[-300:]) for (args, line), r in
+             zip(cases, results, strict=True) if (r.returncode, r.stderr) != (2, line + "\n")]
+    assert wrong == []
+    assert not (regular / "demo").exists() and regular.read_text() == "a file, not a folder\n"
 
 
 def test_a_library_warning_reaches_a_json_log_once(tmp_path: Path) -> None:

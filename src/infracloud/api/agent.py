@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep
 from infracloud.api.image import data_response
 from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
@@ -26,7 +27,7 @@ from infracloud.ops import context
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
-router = APIRouter(prefix="/agent/v1")
+router = APIRouter(prefix="/agent/v1", route_class=JSONRoute)
 MAX_WAIT = 30.0
 RECHECK = 5.0  # re-read the generation this often while waiting (changes by other controllers)
 

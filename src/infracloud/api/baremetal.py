@@ -7,8 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 
+from infracloud.api.baremetal_models import (
+    MaintenanceIn,
+    NodeIn,
+    PatchBody,
+    PatchOp,
+    ProvisionIn,
+    Target,
+    check_value,
+)
 from infracloud.api.baremetal_views import (
     LIST_FIELDS,
     MAX_VERSION,
@@ -18,13 +27,14 @@ from infracloud.api.baremetal_views import (
     states_view,
     v1_doc,
 )
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, next_query, parse_bool, policy
 from infracloud.core.errors import BadRequest, NotAcceptable
 from infracloud.hardware.bmc import DRIVERS
 from infracloud.hardware.nodes import NodeQuery
 from infracloud.site.services import Services
 
-router = APIRouter(prefix="/baremetal")
+router = APIRouter(prefix="/baremetal", route_class=JSONRoute)
 VERSION_HEADER = "X-OpenStack-Ironic-API-Version"
 MAX_LIMIT = 1000
 
@@ -69,7 +79,8 @@ def microversion(response: Response, x_openstack_ironic_api_version: Annotated[
 
 VersionDep = Annotated[str, Depends(microversion)]
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(microversion)])
-nodes_api = APIRouter(prefix="/nodes", dependencies=[policy("baremetal:node")])
+nodes_api = APIRouter(prefix="/nodes", dependencies=[policy("baremetal:node")],
+                      route_class=JSONRoute)
 
 
 @router.get("")
@@ -132,8 +143,9 @@ def list_nodes_detail(services: ServicesDep, request: Request) -> dict[str, Any]
 
 
 @nodes_api.post("", status_code=201)
-def create_node(services: ServicesDep, body: dict[str, Any]) -> dict[str, Any]:
-    return node_view(services.nodes.create(body), services.base_url)
+def create_node(services: ServicesDep, body: NodeIn) -> dict[str, Any]:
+    return node_view(services.nodes.create(body.model_dump(exclude_unset=True)),
+                     services.base_url)
 
 
 @nodes_api.get("/{ident}")
@@ -141,30 +153,25 @@ def show_node(services: ServicesDep, ident: str, request: Request) -> dict[str, 
     return node_view(services.nodes.get(ident), services.base_url, _fields(request))
 
 
-def _patch(ops: Any) -> tuple[dict[Any, Any], list[Any]]:
-    if not isinstance(ops, list):
-        raise BadRequest("The request body must be a JSON array of patch operations.")
+def _patch(ops: list[PatchOp]) -> tuple[dict[Any, Any], list[Any]]:
     changes: dict[Any, Any] = {}
     removed: list[Any] = []
     for op in ops:
-        if not isinstance(op, dict) or not isinstance(op.get("path"), str):
-            raise BadRequest("Each operation needs an 'op' and a 'path'.")
-        parts = op["path"].strip("/").split("/", 1)
+        parts = op.path.strip("/").split("/", 1)
         key: Any = parts[0] if len(parts) == 1 else (parts[0], parts[1])
-        if op.get("op") in ("add", "replace"):
-            if "value" not in op:
-                raise BadRequest(f"'{op['op']}' on {op['path']} needs a 'value'.")
-            changes[key] = op["value"]
-        elif op.get("op") == "remove":
-            removed.append(key)
+        if op.op in ("add", "replace"):
+            if "value" not in op.model_fields_set:
+                raise BadRequest(f"'{op.op}' on {op.path} needs a 'value'.")
+            if len(parts) == 1:
+                check_value(parts[0], op.value)
+            changes[key] = op.value
         else:
-            raise BadRequest(f"Unsupported patch operation: {op.get('op')}")
+            removed.append(key)
     return changes, removed
 
 
 @nodes_api.patch("/{ident}")
-def update_node(services: ServicesDep, ident: str, body: Annotated[Any, Body()] = None
-                ) -> dict[str, Any]:
+def update_node(services: ServicesDep, ident: str, body: PatchBody) -> dict[str, Any]:
     changes, removed = _patch(body)
     return node_view(services.nodes.update(ident, changes, removed), services.base_url)
 
@@ -181,21 +188,19 @@ def node_states(services: ServicesDep, ident: str) -> dict[str, Any]:
 
 
 @nodes_api.put("/{ident}/states/power", status_code=202)
-def set_power(services: ServicesDep, ident: str, body: dict[str, Any]) -> None:
-    services.nodes.power(ident, str(body.get("target")))
+def set_power(services: ServicesDep, ident: str, body: Target) -> None:
+    services.nodes.power(ident, body.target)
 
 
 @nodes_api.put("/{ident}/states/provision", status_code=202)
-def set_provision(services: ServicesDep, ident: str, body: dict[str, Any]) -> None:
-    services.nodes.provision(ident, str(body.get("target")),
-                               evict=bool(body.get("evict", False)))
+def set_provision(services: ServicesDep, ident: str, body: ProvisionIn) -> None:
+    services.nodes.provision(ident, body.target, evict=body.evict)
 
 
 @nodes_api.put("/{ident}/maintenance", status_code=202)
-def maintenance_on(services: ServicesDep, ident: str, body: Annotated[Any, Body()] = None
+def maintenance_on(services: ServicesDep, ident: str, body: MaintenanceIn | None = None
                    ) -> None:
-    reason = body.get("reason") if isinstance(body, dict) else None
-    services.nodes.set_maintenance(ident, True, reason)
+    services.nodes.set_maintenance(ident, True, body.reason if body else None)
 
 
 @nodes_api.delete("/{ident}/maintenance", status_code=202)

@@ -11,6 +11,17 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from infracloud.api.bodies import JSONRoute
+from infracloud.api.compute_models import (
+    FlavorBody,
+    KeypairBody,
+    MetadataBody,
+    MetaItemBody,
+    QuotaSetBody,
+    ServerAction,
+    ServerBody,
+    ServiceIn,
+)
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
 from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
 from infracloud.compute.servers import CreateRequest
@@ -19,7 +30,7 @@ from infracloud.core.errors import BadRequest
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
-router = APIRouter(prefix="/compute")
+router = APIRouter(prefix="/compute", route_class=JSONRoute)
 MAX_LIMIT = 1000
 VERSION = {"id": "v2.1", "status": "CURRENT", "version": "2.1", "min_version": "2.1",
            "updated": "2013-07-23T11:33:21Z",
@@ -49,16 +60,6 @@ def versions(services: ServicesDep) -> JSONResponse:
 def version(services: ServicesDep) -> JSONResponse:
     return reply({"version": {**VERSION, "links": [
         {"rel": "self", "href": f"{services.base_url}{C}/"}]}})
-
-
-async def _body(request: Request, key: str) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("Malformed request body.") from None
-    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
-        raise BadRequest(f"Invalid input: expected an object under '{key}'.")
-    return body[key]
 
 
 def _limit(request: Request) -> int | None:
@@ -129,20 +130,13 @@ def flavor_extra_specs(services: ServicesDep, caller: TokenDep, flavor_id: str
 
 
 @router.post("/v2.1/flavors", dependencies=[policy("compute:flavor:create")])
-async def create_flavor(services: ServicesDep, caller: TokenDep, request: Request
+async def create_flavor(services: ServicesDep, caller: TokenDep, body: FlavorBody
                         ) -> JSONResponse:
-    f = await _body(request, "flavor")
-    try:
-        kwargs: dict[str, Any] = {"name": str(f["name"]), "vcpus": int(f["vcpus"]),
-                                  "ram_mb": int(f["ram"]),
-                  "disk_gb": int(f.get("disk", 0)), "flavor_id": f.get("id"),
-                  "ephemeral_gb": int(f.get("OS-FLV-EXT-DATA:ephemeral", 0) or 0),
-                  "swap_mb": int(f.get("swap", 0) or 0),
-                  "is_public": bool(f.get("os-flavor-access:is_public", True)),
-                  "description": f.get("description")}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadRequest(f"Invalid flavor: {exc}") from None
-    flavor = await run_in_threadpool(lambda: services.flavors.create(caller.caller, **kwargs))
+    f = body.flavor
+    flavor = await run_in_threadpool(lambda: services.flavors.create(
+        caller.caller, name=f.name, vcpus=f.vcpus, ram_mb=f.ram, disk_gb=f.disk,
+        flavor_id=f.id, ephemeral_gb=f.ephemeral or 0, swap_mb=f.swap or 0,
+        is_public=f.is_public, description=f.description))
     return reply({"flavor": flavor_view(services.base_url, flavor)})
 
 
@@ -162,17 +156,15 @@ def list_keypairs(services: ServicesDep, caller: TokenDep) -> JSONResponse:
 
 
 @router.post("/v2.1/os-keypairs", dependencies=[policy("compute:keypair:create")])
-async def create_keypair(services: ServicesDep, caller: TokenDep, request: Request
+async def create_keypair(services: ServicesDep, caller: TokenDep, body: KeypairBody
                          ) -> JSONResponse:
-    k = await _body(request, "keypair")
-    if not isinstance(k.get("name"), str):
-        raise BadRequest("Invalid input for field/attribute name.")
-    pair, private = await run_in_threadpool(services.keypairs.create, caller.caller, k["name"],
-                                            k.get("public_key"), k.get("type", "ssh"))
-    body = {**keypair_view(pair), "user_id": pair.user_id}
+    k = body.keypair
+    pair, private = await run_in_threadpool(services.keypairs.create, caller.caller, k.name,
+                                            k.public_key, k.type)
+    out = {**keypair_view(pair), "user_id": pair.user_id}
     if private:
-        body["private_key"] = private
-    return reply({"keypair": body})
+        out["private_key"] = private
+    return reply({"keypair": out})
 
 
 @router.get("/v2.1/os-keypairs/{name}", dependencies=[policy("compute:keypair:get")])
@@ -230,31 +222,23 @@ def list_servers_detail(services: ServicesDep, caller: TokenDep, request: Reques
 
 
 @router.post("/v2.1/servers", dependencies=[policy("compute:server:create")])
-async def create_server(services: ServicesDep, caller: TokenDep, request: Request
+async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBody
                         ) -> JSONResponse:
-    s = await _body(request, "server")
-    for bdm in s.get("block_device_mapping_v2") or []:
-        if isinstance(bdm, dict) and bdm.get("destination_type") == "volume":
-            raise BadRequest("Booting from a volume is not supported.")
-    image = s.get("imageRef") or next(
-        (b.get("uuid") for b in s.get("block_device_mapping_v2") or []
-         if isinstance(b, dict) and b.get("source_type") == "image"), None)
-    try:
-        req = CreateRequest(
-            name=str(s.get("name") or ""), flavor_ref=str(s.get("flavorRef") or ""),
-            image_ref=image, key_name=s.get("key_name"),
-            availability_zone=s.get("availability_zone"), metadata=s.get("metadata") or {},
-            user_data=s.get("user_data"), config_drive=True, networks=s.get("networks"),
-            count=max(int(s.get("min_count", 1)), 1) if int(s.get("max_count", 1)) <= 1
-            else int(s.get("max_count", 1)))
-    except (TypeError, ValueError):
-        raise BadRequest("Invalid input for min_count or max_count.") from None
+    s = body.server
+    if any(b.destination_type == "volume" for b in s.block_device_mapping_v2 or []):
+        raise BadRequest("Booting from a volume is not supported.")
+    networks = s.networks if isinstance(s.networks, str) or s.networks is None else [
+        n.model_dump(exclude_none=True) for n in s.networks]
+    req = CreateRequest(
+        name=s.name, flavor_ref=str(s.flavorRef), image_ref=s.image(), key_name=s.key_name,
+        availability_zone=s.availability_zone, metadata=s.metadata or {},
+        user_data=s.user_data, config_drive=True, networks=networks, count=s.count())
     inst = await run_in_threadpool(services.servers.create, caller.caller, req)
     base = services.base_url
-    body = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
-                       "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
-                       "adminPass": secrets.token_urlsafe(12)}}
-    return reply(body, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
+    out = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
+                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
+                      "adminPass": secrets.token_urlsafe(12)}}
+    return reply(out, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
 
 
 @router.get("/v2.1/servers/{server_id}", dependencies=[policy("compute:server:get")])
@@ -273,21 +257,15 @@ def delete_server(services: ServicesDep, caller: TokenDep, server_id: str) -> Re
 
 
 @router.post("/v2.1/servers/{server_id}/action", dependencies=[policy("compute:server:action")])
-async def server_action(services: ServicesDep, caller: TokenDep, request: Request,
+async def server_action(services: ServicesDep, caller: TokenDep, body: ServerAction,
                         server_id: str) -> JSONResponse:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("Malformed request body.") from None
-    if not isinstance(body, dict) or len(body) != 1:
+    actions = [*body.model_dump(by_alias=True, exclude_unset=True)]
+    if len(actions) != 1:
         raise BadRequest("An action body holds exactly one action.")
-    (action, args), = body.items()
+    action = actions[0]
     if action == "os-getConsoleOutput":
-        length = (args or {}).get("length") if isinstance(args, dict) else None
-        try:
-            length = None if length in (None, -1, "-1") else int(length)
-        except (TypeError, ValueError):
-            raise BadRequest("length must be an integer.") from None
+        args = body.get_console_output
+        length = args.length if args is not None and args.length != -1 else None
         out = await run_in_threadpool(services.servers.console, caller.caller, server_id,
                                       length)
         return reply({"output": out})
@@ -307,8 +285,8 @@ def get_metadata(services: ServicesDep, caller: TokenDep, server_id: str) -> JSO
 @router.put("/v2.1/servers/{server_id}/metadata",
             dependencies=[policy("compute:server:metadata:set")])
 async def set_metadata(services: ServicesDep, caller: TokenDep, request: Request,
-                       server_id: str) -> JSONResponse:
-    meta = await _body(request, "metadata")
+                       server_id: str, body: MetadataBody) -> JSONResponse:
+    meta = body.metadata
     merged = await run_in_threadpool(lambda: services.servers.set_metadata(
         caller.caller, server_id, meta, replace=request.method == "PUT"))
     return reply({"metadata": merged})
@@ -316,9 +294,9 @@ async def set_metadata(services: ServicesDep, caller: TokenDep, request: Request
 
 @router.put("/v2.1/servers/{server_id}/metadata/{key}",
             dependencies=[policy("compute:server:metadata:set")])
-async def set_metadata_item(services: ServicesDep, caller: TokenDep, request: Request,
-                            server_id: str, key: str) -> JSONResponse:
-    meta = await _body(request, "meta")
+async def set_metadata_item(services: ServicesDep, caller: TokenDep, server_id: str,
+                            key: str, body: MetaItemBody) -> JSONResponse:
+    meta = body.meta
     if list(meta) != [key]:
         raise BadRequest("Request body and URI mismatch")
     await run_in_threadpool(lambda: services.servers.set_metadata(caller.caller, server_id,
@@ -395,11 +373,10 @@ def show_quota_defaults(services: ServicesDep, caller: TokenDep, project_id: str
 
 
 @router.put("/v2.1/os-quota-sets/{project_id}", dependencies=[policy("compute:quota:update")])
-async def update_quota(services: ServicesDep, caller: TokenDep, request: Request,
+async def update_quota(services: ServicesDep, caller: TokenDep, body: QuotaSetBody,
                        project_id: str) -> JSONResponse:
-    values = await _body(request, "quota_set")
-    values.pop("force", None)
-    await run_in_threadpool(services.quotas.set, caller.caller, project_id, values)
+    await run_in_threadpool(services.quotas.set, caller.caller, project_id,
+                            body.quota_set.limits())
     lim, _ = services.quotas.show(project_id)
     return reply({"quota_set": _quota_set(project_id, lim, None)})
 
@@ -463,18 +440,12 @@ def list_services(services: ServicesDep, caller: TokenDep, request: Request) -> 
 
 
 @router.put("/v2.1/os-services/{action}", dependencies=[policy("compute:service:update")])
-async def set_service(services: ServicesDep, caller: TokenDep, request: Request, action: str
+async def set_service(services: ServicesDep, caller: TokenDep, body: ServiceIn, action: str
                       ) -> JSONResponse:
     if action not in ("enable", "disable", "disable-log-reason"):
         raise BadRequest(f"Unknown action: {action}")
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("Malformed request body.") from None
-    if not isinstance(body, dict) or not isinstance(body.get("host"), str):
-        raise BadRequest("Expected {\"host\": ..., \"binary\": \"nova-compute\"}.")
-    host = await run_in_threadpool(services.hosts.set_enabled, caller.caller, body["host"],
-                                   action == "enable", body.get("disabled_reason"))
+    host = await run_in_threadpool(services.hosts.set_enabled, caller.caller, body.host,
+                                   action == "enable", body.disabled_reason)
     out = {"host": host.name, "binary": "nova-compute",
            "status": "enabled" if host.enabled else "disabled"}
     if host.disabled_reason:

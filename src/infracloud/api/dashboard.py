@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import (
     DASHBOARD_COOKIE,
     OpsReader,
@@ -31,7 +32,7 @@ from infracloud.site import dashboard as views
 from infracloud.site.services import Services
 from infracloud.site.status import pool_status, site_status, site_view
 
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 STATIC_TYPES = {"dashboard.css": "text/css; charset=utf-8",
                 "dashboard.js": "text/javascript; charset=utf-8"}

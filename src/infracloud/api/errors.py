@@ -10,8 +10,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from infracloud.api import invalid
 from infracloud.core.errors import InfracloudError
 
 log = logging.getLogger(__name__)
@@ -64,17 +66,6 @@ def error_response(request: Request, status: int, message: str, title: str | Non
                         headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc)
-        if err.get("type") == "json_invalid":
-            return "The request body is not valid JSON."
-        parts.append(f"'{where}': {err.get('msg')}" if where else str(err.get("msg")))
-    return "Invalid input for " + "; ".join(parts) + "."
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(InfracloudError)
     async def _ours(request: Request, exc: InfracloudError) -> JSONResponse:
@@ -82,9 +73,19 @@ def install(app: FastAPI) -> None:
             log.error("request failed: %s", exc.message)
         return error_response(request, exc.status, exc.message, exc.title, exc.headers)
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # a number past SQLite's 64 bits, or a value past a PostgreSQL column's range, that
+        # no model bounded (a query parameter): the caller's input, not the server's fault
+        log.info("a value of %s %s is out of range: %s", request.method, request.url.path,
+                 type(exc).__name__)
+        return error_response(request, 400, "A value in the request is out of range.")
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, 400, _validation_message(exc))
+        message = invalid.message(style_for(request.url.path), exc, request.url.path)
+        return error_response(request, 400, message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

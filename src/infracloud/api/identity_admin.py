@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep, parse_bool
 from infracloud.api.identity_views import (
     V3,
@@ -20,7 +21,7 @@ from infracloud.api.identity_views import (
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.identity.policy import enforce
 
-router = APIRouter(prefix=V3)
+router = APIRouter(prefix=V3, route_class=JSONRoute)
 
 
 class _In(BaseModel):

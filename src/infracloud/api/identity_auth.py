@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep
 from infracloud.api.identity_views import (
     V3,
@@ -21,7 +22,7 @@ from infracloud.identity.auth import UNAUTHORIZED, Ref, TokenInfo
 from infracloud.identity.policy import enforce
 from infracloud.site.services import Services
 
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 
 
 def _version(base: str) -> dict[str, Any]:

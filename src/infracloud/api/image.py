@@ -4,7 +4,6 @@ download, members, tags. Compute hosts fetch image data through GET .../file (se
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -12,14 +11,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
+from infracloud.api.image_models import PATCH_BODY, ImageIn, MemberIn, MemberStatusIn, patch_ops
 from infracloud.api.image_views import image_schema, image_view, member_view
 from infracloud.core.errors import BadRequest, UnsupportedMediaType
 from infracloud.images import patch
 from infracloud.images.data import Download
 from infracloud.images.service import ListQuery, parse_in
 
-router = APIRouter(prefix="/image")
+router = APIRouter(prefix="/image", route_class=JSONRoute)
 MAX_LIMIT = 1000
 
 
@@ -53,18 +54,16 @@ def schema_images() -> dict[str, Any]:
 
 async def _json(request: Request) -> Any:
     try:
-        return json.loads(await request.body() or b"null")
+        return await request.json() if await request.body() else None
     except ValueError:
         raise BadRequest("The request body is not valid JSON.") from None
 
 
 @router.post("/v2/images", status_code=201, dependencies=[policy("image:create")])
-async def create_image(services: ServicesDep, caller: TokenDep, request: Request
+async def create_image(services: ServicesDep, caller: TokenDep, body: ImageIn
                        ) -> JSONResponse:
-    body = await _json(request)
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    image = await run_in_threadpool(services.images.create, caller.caller, body)
+    image = await run_in_threadpool(services.images.create, caller.caller,
+                                    body.model_dump(exclude_unset=True))
     return JSONResponse(image_view(image), status_code=201,
                         headers={"Location": f"{services.base_url}/image/v2/images/{image.id}"})
 
@@ -105,14 +104,15 @@ def show_image(services: ServicesDep, caller: TokenDep, image_id: str) -> dict[s
     return image_view(services.images.get(caller.caller, image_id))
 
 
-@router.patch("/v2/images/{image_id}", dependencies=[policy("image:modify")])
+@router.patch("/v2/images/{image_id}", openapi_extra=PATCH_BODY,
+              dependencies=[policy("image:modify")])
 async def update_image(services: ServicesDep, caller: TokenDep, request: Request,
                        image_id: str) -> dict[str, Any]:
     media = request.headers.get("content-type", "").split(";")[0].strip()
     if media not in patch.MEDIA_TYPES:
         raise UnsupportedMediaType(f"Unsupported Content-Type: {media or 'none'}; use "
                                    f"{patch.MEDIA_TYPES[0]}.")
-    changes, removed = patch.parse(await _json(request))
+    changes, removed = patch_ops(await _json(request))
     image = await run_in_threadpool(services.images.update, caller.caller, image_id, changes,
                                     removed)
     return image_view(image)
@@ -206,13 +206,10 @@ def list_members(services: ServicesDep, caller: TokenDep, image_id: str) -> dict
 
 
 @router.post("/v2/images/{image_id}/members", dependencies=[policy("image:member:modify")])
-async def add_member(services: ServicesDep, caller: TokenDep, request: Request,
+async def add_member(services: ServicesDep, caller: TokenDep, body: MemberIn,
                      image_id: str) -> dict[str, Any]:
-    body = await _json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("member"), str):
-        raise BadRequest("Expected {\"member\": \"<project id>\"}.")
     member = await run_in_threadpool(services.images.add_member, caller.caller, image_id,
-                                     body["member"])
+                                     body.member)
     return member_view(member)
 
 
@@ -224,13 +221,10 @@ def show_member(services: ServicesDep, caller: TokenDep, image_id: str, member_i
 
 @router.put("/v2/images/{image_id}/members/{member_id}",
             dependencies=[policy("image:member:modify")])
-async def update_member(services: ServicesDep, caller: TokenDep, request: Request,
+async def update_member(services: ServicesDep, caller: TokenDep, body: MemberStatusIn,
                         image_id: str, member_id: str) -> dict[str, Any]:
-    body = await _json(request)
-    if not isinstance(body, dict) or not isinstance(body.get("status"), str):
-        raise BadRequest("Expected {\"status\": \"accepted|rejected|pending\"}.")
     member = await run_in_threadpool(services.images.set_member_status, caller.caller,
-                                     image_id, member_id, body["status"])
+                                     image_id, member_id, body.status)
     return member_view(member)
 
 

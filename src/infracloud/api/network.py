@@ -10,13 +10,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep, policy
+from infracloud.api.network_models import PortBody
 from infracloud.core.clock import isoformat
-from infracloud.core.errors import BadRequest, NotFound
+from infracloud.core.errors import NotFound
 from infracloud.site.services import Services
 from infracloud.store.models import Network, Port, Subnet
 
-router = APIRouter(prefix="/network")
+router = APIRouter(prefix="/network", route_class=JSONRoute)
 
 
 def network_view(n: Network, subnet_ids: list[str]) -> dict[str, Any]:
@@ -119,43 +121,10 @@ def list_ports(services: ServicesDep, caller: TokenDep, request: Request) -> dic
     return {"ports": [port_view(p) for p in services.network.ports(caller.caller, filters)]}
 
 
-# POST /v2.0/ports: the attributes taken (type, longest value) and those accepted and ignored
-_PORT_TAKES = {"network_id": (str, 36), "device_id": (str, 36), "device_owner": (str, 64)}
-_PORT_IGNORES = {"name": str, "description": str, "admin_state_up": bool}
-
-
-async def _port_body(request: Request) -> dict[str, str]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("Malformed request body.") from None
-    if not isinstance(body, dict) or not isinstance(body.get("port"), dict):
-        raise BadRequest("Invalid input: expected an object under 'port'.")
-    port: dict[str, Any] = body["port"]
-    unknown = sorted(set(port) - set(_PORT_TAKES) - set(_PORT_IGNORES))
-    if unknown:
-        raise BadRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
-    for key, kind in _PORT_IGNORES.items():
-        if key in port and port[key] is not None and not isinstance(port[key], kind):
-            raise BadRequest(f"Invalid input for {key}: expected {kind.__name__}.")
-    out: dict[str, str] = {}
-    for key, (_kind, longest) in _PORT_TAKES.items():
-        value = port.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or len(value) > longest:
-            raise BadRequest(f"Invalid input for {key}: expected a string of at most "
-                             f"{longest} characters.")
-        out[key] = value
-    if "network_id" not in out:
-        raise BadRequest("Invalid input: 'network_id' is required.")
-    return out
-
-
-@router.post("/v2.0/ports", status_code=201, dependencies=[policy("network:port:create")])
-async def create_port(services: ServicesDep, caller: TokenDep, request: Request
+@router.post("/v2.0/ports", status_code=201)
+async def create_port(services: ServicesDep, caller: TokenDep, body: PortBody
                       ) -> JSONResponse:
-    args = await _port_body(request)
+    args = body.port.taken()
     port = await run_in_threadpool(lambda: services.network.create_port(caller.caller, **args))
     return JSONResponse({"port": port_view(port)}, status_code=201)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud import __version__
+from infracloud.api.bodies import JSONRoute
 from infracloud.core import lifecycle
 from infracloud.core.errors import BadRequest, Forbidden
 from infracloud.ops import context
@@ -24,7 +25,7 @@ from infracloud.ops.alerting import STATES, view
 from infracloud.pool.auth import PoolCaller
 from infracloud.pool.service import PoolService
 
-router = APIRouter()
+router = APIRouter(route_class=JSONRoute)
 WAIT_POLL = 0.1  # seconds between looks at a request someone waits on
 MAX_WAIT = 60.0
 

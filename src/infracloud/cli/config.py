@@ -18,12 +18,12 @@ def config_validate(config_file: Annotated[Path, typer.Argument(
     """Report every error in a controller or pool config file (exit 2 if there is any)."""
     import yaml
 
-    from infracloud.core.settings import validate_file
+    from infracloud.core.settings import read_text, validate_file
     from infracloud.pool.config import PoolConfig
 
-    try:
-        is_pool = "providers" in (yaml.safe_load(config_file.read_text()) or {})
-    except (OSError, yaml.YAMLError, TypeError):
+    try:  # a file that cannot be read or parsed is reported by the controller's checks
+        is_pool = "providers" in (yaml.safe_load(read_text(config_file)) or {})
+    except (ValueError, yaml.YAMLError, TypeError):
         is_pool = False
     if is_pool:
         _, errors = validate_file(config_file, PoolConfig)

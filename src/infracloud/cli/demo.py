@@ -90,9 +90,14 @@ def demo(
         fail(f"--network-cidr: {exc}")
     check_port_free(host, port)
     driver, guest = pick_driver(driver)
-    config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
-                                     log_format=log_format, site=site, driver=driver,
-                                     ssh_port=ssh_port, cidr=network_cidr)
+    try:
+        config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
+                                         log_format=log_format, site=site, driver=driver,
+                                         ssh_port=ssh_port, cidr=network_cidr)
+    except OSError as exc:
+        fail(f"--state-dir {state_dir}: cannot use {exc.filename or state_dir}: "
+             f"{exc.strerror or exc}")
+        raise
     log_stream = open(paths.log, "a", buffering=1)  # noqa: SIM115 - lives as long as the demo
     logs.configure(config.logging.format, config.logging.level, stream=log_stream)
     typer.echo(f"infracloud demo: preparing {paths.state_dir} (log: {paths.log})")

@@ -23,6 +23,11 @@ from infracloud.cli.report import report_app
 from infracloud.cli.status import status
 from infracloud.core.errors import InfracloudError
 
+try:  # typer vendors its click (0.2x); older typers use click itself
+    from typer._click import exceptions as usage
+except ImportError:  # pragma: no cover
+    from click import exceptions as usage  # type: ignore[no-redef]
+
 app = typer.Typer(help="infracloud: donated bare metal as a private cloud of CI test nodes.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -80,12 +85,23 @@ def main() -> None:
     # controller, pool or agent is doing, without stopping it
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except usage.NoArgsIsHelpError:  # `infracloud` alone: its help is already printed
+        sys.exit(2)
+    except usage.UsageError as exc:
+        # a bad option value, a missing argument, an unknown command: one line, not a panel
+        typer.echo(f"infracloud: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
     except InfracloudError as exc:
         typer.echo(f"infracloud: error: {exc.message}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    # without standalone mode a command's typer.Exit comes back as its code
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -361,22 +361,40 @@ def config_errors(path: Path) -> tuple[ControllerConfig | None, list[str]]:
     return _resolve_paths(data, path.parent), []
 
 
-def validate_file(path: Path, model: type[BaseModel]) -> tuple[BaseModel | None, list[str]]:
-    """Any YAML config file against its pydantic model, errors with their lines."""
+def read_text(path: Path) -> str:
+    """A config or inventory file's text, or a ValueError `FILE: cannot read: why` (missing,
+    unreadable, not UTF-8)."""
     try:
-        text = path.read_text()
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
-        return None, [f"{path}: cannot read: {exc.strerror or exc}"]
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: cannot read: not UTF-8 text (byte "
+                         f"0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+
+
+def yaml_error(source: str, exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: `FILE:LINE: invalid YAML: problem`."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: invalid YAML: {problem}"
+
+
+def validate_file(path: Path, model: type[BaseModel]) -> tuple[BaseModel | None, list[str]]:
+    """Any YAML config file against its pydantic model, errors with their lines. An empty file
+    is an error (a file that says nothing is more likely a mistake than a wish for defaults)."""
+    try:
+        text = read_text(path)
+    except ValueError as exc:
+        return None, [str(exc)]
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        return None, [f"{where}: invalid YAML: {problem}"]
+        return None, [yaml_error(str(path), exc)]
     if data is None:
-        data = {}
+        return None, [f"{path}: the file is empty: it must hold a mapping of settings"]
     if not isinstance(data, dict):
         return None, [f"{path}:1: the file must hold a mapping of settings"]
     try:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from infracloud.core.errors import BadRequest
+from infracloud.core.settings import read_text, yaml_error
 
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -152,7 +153,7 @@ def parse(text: str, source: str, site: str | None = None) -> Inventory:
     try:
         data = yaml.safe_load(text)  # JSON is YAML
     except yaml.YAMLError as exc:
-        raise BadRequest(f"{source}: not YAML or JSON: {exc}") from None
+        raise BadRequest(yaml_error(source, exc)) from None
     if not isinstance(data, dict):
         raise BadRequest(f"{source}: must hold a mapping")
     try:
@@ -172,7 +173,7 @@ def parse(text: str, source: str, site: str | None = None) -> Inventory:
 
 def load(path: Path, site: str | None = None) -> Inventory:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadRequest(f"{path}: cannot read: {exc.strerror or exc}") from None
+        text = read_text(path)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     return parse(text, str(path), site)
