@@ -192,7 +192,8 @@ def list_security_groups(caller: TokenDep) -> dict[str, Any]:
 
 
 def _quota(services: Services, project_id: str) -> tuple[dict[str, int], dict[str, int]]:
-    limits = {"network": 0, "subnet": 0, "port": -1, "router": 0, "floatingip": 0,
+    port_limit = services.quotas.show(project_id)[0]["port"]
+    limits = {"network": 0, "subnet": 0, "port": port_limit, "router": 0, "floatingip": 0,
               "security_group": 0, "security_group_rule": 0, "rbac_policy": 0,
               "subnetpool": 0}
     used = {k: 0 for k in limits}
@@ -203,6 +204,22 @@ def _quota(services: Services, project_id: str) -> tuple[dict[str, int], dict[st
 @router.get("/v2.0/quotas/{project_id}")
 def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> dict[str, Any]:
     limits, _ = _quota(services, project_id)
+    return {"quota": limits}
+
+
+@router.put("/v2.0/quotas/{project_id}")
+async def update_quota(services: ServicesDep, caller: TokenDep, request: Request,
+                       project_id: str) -> dict[str, Any]:
+    """`openstack quota set --ports N`: only `port` is kept (the other resources are fixed)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("Malformed request body.") from None
+    if not isinstance(body, dict) or not isinstance(body.get("quota"), dict):
+        raise BadRequest("Invalid input: expected an object under 'quota'.")
+    values = {k: v for k, v in body["quota"].items() if k == "port"}
+    await run_in_threadpool(services.quotas.set, caller.caller, project_id, values)
+    limits, _ = await run_in_threadpool(_quota, services, project_id)
     return {"quota": limits}
 
 

@@ -27,7 +27,7 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import INSTANCE
-from infracloud.network.service import AddressesExhausted, NetworkService
+from infracloud.network.service import AddressesExhausted, NetworkService, PortQuotaExceeded
 from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.db import after_commit
@@ -202,6 +202,8 @@ class ServerService:
                 self._to(inst, "scheduled", now)
                 try:
                     port = self.network.allocate(s, inst.id, caller.project_id)
+                except PortQuotaExceeded as exc:  # nothing of this transaction stays
+                    raise Forbidden(str(exc)) from None
                 except AddressesExhausted as exc:
                     scheduler.release(s, host.id, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
                     inst.host_id = None

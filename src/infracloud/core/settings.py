@@ -118,6 +118,7 @@ class ComputeQuotaConfig(_Section):
     cores: int = Field(800, ge=-1)
     ram_mb: int = Field(800 * 1024, ge=-1)
     key_pairs: int = Field(100, ge=-1)
+    ports: int = Field(50, ge=-1, description="network ports, a server's included")
 
 
 class NetworkConfig(_Section):

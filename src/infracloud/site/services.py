@@ -106,12 +106,12 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                            config.images, clock, holder)
     image_data.recover()
     c = config.compute
-    network = NetworkService(db, c.network, clock)
+    quotas = Quotas(db, c.quota)
+    network = NetworkService(db, c.network, clock, quotas.port_limit)
     network.ensure()
     flavors = FlavorService(db, clock)
     flavors.ensure(c.flavors)
     keypairs = KeypairService(db, clock, c.quota.key_pairs)
-    quotas = Quotas(db, c.quota)
     signals = HostSignals()
     servers = ServerService(db, c, clock, flavors, keypairs, quotas, network, images.get,
                             signals.notify)
