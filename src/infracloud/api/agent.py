@@ -11,11 +11,12 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from infracloud.api.deps import ServicesDep
+from infracloud.api.deps import ServicesDep, get_services
 from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
 from infracloud.compute.hosts import Registration, Report
 from infracloud.core.errors import BadRequest, ServiceUnavailable
@@ -23,7 +24,6 @@ from infracloud.ops import context
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
-router = APIRouter(prefix="/agent/v1")
 MAX_WAIT = 30.0
 RECHECK = 5.0  # re-read the generation this often while waiting (changes by other controllers)
 
@@ -31,9 +31,12 @@ RECHECK = 5.0  # re-read the generation this often while waiting (changes by oth
 AgentToken = Annotated[str | None, Header(alias="X-Agent-Token")]
 
 
-def _agent(services: ServicesDep, response: Response, token: AgentToken = None) -> AgentAuth:
-    """Checked before the body is read. A rotated credential's successor rides on the answer."""
-    auth = services.credentials.authenticate(token)
+def _agent(services: ServicesDep, request: Request, response: Response,
+           token: AgentToken = None) -> AgentAuth:
+    """Checked before the body is read (_CredentialsFirst). A rotated credential's successor
+    rides on the answer."""
+    auth: AgentAuth = getattr(request.state, "agent_auth", None) or \
+        services.credentials.authenticate(token)
     if auth.successor:
         response.headers[HANDOVER_HEADER] = auth.successor
     context.identify("agent")
@@ -41,6 +44,28 @@ def _agent(services: ServicesDep, response: Response, token: AgentToken = None) 
 
 
 AgentDep = Annotated[AgentAuth, Depends(_agent)]
+
+
+class _CredentialsFirst(APIRoute):
+    """On the routes that take an agent's credential, it is checked before FastAPI reads and
+    parses the body: a caller without one gets a 401, never a 400 that lists the fields."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+        if not any(d.call is _agent for d in self.dependant.dependencies):
+            return handler
+
+        async def checked(request: Request) -> Response:
+            credentials = get_services(request).credentials
+            request.state.agent_auth = await run_in_threadpool(
+                credentials.authenticate, request.headers.get("X-Agent-Token"))
+            response: Response = await handler(request)
+            return response
+
+        return checked
+
+
+router = APIRouter(prefix="/agent/v1", route_class=_CredentialsFirst)
 
 
 class HostIn(BaseModel):

@@ -275,6 +275,16 @@ class OpsConfig(_Section):
     alerts: AlertsConfig = AlertsConfig()
 
 
+class LimitsConfig(_Section):
+    """What one caller may hold of a controller (each controller counts its own)."""
+
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body (JSON, forms); image data is "
+        "streamed and limited by images.max_image_size and the image quota")
+    long_polls_per_client: int = Field(
+        8, ge=1, description="concurrent long-polls (`wait=`) from one client address")
+
+
 class ControllerConfig(_Section):
     site: str = Field("default", pattern=NAME_PATTERN)
     controller_id: str | None = Field(
@@ -293,6 +303,7 @@ class ControllerConfig(_Section):
     bootstrap: BootstrapConfig = BootstrapConfig()
     logging: LoggingConfig = LoggingConfig()
     ops: OpsConfig = OpsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("public_url")
     @classmethod

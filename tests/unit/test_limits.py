@@ -1,0 +1,146 @@
+"""What one caller can grow, through the controller's whole application in process (no
+sockets): request bodies, credentials before bodies on the agents' routes, numeric query
+values and long-polls, logins, API events and the access log, the servers' name filter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from infracloud.api.app import create_app
+from infracloud.core.settings import ControllerConfig
+from infracloud.site.services import Services, build_services
+
+ADMIN_PASSWORD = "admin-secret"
+MEMBER_PASSWORD = "member-secret"
+
+
+@dataclass
+class Site:
+    services: Services
+    app: FastAPI
+
+    def client(self, address: str = "192.0.2.10") -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://controller")
+
+    def call(self, method: str, path: str, address: str = "192.0.2.10", **kw: Any
+             ) -> httpx.Response:
+        async def go() -> httpx.Response:
+            async with self.client(address) as c:
+                return await c.request(method, path, **kw)
+
+        return asyncio.run(go())
+
+    def login(self, user: str = "admin", password: str = ADMIN_PASSWORD,
+              address: str = "192.0.2.10", project: str | None = None) -> httpx.Response:
+        body: dict[str, Any] = {"auth": {"identity": {"methods": ["password"], "password": {
+            "user": {"name": user, "domain": {"id": "default"}, "password": password}}}}}
+        if project:
+            body["auth"]["scope"] = {"project": {"name": project, "domain": {"id": "default"}}}
+        return self.call("POST", "/identity/v3/auth/tokens", address, json=body)
+
+    def token(self, user: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+        r = self.login(user, password, project=user)
+        assert r.status_code == 201, r.text
+        return r.headers["X-Subject-Token"]
+
+
+def make_site(tmp_path: Path, **sections: Any) -> Iterator[Site]:
+    config = ControllerConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp_path / 'c.db'}"},
+        "images": {"store_path": str(tmp_path / "images")},
+        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 8},
+                     **sections.pop("identity", {})},
+        **sections})
+    services = build_services(config)
+    services.identity.ensure_account("admin", ADMIN_PASSWORD, "admin", "admin")
+    services.identity.ensure_account("member", MEMBER_PASSWORD, "member", "member")
+    try:
+        yield Site(services, create_app(services))
+    finally:
+        services.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    yield from make_site(tmp_path, limits={"max_body_bytes": 4096})
+
+
+# ---- request bodies ------------------------------------------------------------------------
+
+def test_a_body_over_the_limit_is_refused_from_its_length(site: Site) -> None:
+    big = json.dumps({"auth": {"identity": {"methods": ["password"], "pad": "x" * 5000}}})
+    r = site.call("POST", "/identity/v3/auth/tokens", content=big,
+                  headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["message"] == "The request body is larger than 4096 bytes."
+    assert r.headers["x-openstack-request-id"].startswith("req-")
+    # in the shape of the route's service
+    r = site.call("POST", "/compute/v2.1/os-keypairs", content=big)
+    assert r.status_code == 413 and r.json()["overLimit"]["code"] == 413
+
+
+def test_a_chunked_body_is_cut_off_as_it_streams_past_the_limit() -> None:
+    read: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:  # an app that reads everything it is given
+            message = await receive()
+            read.append(len(message.get("body", b"")))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    from infracloud.api.limits import BodyLimitMiddleware
+
+    limited = BodyLimitMiddleware(app, max_bytes=3000)
+    sent: list[dict[str, Any]] = []
+    chunks = [{"type": "http.request", "body": b"x" * 1000, "more_body": True}
+              for _ in range(100)]
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/network/v2.0/ports",
+             "headers": [(b"transfer-encoding", b"chunked")]}
+    asyncio.run(limited(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["NeutronError"]["message"].startswith(
+        "The request body is larger than 3000 bytes")
+    assert len(read) == 3 and len(chunks) == 96  # the fourth chunk was the last one read
+
+
+def test_image_data_is_not_held_to_the_body_limit(site: Site) -> None:
+    token = site.token()
+    r = site.call("POST", "/image/v2/images", headers={"X-Auth-Token": token},
+                  json={"name": "big", "disk_format": "raw", "container_format": "bare"})
+    assert r.status_code == 201, r.text
+    r = site.call("PUT", f"/image/v2/images/{r.json()['id']}/file", content=b"x" * 10000,
+                  headers={"X-Auth-Token": token,
+                           "Content-Type": "application/octet-stream"})
+    assert r.status_code == 204, r.text
+
+
+def test_agent_routes_check_credentials_before_the_body(site: Site) -> None:
+    for body in ("not json at all", json.dumps({"name": 5})):
+        r = site.call("POST", "/agent/v1/hosts", content=body,
+                      headers={"Content-Type": "application/json"})
+        assert r.status_code == 401, r.text
+        assert "name" not in r.text and "driver" not in r.text
+        r = site.call("POST", "/agent/v1/hosts/some-host/report", content=body,
+                      headers={"Content-Type": "application/json",
+                               "X-Agent-Token": "not-a-credential-at-all"})
+        assert r.status_code == 401, r.text
