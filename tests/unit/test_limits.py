@@ -144,3 +144,79 @@ def test_agent_routes_check_credentials_before_the_body(site: Site) -> None:
                       headers={"Content-Type": "application/json",
                                "X-Agent-Token": "not-a-credential-at-all"})
         assert r.status_code == 401, r.text
+
+
+# ---- numeric query values and long-polls -------------------------------------------------
+
+def _numeric_query_fields(routes: list[Any]) -> Iterator[tuple[str, Any]]:
+    def walk(dependant: Any) -> Iterator[Any]:
+        yield from dependant.query_params
+        for sub in dependant.dependencies:
+            yield from walk(sub)
+
+    for route in routes:
+        included = getattr(route, "original_router", None)  # an included router
+        if included is not None:
+            yield from _numeric_query_fields(included.routes)
+            continue
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            continue
+        for field in walk(dependant):
+            annotation = str(field.field_info.annotation)
+            if "int" in annotation or "float" in annotation:
+                yield f"{sorted(route.methods)} {route.path} {field.alias}", field
+
+
+def test_every_numeric_query_value_is_finite_and_not_negative(site: Site) -> None:
+    """Walks every route of the controller and the pool (a new route with a bare `float` or
+    `int` query value fails here)."""
+    from infracloud.api import pool
+
+    found = dict(_numeric_query_fields([*site.app.routes, *pool.router.routes]))
+    assert "['GET'] /ops/v1/events wait" in found  # the walk sees them
+    assert "['GET'] /agent/v1/hosts/{host_id}/desired wait" in found
+    for where, field in found.items():
+        for bad in ("nan", "inf", "-inf", "-5", "1e400"):
+            _, errors = field.validate(bad, {}, loc=("query", field.alias))
+            assert errors, f"{where} takes {bad!r}"
+
+
+def test_events_wait_nan_is_a_400_not_a_hang(site: Site) -> None:
+    for bad in ("nan", "inf", "-1"):
+        r = site.call("GET", "/ops/v1/events", params={"after": 10**6, "wait": bad})
+        assert r.status_code == 400, r.text
+    r = site.call("GET", "/compute/v2.1/flavors", params={"minRam": "nan"},
+                  headers={"X-Auth-Token": site.token()})
+    assert r.status_code == 400 and "minRam" in r.text
+
+
+def test_long_polls_are_capped_per_client_address(tmp_path: Path) -> None:
+    from infracloud.core import lifecycle
+    from tests.servers import async_wait_for
+
+    site = next(make_site(tmp_path, limits={"long_polls_per_client": 2}))
+    polls = site.app.state.long_polls
+    query = {"after": 10**6, "wait": 60}
+
+    async def scenario() -> list[int]:
+        async with site.client("192.0.2.1") as one, site.client("192.0.2.2") as two:
+            held = [asyncio.create_task(one.get("/ops/v1/events", params=query))
+                    for _ in range(2)]
+            await async_wait_for("two long-polls", lambda: polls.held("192.0.2.1") == 2)
+            third = await one.get("/ops/v1/events", params=query)
+            assert third.status_code == 429 and third.headers["Retry-After"] == "1"
+            other = asyncio.create_task(two.get("/ops/v1/events", params=query))
+            await async_wait_for("another address", lambda: polls.held("192.0.2.2") == 1)
+            lifecycle.stopping.set()  # a shutdown answers them all
+            try:
+                answers = await asyncio.gather(*held, other)
+            finally:
+                lifecycle.stopping.clear()
+            return [r.status_code for r in answers]
+
+    try:
+        assert asyncio.run(scenario()) == [200, 200, 200]
+        assert polls.held("192.0.2.1") == polls.held("192.0.2.2") == 0
+    finally:
+        site.services.close()

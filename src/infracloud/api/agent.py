@@ -11,12 +11,13 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import ServicesDep, get_services
+from infracloud.api.limits import Seconds
 from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
 from infracloud.compute.hosts import Registration, Report
 from infracloud.core.errors import BadRequest, ServiceUnavailable
@@ -154,14 +155,15 @@ def join(services: ServicesDep, body: JoinIn) -> dict[str, Any]:
 
 
 @router.get("/hosts/{host_id}/desired")
-async def desired(services: ServicesDep, host_id: str, agent: AgentDep, generation: int = -1,
-                  wait: float = 0) -> dict[str, Any]:
+async def desired(services: ServicesDep, host_id: str, agent: AgentDep,
+                  generation: Annotated[int, Query(ge=-1)] = -1, wait: Seconds = 0
+                  ) -> dict[str, Any]:
     """Answers at once if the host's generation differs from `generation`, else when it
     changes or after `wait` seconds."""
     agent.may_use(host_id)
     hosts = services.hosts
     await run_in_threadpool(hosts.heartbeat, host_id)
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    deadline = time.monotonic() + min(wait, MAX_WAIT)
     while True:
         event = services.signals.event(host_id)
         event.clear()

@@ -10,10 +10,12 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query, Request
 
 from infracloud.api.errors import error_body, style_for
-from infracloud.core.errors import TooManyRequests
+from infracloud.core.errors import BadRequest, TooManyRequests
 
 Scope = dict[str, Any]
 
@@ -117,3 +119,27 @@ class LongPolls:
     def held(self, client: str | None) -> int:
         with self._lock:
             return self._held.get(client or "?", 0)
+
+
+# Numeric query values: finite and not negative (FastAPI takes "nan" and "inf" for a float).
+Seconds = Annotated[float, Query(ge=0, allow_inf_nan=False,
+                                 description="seconds: a finite number, 0 or more")]
+Cursor = Annotated[int | None, Query(ge=0, description="an event id")]
+
+
+def query_count(request: Request, name: str) -> int | None:
+    """A whole number of the query string read by hand, 0 or more (else a 400 naming it)."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < 0:
+        raise BadRequest(f"{name} must be 0 or more.")
+    return value
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None

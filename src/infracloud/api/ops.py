@@ -7,11 +7,12 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import OpsReader, ServicesDep, query_time
+from infracloud.api.limits import Cursor, LongPolls, Seconds, client_address
 from infracloud.core import lifecycle
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.ops import events as ev
@@ -34,12 +35,12 @@ def _query(since: str | None, until: str | None, after: int | None, project: str
 
 
 @router.get("/events", response_model=None)
-async def list_events(services: ServicesDep, since: str | None = None,
-                      until: str | None = None, after: int | None = None,
+async def list_events(services: ServicesDep, request: Request, since: str | None = None,
+                      until: str | None = None, after: Cursor = None,
                       project: str | None = None, host: str | None = None,
                       resource: str | None = None, resource_type: str | None = None,
                       kind: str | None = None, actor: str | None = None,
-                      limit: int = Query(100, le=ev.MAX_PAGE), wait: float = 0,
+                      limit: int = Query(100, ge=1, le=ev.MAX_PAGE), wait: Seconds = 0,
                       format: str = "json", order: str = "asc") -> Any:
     """Events in id order (`order=desc`: the newest `limit` first). `after=ID&wait=S` is a
     long-poll: it answers as soon as a newer matching event exists, or after S seconds with
@@ -60,15 +61,23 @@ async def list_events(services: ServicesDep, since: str | None = None,
         return StreamingResponse(_iterate(log.export(q)), media_type="application/x-ndjson")
     if format != "json":
         raise BadRequest(f"format must be json or jsonl, not {format!r}.")
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-    while True:
-        page = await run_in_threadpool(log.query, q)
-        if page or time.monotonic() >= deadline or lifecycle.stopping.is_set():
-            break
-        await asyncio.sleep(0.5)
+    page = await run_in_threadpool(log.query, q)
+    if not page and wait > 0:
+        polls: LongPolls = request.app.state.long_polls
+        with polls.hold(client_address(request)):  # 429 beyond the client's share
+            page = await _wait(log, q, time.monotonic() + min(wait, MAX_WAIT))
     events = [ev.to_dict(e) for e in page]
     newest = max((e["id"] for e in events), default=after or 0)
     return {"events": events, "next": newest}
+
+
+async def _wait(log: ev.EventLog, q: ev.Query, deadline: float) -> list[Any]:
+    """The first page with an event, or none at the deadline or as the controller stops."""
+    while True:
+        await asyncio.sleep(0.5)
+        page = await run_in_threadpool(log.query, q)
+        if page or time.monotonic() >= deadline or lifecycle.stopping.is_set():
+            return page
 
 
 async def _iterate(lines: Any) -> Any:
