@@ -220,3 +220,46 @@ def test_long_polls_are_capped_per_client_address(tmp_path: Path) -> None:
         assert polls.held("192.0.2.1") == polls.held("192.0.2.2") == 0
     finally:
         site.services.close()
+
+
+# ---- logins --------------------------------------------------------------------------------
+
+def test_buckets_refill_at_their_rate() -> None:
+    from infracloud.core.ratelimit import Buckets
+
+    now = [0.0]
+    buckets = Buckets(per_minute=6, burst=2, clock=lambda: now[0])  # a token every 10 s
+    assert buckets.take("a") == buckets.take("a") == 0
+    assert buckets.take("a") == 10 and buckets.take("b") == 0  # keys apart
+    now[0] = 4.0
+    assert buckets.take("a") == 6
+    now[0] = 10.0
+    assert buckets.take("a") == 0 and buckets.take("a") == 10
+    buckets.give_back("a")
+    assert buckets.take("a") == 0
+    assert Buckets(per_minute=0, burst=1).take("a") == 0  # no limit
+
+
+def test_logins_are_limited_per_address_and_per_user_name(tmp_path: Path) -> None:
+    site = next(make_site(tmp_path, identity={"login_limit": {
+        "per_address": {"per_minute": 1, "burst": 4},
+        "per_user": {"per_minute": 1, "burst": 2}}}))
+    try:
+        # failures use up the user's share, from any address; then even the right password
+        assert site.login("member", "wrong", "192.0.2.1").status_code == 401
+        assert site.login("member", "wrong", "192.0.2.2").status_code == 401
+        r = site.login("member", MEMBER_PASSWORD, "192.0.2.3")
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+        assert r.json()["error"]["code"] == 429
+        # successes give their user turn back; the address's share still runs out
+        for _ in range(4):
+            assert site.login("admin", ADMIN_PASSWORD, "192.0.2.4").status_code == 201
+        r = site.login("admin", ADMIN_PASSWORD, "192.0.2.4")
+        assert r.status_code == 429 and "192.0.2.4" in r.json()["error"]["message"]
+        assert site.login("admin", ADMIN_PASSWORD, "192.0.2.5").status_code == 201
+        # the dashboard's sign-in counts the same
+        r = site.call("POST", "/dashboard/login", "192.0.2.3",
+                      data={"username": "member", "password": MEMBER_PASSWORD})
+        assert r.status_code == 429 and r.headers["Retry-After"]
+    finally:
+        site.services.close()

@@ -42,7 +42,9 @@ class RequestIdMiddleware:
             return
         rid = request_id()
         token = request_id_var.set(rid)
-        actor = context.Actor(name="anonymous", request_id=rid)
+        client = scope.get("client")
+        actor = context.Actor(name="anonymous", request_id=rid,
+                              client=client[0] if client else None)
         actor_token = context.begin(actor)
         started = time.perf_counter()
         status = 0
@@ -68,7 +70,6 @@ class RequestIdMiddleware:
                 await _send_crash(scope, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            client = scope.get("client")
             route = route_template(scope)
             if self.access_log:
                 first = actor.touched[0] if actor.touched else None

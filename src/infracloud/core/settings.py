@@ -65,6 +65,25 @@ class PasswordHashConfig(_Section):
     parallelism: int = Field(1, ge=1, le=64)
 
 
+class RateConfig(_Section):
+    """A token bucket: `burst` at once, then `per_minute` (0: no limit)."""
+
+    per_minute: float = Field(ge=0)
+    burst: int = Field(ge=1)
+
+
+class LoginLimitConfig(_Section):
+    """Password and application-credential logins (each costs an argon2 hash), through the
+    API and the dashboard's sign-in. Counted by each controller for itself."""
+
+    per_address: RateConfig = Field(
+        RateConfig(per_minute=300, burst=60),
+        description="login attempts from one client address")
+    per_user: RateConfig = Field(
+        RateConfig(per_minute=10, burst=10),
+        description="failed login attempts for one user name (a success gives its turn back)")
+
+
 class IdentityConfig(_Section):
     token_expiration: int = Field(3600, ge=1, le=7 * 24 * 3600, description="token life, seconds")
     max_active_keys: int = Field(3, ge=2, le=32, description="Fernet keys kept after rotation")
@@ -75,6 +94,7 @@ class IdentityConfig(_Section):
         2.0, ge=0, le=60, description="how long a controller reuses a validated token"
     )
     password_hash: PasswordHashConfig = PasswordHashConfig()
+    login_limit: LoginLimitConfig = LoginLimitConfig()
 
 
 GIB = 1024**3
