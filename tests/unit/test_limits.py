@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,3 +264,91 @@ def test_logins_are_limited_per_address_and_per_user_name(tmp_path: Path) -> Non
         assert r.status_code == 429 and r.headers["Retry-After"]
     finally:
         site.services.close()
+
+
+# ---- API events and the access log ---------------------------------------------------------
+
+def _sample(name: str) -> float:
+    from infracloud.ops.metrics import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_only_authenticated_writes_are_events_and_clients_show_to_admins(site: Site) -> None:
+    refused = _sample("infracloud_api_writes_unauthenticated_total")
+    for _ in range(3):
+        r = site.call("POST", "/compute/v2.1/os-keypairs", json={"keypair": {"name": "k"}})
+        assert r.status_code == 401
+    member = site.token("member", MEMBER_PASSWORD)
+    r = site.call("POST", "/compute/v2.1/os-keypairs", "198.51.100.7",
+                  headers={"X-Auth-Token": member}, json={"keypair": {"name": "k"}})
+    assert r.status_code == 200, r.text
+    site.services.events.drain()
+    assert _sample("infracloud_api_writes_unauthenticated_total") == refused + 3
+
+    def api_events(**kw: Any) -> list[dict[str, Any]]:
+        r = site.call("GET", "/ops/v1/events", params={"kind": "api"}, **kw)
+        assert r.status_code == 200, r.text
+        return list(r.json()["events"])
+
+    anonymous = api_events()
+    assert [(e["actor"], e["target"]) for e in anonymous] == [("member", "200")]
+    assert "client" not in anonymous[0]["detail"]
+    assert "client" not in api_events(headers={"X-Auth-Token": member})[0]["detail"]
+    admin = api_events(headers={"X-Auth-Token": site.token()})
+    assert admin[0]["detail"]["client"] == "198.51.100.7"
+    lines = site.call("GET", "/ops/v1/events", params={"kind": "api", "format": "jsonl"}).text
+    assert "198.51.100.7" not in lines and '"actor":"member"' in lines
+
+
+def test_the_events_queue_is_bounded_and_counts_what_it_drops(tmp_path: Path) -> None:
+    import threading
+
+    from infracloud.core.clock import Clock
+    from infracloud.ops import context
+    from infracloud.ops.events import EventLog
+    from infracloud.store import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'e.db'}")
+    db.migrate()
+    log = EventLog(db, "test", Clock(), queue_size=2)
+    flush, entered, release = log._flush, threading.Event(), threading.Event()
+
+    def held_flush(batch: list[dict[str, Any]]) -> None:
+        entered.set()
+        release.wait(30)
+        flush(batch)
+
+    log._flush = held_flush  # type: ignore[method-assign]
+    actor = context.Actor(name="zuul", user_id="u-zuul", project_id="p-zuul")
+    dropped = _sample("infracloud_api_events_dropped_total")
+
+    def write(n: int) -> None:
+        for _ in range(n):
+            log.api_write("POST", "/compute/v2.1/os-keypairs", None, 200, actor, None)
+
+    try:
+        write(1)
+        assert entered.wait(30)  # the writer holds the first one; the queue is empty
+        write(5)  # two wait, three go
+        assert _sample("infracloud_api_events_dropped_total") == dropped + 3
+    finally:
+        release.set()
+        log.drain()
+    assert log.latest_id() == 3
+    db.dispose()
+
+
+def test_the_access_log_carries_the_query_string_without_secrets(
+        site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    token = site.token()
+    with caplog.at_level(logging.INFO, logger="infracloud.access"):
+        site.call("GET", "/network/v2.0/ports", headers={"X-Auth-Token": token},
+                  params={"status": "DOWN", "token": "s3cr3t-value", "password": "hunter2",
+                          "sort_key": "name"})
+    line = next(r for r in caplog.records if r.name == "infracloud.access"
+                and "/network/v2.0/ports" in r.getMessage())
+    message = line.getMessage()
+    assert "status=DOWN" in message and "sort_key=name" in message
+    assert "s3cr3t-value" not in message and "hunter2" not in message
+    assert "token=***" in message and line.query == message.split("?", 1)[1].rsplit(" ", 1)[0]

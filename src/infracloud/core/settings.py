@@ -290,6 +290,9 @@ class OpsConfig(_Section):
         True, description="the dashboard, /metrics and the read-only ops API (status, events, "
                           "alerts, usage) need no login; false asks for an admin or reader token")
     events_retention_days: float = Field(90, gt=0, description="events older than this go")
+    events_queue: int = Field(
+        10000, ge=1, description="API events waiting to be written; beyond, they are dropped "
+        "and counted (infracloud_api_events_dropped_total)")
     usage_retention_days: float = Field(
         400, gt=0, description="usage records of servers gone longer than this go")
     alerts: AlertsConfig = AlertsConfig()

@@ -95,7 +95,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                   echo=config.database.echo)
     if migrate:
         db.migrate()
-    events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days)
+    events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days,
+                      queue_size=config.ops.events_queue)
     events.install()
     box = SecretBox(config)
     identity = IdentityService(db, config.identity, clock, box=box)
