@@ -352,3 +352,56 @@ def test_the_access_log_carries_the_query_string_without_secrets(
     assert "status=DOWN" in message and "sort_key=name" in message
     assert "s3cr3t-value" not in message and "hunter2" not in message
     assert "token=***" in message and line.query == message.split("?", 1)[1].rsplit(" ", 1)[0]
+
+
+# ---- the servers' name filter ----------------------------------------------------------------
+
+def test_costly_name_patterns_are_refused() -> None:
+    from infracloud.compute.namefilter import MAX_LENGTH, name_filter
+    from infracloud.core.errors import BadRequest
+
+    for costly in ("(a+)+$", "(a|aa)*b", "(x)\\1", "(.*)*", ".*a.*b.*c", "a" * (MAX_LENGTH + 1),
+                   "(unclosed"):
+        with pytest.raises(BadRequest):
+            name_filter(costly)
+    assert name_filter("ci-node").literal == "ci-node"
+    assert name_filter("^ci-[0-9]{1,4}$").matches("ci-42")
+    assert name_filter("50%_off").literal == "50%_off"
+
+
+def test_name_and_status_filters_run_in_sql_and_keep_the_limit(db: Any, clock: Any) -> None:
+    from sqlalchemy import event
+
+    from infracloud.compute.hosts import Report
+    from infracloud.compute.servers import api_status
+    from infracloud.core.errors import BadRequest
+    from tests.unit.compute_env import ADMIN, ZUUL, Env
+
+    env = Env(db, clock)
+    h = env.host("h", vcpus=64, ram_mb=65536, disk_gb=1000)
+    servers = [env.boot(name=f"ci-{i}", flavor="ci.small") for i in range(6)]
+    env.hosts.report(h.id, [Report(s.id, "running") for s in servers[:4]]
+                     + [Report(servers[4].id, "failed", fault="boom")])
+    env.servers.delete(ZUUL, servers[0].id)  # launched, deleting: still ACTIVE
+    env.hosts.report(h.id, [Report(s.id, "running") for s in servers[1:4]]
+                     + [Report(servers[4].id, "failed", fault="boom")])
+    env.servers.delete(ZUUL, servers[4].id)  # faulted, deleting: ERROR
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2]))
+    everything, _ = env.servers.list_servers(ADMIN, all_projects=True)
+    for status in ("ACTIVE", "ERROR", "BUILD", "DELETED", "SHUTOFF"):
+        statements.clear()
+        page, _ = env.servers.list_servers(ADMIN, all_projects=True, status=status, limit=50)
+        assert [s.id for s in page] == [s.id for s in everything if api_status(s) == status]
+        assert any("LIMIT" in st and "state" in st for st in statements), statements
+    page, marker = env.servers.list_servers(ZUUL, status="ACTIVE", limit=2)
+    assert len(page) == 2 and marker == page[-1].id
+    statements.clear()
+    named, _ = env.servers.list_servers(ZUUL, name="ci-3", limit=10)
+    assert [s.name for s in named] == ["ci-3"]
+    assert any("LIKE" in st.upper() for st in statements)
+    regex, _ = env.servers.list_servers(ZUUL, name="^ci-[12]$")
+    assert sorted(s.name for s in regex) == ["ci-1", "ci-2"]
+    with pytest.raises(BadRequest, match="not accepted"):
+        env.servers.list_servers(ZUUL, name="(a+)+$")
