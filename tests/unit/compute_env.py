@@ -61,7 +61,8 @@ class Env:
 
     def restart(self) -> None:
         """A new controller on the same database: fresh network and server services."""
-        self.network = NetworkService(self.db, self.config.network, self.clock)
+        self.network = NetworkService(self.db, self.config.network, self.clock,
+                                      self.quotas.port_limit)
         self.network.ensure()
         self.servers = ServerService(self.db, self.config, self.clock, self.flavors,
                                      self.keypairs, self.quotas, self.network, self.find_image,

@@ -14,7 +14,7 @@ from infracloud.compute.hosts import Report
 from infracloud.compute.quotas import Usage
 from infracloud.core.clock import FakeClock
 from infracloud.core.context import Caller
-from infracloud.core.errors import BadRequest, Forbidden, NotFound
+from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig, ComputeQuotaConfig, NetworkConfig
 from infracloud.store import Database
 from infracloud.store.models import Instance
@@ -223,6 +223,25 @@ def test_error_servers_count_until_deleted(db: Database, clock: FakeClock) -> No
     assert env.quotas.show("p-zuul")[1] == Usage(0, 0, 0)
 
 
+def test_port_quota_counts_servers_ports_and_api_ports(db: Database, clock: FakeClock) -> None:
+    env = quota_env(db, clock, ports=2)
+    net = env.network.network
+    assert net is not None
+    env.boot(name="a", flavor="ci.small")  # its port counts
+    env.network.create_port(ZUUL, net.id)
+    with pytest.raises(Conflict, match=r"Quota exceeded for resources: \['port'\]"):
+        env.network.create_port(ZUUL, net.id)
+    with pytest.raises(Forbidden, match="Maximum number of ports exceeded"):
+        env.boot(name="b", flavor="ci.small")
+    assert len(env.instances()) == 1 and len(env.ports()) == 2  # nothing of b stays
+    assert env.host_row("h").used_vcpus == 1
+    env.boot(CI, name="other project", flavor="ci.small")  # per project
+    env.quotas.set(ADMIN, "p-zuul", {"port": 3})  # Neutron's `openstack quota set --ports`
+    assert env.quotas.show("p-zuul")[0]["port"] == 3
+    env.boot(name="b", flavor="ci.small")
+    assert ComputeQuotaConfig().ports == 50  # Neutron's default
+
+
 def test_project_quota_overrides_defaults(db: Database, clock: FakeClock) -> None:
     env = quota_env(db, clock, instances=1)
     with pytest.raises(Forbidden):
@@ -243,7 +262,8 @@ def test_project_quota_overrides_defaults(db: Database, clock: FakeClock) -> Non
     env.quotas.set(ADMIN, "p-zuul", {"instances": -1})  # unlimited; updates the row
     env.boot(name="s3", flavor="ci.small")
     assert env.quotas.show("p-zuul") == (
-        {"instances": -1, "cores": 100, "ram": -1, "key_pairs": 100}, Usage(4, 4, 4096))
+        {"instances": -1, "cores": 100, "ram": -1, "key_pairs": 100, "port": 50},
+        Usage(4, 4, 4096))
     with pytest.raises(BadRequest):
         env.quotas.set(ADMIN, "p-zuul", {"cores": -2})
 

@@ -151,6 +151,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/network/v2.0/security-groups"): "reader",
     ("GET", "/network/v2.0/quotas/{project_id}"): "reader",
     ("GET", "/network/v2.0/quotas/{project_id}/details"): "reader",
+    ("PUT", "/network/v2.0/quotas/{project_id}"): "admin",
     # block storage
     ("GET", "/volume"): "open: " + DISCOVERY,
     ("GET", "/volume/v3"): "open: " + DISCOVERY,
@@ -247,6 +248,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/compute/v2.1/servers/{server_id}/metadata"): {"metadata": {"a": "b"}},
     ("PUT", "/compute/v2.1/servers/{server_id}/metadata/{key}"): {"meta": {"k": "v"}},
     ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): {"quota_set": {"instances": 10}},
+    ("PUT", "/network/v2.0/quotas/{project_id}"): {"quota": {"port": 60}},
     ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere"},
     ("POST", "/network/v2.0/ports"): "PORT",
     ("POST", "/pool/v1/requests"): {"labels": ["small"]},
@@ -316,7 +318,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "database": {"url": f"sqlite:///{tmp / 'c.db'}"},
         "images": {"store_path": str(tmp / "images")},
         "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 64,
-                                       "parallelism": 1}}})
+                                       "parallelism": 1},
+                     # this test logs in hundreds of times from one client: no login limit
+                     "login_limit": {"per_address": {"per_minute": 0, "burst": 1}}}})
     services = build_services(config)
     identity = services.identity
     ids = {"admin": identity.ensure_account("boss", "pw", "admin", "admin").user_id}

@@ -12,13 +12,14 @@ import re
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
-from infracloud.api.deps import ServicesDep
+from infracloud.api.deps import ServicesDep, get_services
 from infracloud.api.image import data_response
+from infracloud.api.limits import Seconds
 from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
 from infracloud.compute.hosts import Registration, Report
 from infracloud.core.context import Caller
@@ -27,7 +28,6 @@ from infracloud.ops import context
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
-router = APIRouter(prefix="/agent/v1", route_class=JSONRoute)
 MAX_WAIT = 30.0
 RECHECK = 5.0  # re-read the generation this often while waiting (changes by other controllers)
 
@@ -35,9 +35,12 @@ RECHECK = 5.0  # re-read the generation this often while waiting (changes by oth
 AgentToken = Annotated[str | None, Header(alias="X-Agent-Token")]
 
 
-def _agent(services: ServicesDep, response: Response, token: AgentToken = None) -> AgentAuth:
-    """Checked before the body is read. A rotated credential's successor rides on the answer."""
-    auth = services.credentials.authenticate(token)
+def _agent(services: ServicesDep, request: Request, response: Response,
+           token: AgentToken = None) -> AgentAuth:
+    """Checked before the body is read (_CredentialsFirst). A rotated credential's successor
+    rides on the answer."""
+    auth: AgentAuth = getattr(request.state, "agent_auth", None) or \
+        services.credentials.authenticate(token)
     if auth.successor:
         response.headers[HANDOVER_HEADER] = auth.successor
     context.identify("agent")
@@ -45,6 +48,28 @@ def _agent(services: ServicesDep, response: Response, token: AgentToken = None) 
 
 
 AgentDep = Annotated[AgentAuth, Depends(_agent)]
+
+
+class _CredentialsFirst(JSONRoute):
+    """On the routes that take an agent's credential, it is checked before FastAPI reads and
+    parses the body: a caller without one gets a 401, never a 400 that lists the fields."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+        if not any(d.call is _agent for d in self.dependant.dependencies):
+            return handler
+
+        async def checked(request: Request) -> Response:
+            credentials = get_services(request).credentials
+            request.state.agent_auth = await run_in_threadpool(
+                credentials.authenticate, request.headers.get("X-Agent-Token"))
+            response: Response = await handler(request)
+            return response
+
+        return checked
+
+
+router = APIRouter(prefix="/agent/v1", route_class=_CredentialsFirst)
 
 
 class HostIn(BaseModel):
@@ -133,14 +158,15 @@ def join(services: ServicesDep, body: JoinIn) -> dict[str, Any]:
 
 
 @router.get("/hosts/{host_id}/desired")
-async def desired(services: ServicesDep, host_id: str, agent: AgentDep, generation: int = -1,
-                  wait: float = 0) -> dict[str, Any]:
+async def desired(services: ServicesDep, host_id: str, agent: AgentDep,
+                  generation: Annotated[int, Query(ge=-1)] = -1, wait: Seconds = 0
+                  ) -> dict[str, Any]:
     """Answers at once if the host's generation differs from `generation`, else when it
     changes or after `wait` seconds."""
     agent.may_use(host_id)
     hosts = services.hosts
     await run_in_threadpool(hosts.heartbeat, host_id)
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+    deadline = time.monotonic() + min(wait, MAX_WAIT)
     while True:
         event = services.signals.event(host_id)
         event.clear()

@@ -26,6 +26,7 @@ from infracloud.api import (
     volume,
 )
 from infracloud.api.catalog import Catalog, ServiceEntry
+from infracloud.api.limits import BodyLimitMiddleware, LongPolls
 from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.ops import metrics as ops_metrics
 from infracloud.site.services import Services
@@ -45,6 +46,7 @@ def create_app(services: Services) -> FastAPI:
                   redoc_url=None, openapi_url="/openapi.json")
     app.state.services = services
     app.state.catalog = Catalog(services.base_url, services.config.region, SERVED)
+    app.state.long_polls = LongPolls(services.config.limits.long_polls_per_client)
     errors.install(app)
     app.include_router(identity_auth.router)
     app.include_router(identity_admin.router)
@@ -72,6 +74,8 @@ def create_app(services: Services) -> FastAPI:
                 "region": services.config.region,
                 "services": [{"type": e.type, "url": base + e.path} for e in SERVED]}
 
+    # the body limit runs inside the request id's middleware: a 413 has an id and a log line
+    app.add_middleware(BodyLimitMiddleware, max_bytes=services.config.limits.max_body_bytes)
     app.add_middleware(RequestIdMiddleware, access_log=services.config.logging.access_log,
                        on_write=services.events.api_write,
                        observe=ops_metrics.observe_request)

@@ -24,6 +24,7 @@ from infracloud.api.compute_models import (
 )
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
 from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
+from infracloud.api.limits import query_count
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest
@@ -87,10 +88,11 @@ def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse
     q = request.query_params
     found = services.flavors.list(public=parse_bool(q.get("is_public")) if q.get(
         "is_public") not in (None, "None") else None)
-    if "minRam" in q:
-        found = [f for f in found if f.ram_mb >= int(q["minRam"])]
-    if "minDisk" in q:
-        found = [f for f in found if f.disk_gb >= int(q["minDisk"])]
+    min_ram, min_disk = query_count(request, "minRam"), query_count(request, "minDisk")
+    if min_ram is not None:
+        found = [f for f in found if f.ram_mb >= min_ram]
+    if min_disk is not None:
+        found = [f for f in found if f.disk_gb >= min_disk]
     if q.get("marker"):
         ids = [f.id for f in found]
         if q["marker"] not in ids:

@@ -25,7 +25,7 @@ from infracloud.api.deps import (
     check_ops_reader,
     ops_reader,
 )
-from infracloud.core.errors import Forbidden, NotFound, Unauthorized
+from infracloud.core.errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from infracloud.identity.auth import DEFAULT_DOMAIN, Ref, TokenInfo
 from infracloud.pool.service import PoolService
 from infracloud.site import dashboard as views
@@ -182,6 +182,10 @@ async def login(request: Request, services: ServicesDep) -> Response:
             Ref(name=project, domain_id=DEFAULT_DOMAIN) if project else None)
     except Unauthorized:
         return again(401, "Wrong user name or password, or no role on that project.")
+    except TooManyRequests as exc:
+        page = again(429, exc.message)
+        page.headers.update(exc.headers)
+        return page
     try:
         check_ops_reader(info)
     except Forbidden:

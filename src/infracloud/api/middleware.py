@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from infracloud.api.errors import error_body, style_for
 from infracloud.core import lifecycle
@@ -42,7 +44,9 @@ class RequestIdMiddleware:
             return
         rid = request_id()
         token = request_id_var.set(rid)
-        actor = context.Actor(name="anonymous", request_id=rid)
+        client = scope.get("client")
+        actor = context.Actor(name="anonymous", request_id=rid,
+                              client=client[0] if client else None)
         actor_token = context.begin(actor)
         started = time.perf_counter()
         status = 0
@@ -68,13 +72,15 @@ class RequestIdMiddleware:
                 await _send_crash(scope, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            client = scope.get("client")
             route = route_template(scope)
             if self.access_log:
                 first = actor.touched[0] if actor.touched else None
+                query = redacted_query(scope.get("query_string", b""))
+                target = f"{scope['path']}?{query}" if query else scope["path"]
                 access.info(
-                    "%s %s %s", scope["method"], scope["path"], status,
-                    extra={"method": scope["method"], "path": scope["path"], "status": status,
+                    "%s %s %s", scope["method"], target, status,
+                    extra={"method": scope["method"], "path": scope["path"], "query": query,
+                           "status": status,
                            "ms": round(seconds * 1000, 2), "route": route,
                            "client": client[0] if client else None, "request_id": rid,
                            "user": actor.name if actor.user_id else None,
@@ -90,6 +96,20 @@ class RequestIdMiddleware:
                         "request_id": rid})
             context.end(actor_token)
             request_id_var.reset(token)
+
+
+SECRET_NAMES = re.compile(r"token|passw|secret|credential|signature|auth|api_?key|access_?key",
+                          re.IGNORECASE)
+
+
+def redacted_query(raw: bytes) -> str:
+    """The query string for the log, values of names that may carry a secret (token,
+    password, secret, credential, signature, auth, API or access key) replaced by `***`."""
+    if not raw:
+        return ""
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    return urlencode([(k, "***" if SECRET_NAMES.search(k) else v) for k, v in pairs],
+                     safe="*:/,")
 
 
 def route_template(scope: Scope) -> str | None:

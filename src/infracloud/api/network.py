@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep, policy
-from infracloud.api.network_models import PortBody
+from infracloud.api.network_models import PortBody, QuotaBody
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import NotFound
 from infracloud.site.services import Services
@@ -121,7 +121,7 @@ def list_ports(services: ServicesDep, caller: TokenDep, request: Request) -> dic
     return {"ports": [port_view(p) for p in services.network.ports(caller.caller, filters)]}
 
 
-@router.post("/v2.0/ports", status_code=201)
+@router.post("/v2.0/ports", status_code=201, dependencies=[policy("network:port:create")])
 async def create_port(services: ServicesDep, caller: TokenDep, body: PortBody
                       ) -> JSONResponse:
     args = body.port.taken()
@@ -162,7 +162,8 @@ def list_security_groups(caller: TokenDep) -> dict[str, Any]:
 
 
 def _quota(services: Services, project_id: str) -> tuple[dict[str, int], dict[str, int]]:
-    limits = {"network": 0, "subnet": 0, "port": -1, "router": 0, "floatingip": 0,
+    port_limit = services.quotas.show(project_id)[0]["port"]
+    limits = {"network": 0, "subnet": 0, "port": port_limit, "router": 0, "floatingip": 0,
               "security_group": 0, "security_group_rule": 0, "rbac_policy": 0,
               "subnetpool": 0}
     used = {k: 0 for k in limits}
@@ -173,6 +174,16 @@ def _quota(services: Services, project_id: str) -> tuple[dict[str, int], dict[st
 @router.get("/v2.0/quotas/{project_id}", dependencies=[policy("network:quota:show")])
 def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> dict[str, Any]:
     limits, _ = _quota(services, project_id)
+    return {"quota": limits}
+
+
+@router.put("/v2.0/quotas/{project_id}", dependencies=[policy("network:quota:update")])
+async def update_quota(services: ServicesDep, caller: TokenDep, body: QuotaBody,
+                       project_id: str) -> dict[str, Any]:
+    """`openstack quota set --ports N`: only `port` is kept (the other resources are fixed)."""
+    values = {} if body.quota.port is None else {"port": body.quota.port}
+    await run_in_threadpool(services.quotas.set, caller.caller, project_id, values)
+    limits, _ = await run_in_threadpool(_quota, services, project_id)
     return {"quota": limits}
 
 

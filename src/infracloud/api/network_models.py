@@ -28,3 +28,16 @@ class PortIn(BaseModel):
 class PortBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     port: PortIn
+
+
+class QuotaIn(BaseModel):
+    """`openstack quota set --ports N` sends every network resource: only `port` is kept (the
+    others are fixed here), the rest accepted and ignored as Neutron ignores unknown ones."""
+
+    model_config = ConfigDict(extra="allow")
+    port: int | None = Field(None, ge=-1, le=2**31 - 1)
+
+
+class QuotaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quota: QuotaIn

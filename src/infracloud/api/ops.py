@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.deps import OpsReader, ServicesDep, query_time
+from infracloud.api.limits import Cursor, LongPolls, Seconds, client_address
 from infracloud.core import lifecycle
 from infracloud.core.errors import BadRequest, NotFound
+from infracloud.identity.auth import TokenInfo
 from infracloud.ops import events as ev
 
 router = APIRouter(prefix="/ops/v1", tags=["operations"], dependencies=[OpsReader])
@@ -34,16 +36,20 @@ def _query(since: str | None, until: str | None, after: int | None, project: str
 
 
 @router.get("/events", response_model=None)
-async def list_events(services: ServicesDep, since: str | None = None,
-                      until: str | None = None, after: int | None = None,
+async def list_events(services: ServicesDep, request: Request,
+                      viewer: Annotated[TokenInfo | None, OpsReader],
+                      since: str | None = None,
+                      until: str | None = None, after: Cursor = None,
                       project: str | None = None, host: str | None = None,
                       resource: str | None = None, resource_type: str | None = None,
                       kind: str | None = None, actor: str | None = None,
-                      limit: int = Query(100, le=ev.MAX_PAGE), wait: float = 0,
+                      limit: int = Query(100, ge=1, le=ev.MAX_PAGE), wait: Seconds = 0,
                       format: str = "json", order: str = "asc") -> Any:
     """Events in id order (`order=desc`: the newest `limit` first). `after=ID&wait=S` is a
     long-poll: it answers as soon as a newer matching event exists, or after S seconds with
-    none. `format=jsonl` exports every match as JSON lines (streamed, a page at a time)."""
+    none. `format=jsonl` exports every match as JSON lines (streamed, a page at a time).
+    The client addresses of API events are shown to admins only."""
+    client = viewer is not None and viewer.caller.is_admin
     if order not in ("asc", "desc"):
         raise BadRequest(f"order must be asc or desc, not {order!r}.")
     if project is not None:  # a name or an id; a project deleted since may only have its id
@@ -57,18 +63,27 @@ async def list_events(services: ServicesDep, since: str | None = None,
         q = ev.Query(**{**q.__dict__, "newest_first": True})
     log = services.events
     if format == "jsonl":
-        return StreamingResponse(_iterate(log.export(q)), media_type="application/x-ndjson")
+        return StreamingResponse(_iterate(log.export(q, client=client)),
+                                 media_type="application/x-ndjson")
     if format != "json":
         raise BadRequest(f"format must be json or jsonl, not {format!r}.")
-    deadline = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-    while True:
-        page = await run_in_threadpool(log.query, q)
-        if page or time.monotonic() >= deadline or lifecycle.stopping.is_set():
-            break
-        await asyncio.sleep(0.5)
-    events = [ev.to_dict(e) for e in page]
+    page = await run_in_threadpool(log.query, q)
+    if not page and wait > 0:
+        polls: LongPolls = request.app.state.long_polls
+        with polls.hold(client_address(request)):  # 429 beyond the client's share
+            page = await _wait(log, q, time.monotonic() + min(wait, MAX_WAIT))
+    events = [ev.to_dict(e, client=client) for e in page]
     newest = max((e["id"] for e in events), default=after or 0)
     return {"events": events, "next": newest}
+
+
+async def _wait(log: ev.EventLog, q: ev.Query, deadline: float) -> list[Any]:
+    """The first page with an event, or none at the deadline or as the controller stops."""
+    while True:
+        await asyncio.sleep(0.5)
+        page = await run_in_threadpool(log.query, q)
+        if page or time.monotonic() >= deadline or lifecycle.stopping.is_set():
+            return page
 
 
 async def _iterate(lines: Any) -> Any:

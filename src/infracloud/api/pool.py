@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud import __version__
 from infracloud.api.bodies import JSONRoute
+from infracloud.api.limits import Cursor, Seconds
 from infracloud.core import lifecycle
 from infracloud.core.errors import BadRequest, Forbidden
 from infracloud.ops import context
@@ -102,11 +103,9 @@ def list_requests(pool: PoolDep, caller: CallerDep, history: bool = False
 
 @router.get("/pool/v1/requests/{request_id}", dependencies=[policy("pool:request:get")])
 async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
-                       wait: float = 0) -> dict[str, Any]:
+                       wait: Seconds = 0) -> dict[str, Any]:
     """With `wait=SECONDS` (at most 60), answers as soon as the request changes (its state,
     or nodes allocated to it) or is final, or when the time is up."""
-    if wait < 0:
-        raise BadRequest("wait must be a number of seconds, 0 or more.")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT)
     version = pool.store.version(request_id)
@@ -182,7 +181,7 @@ def list_alerts(pool: PoolDep, state: str = "firing") -> dict[str, Any]:
 
 
 @router.get("/pool/v1/events", dependencies=[policy("pool:event:get")])
-def list_events(pool: PoolDep, caller: CallerDep, after: int | None = None,
+def list_events(pool: PoolDep, caller: CallerDep, after: Cursor = None,
                 resource: str | None = None, limit: int = Query(100, ge=1, le=ev.MAX_PAGE),
                 order: str = "asc") -> dict[str, Any]:
     """The state changes of the pool's nodes and requests (who, when, which provider), in id

@@ -1,5 +1,6 @@
-"""Compute quotas per project: instances, cores, RAM (and key pairs per user). Limits come
-from the configuration unless a project has its own (os-quota-sets); -1 means unlimited."""
+"""Compute quotas per project: instances, cores, RAM (and key pairs per user), and the network's
+ports (Neutron's `port`: a server's port counts). Limits come from the configuration unless a
+project has its own (os-quota-sets, Neutron's quotas); -1 means unlimited."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from infracloud.core.settings import ComputeQuotaConfig
 from infracloud.store import Database
 from infracloud.store.models import Instance, QuotaLimit
 
-RESOURCES = ("instances", "cores", "ram", "key_pairs")
+RESOURCES = ("instances", "cores", "ram", "key_pairs", "port")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Quotas:
     def _defaults(self) -> dict[str, int]:
         d = self.defaults
         return {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
-                "key_pairs": d.key_pairs}
+                "key_pairs": d.key_pairs, "port": d.ports}
 
     def limits(self, s: Session, project_id: str) -> dict[str, int]:
         limits = self._defaults()
@@ -48,6 +49,10 @@ class Quotas:
                    func.coalesce(func.sum(Instance.ram_mb), 0))
             .where(Instance.project_id == project_id)).one()
         return Usage(int(n), int(cores), int(ram))
+
+    def port_limit(self, s: Session, project_id: str) -> int:
+        """The project's port limit (the network service checks it as it allocates)."""
+        return self.limits(s, project_id)["port"]
 
     def lock(self, s: Session, project_id: str) -> None:
         """Serialise quota checks of one project for the rest of the transaction (PostgreSQL;

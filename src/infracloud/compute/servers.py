@@ -7,13 +7,12 @@ import base64
 import binascii
 import functools
 import logging
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -21,13 +20,14 @@ from sqlalchemy.orm.exc import StaleDataError
 from infracloud.compute import scheduler
 from infracloud.compute.flavors import FlavorService
 from infracloud.compute.keypairs import KeypairService
+from infracloud.compute.namefilter import name_filter
 from infracloud.compute.quotas import Quotas
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import INSTANCE
-from infracloud.network.service import AddressesExhausted, NetworkService
+from infracloud.network.service import AddressesExhausted, NetworkService, PortQuotaExceeded
 from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.db import after_commit
@@ -202,6 +202,8 @@ class ServerService:
                 self._to(inst, "scheduled", now)
                 try:
                     port = self.network.allocate(s, inst.id, caller.project_id)
+                except PortQuotaExceeded as exc:  # nothing of this transaction stays
+                    raise Forbidden(str(exc)) from None
                 except AddressesExhausted as exc:
                     scheduler.release(s, host.id, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
                     inst.host_id = None
@@ -249,33 +251,29 @@ class ServerService:
         if host_id and caller.is_admin:
             q = q.where(Instance.host_id == host_id)
         q = q.order_by(Instance.created_at.desc(), Instance.id.desc())
-        pattern = None
-        if name:
-            try:
-                pattern = re.compile(name)
-            except re.error:
-                raise BadRequest(f"Invalid regular expression for name: {name}") from None
+        names = name_filter(name) if name else None
+        if names is not None and names.literal is not None:
+            # a plain substring, in SQL too (SQLite's LIKE ignores case: searched again below)
+            q = q.where(Instance.name.contains(names.literal, autoescape=True))
+        if status is not None:
+            q = q.where(status_is(status.upper()))
+        exact = names is None
         with self.db.read() as s:
-            if marker and pattern is None and status is None:
+            if marker:
                 mark = s.get(Instance, marker)
                 if mark is None:
                     raise BadRequest(f"marker [{marker}] not found")
                 q = q.where(or_(Instance.created_at < mark.created_at,
                                 and_(Instance.created_at == mark.created_at,
                                      Instance.id < mark.id)))
-                marker = None
-            if limit is not None and pattern is None and status is None:
+            if limit is not None and exact:
                 q = q.limit(limit + 1)
-            rows = list(s.scalars(q))
-        if pattern is not None:
-            rows = [r for r in rows if pattern.search(r.name)]
-        if status is not None:
-            rows = [r for r in rows if api_status(r) == status.upper()]
-        if marker:
-            ids = [r.id for r in rows]
-            if marker not in ids:
-                raise BadRequest(f"marker [{marker}] not found")
-            rows = rows[ids.index(marker) + 1:]
+            rows = []
+            for r in s.scalars(q.execution_options(yield_per=500)):
+                if names is None or names.matches(r.name):
+                    rows.append(r)
+                    if limit is not None and len(rows) > limit:
+                        break  # one past the page: there is a next one
         if limit is not None and len(rows) > limit:
             return rows[:limit], (rows[limit - 1].id if limit else None)
         return rows, None
@@ -358,6 +356,21 @@ def api_status(inst: Instance) -> str:
         return "ACTIVE" if inst.launched_at and not inst.fault else (
             "ERROR" if inst.fault else "BUILD")
     return STATUS[inst.state]
+
+
+def status_is(status: str) -> ColumnElement[bool]:
+    """`api_status(inst) == status` in SQL (a server's fault, once set, is never emptied)."""
+    deleting = Instance.state == "deleting"
+    direct = Instance.state.in_([k for k, v in STATUS.items() if v == status])
+    if status == "ACTIVE":
+        return or_(direct, and_(deleting, Instance.launched_at.is_not(None),
+                                Instance.fault.is_(None)))
+    if status == "ERROR":
+        return or_(direct, and_(deleting, Instance.fault.is_not(None)))
+    if status == "BUILD":
+        return or_(direct, and_(deleting, Instance.launched_at.is_(None),
+                                Instance.fault.is_(None)))
+    return direct
 
 
 def task_state(inst: Instance) -> str | None:

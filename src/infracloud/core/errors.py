@@ -70,6 +70,13 @@ class RangeNotSatisfiable(InfracloudError):
     title = "Requested Range Not Satisfiable"
 
 
+class TooManyRequests(InfracloudError):
+    """Pass `headers={"Retry-After": seconds}`."""
+
+    status = 429
+    title = "Too Many Requests"
+
+
 class ServiceUnavailable(InfracloudError):
     status = 503
     title = "Service Unavailable"

@@ -65,6 +65,25 @@ class PasswordHashConfig(_Section):
     parallelism: int = Field(1, ge=1, le=64)
 
 
+class RateConfig(_Section):
+    """A token bucket: `burst` at once, then `per_minute` (0: no limit)."""
+
+    per_minute: float = Field(ge=0)
+    burst: int = Field(ge=1)
+
+
+class LoginLimitConfig(_Section):
+    """Password and application-credential logins (each costs an argon2 hash), through the
+    API and the dashboard's sign-in. Counted by each controller for itself."""
+
+    per_address: RateConfig = Field(
+        RateConfig(per_minute=300, burst=60),
+        description="login attempts from one client address")
+    per_user: RateConfig = Field(
+        RateConfig(per_minute=10, burst=10),
+        description="failed login attempts for one user name (a success gives its turn back)")
+
+
 class IdentityConfig(_Section):
     token_expiration: int = Field(3600, ge=1, le=7 * 24 * 3600, description="token life, seconds")
     max_active_keys: int = Field(3, ge=2, le=32, description="Fernet keys kept after rotation")
@@ -75,6 +94,7 @@ class IdentityConfig(_Section):
         2.0, ge=0, le=60, description="how long a controller reuses a validated token"
     )
     password_hash: PasswordHashConfig = PasswordHashConfig()
+    login_limit: LoginLimitConfig = LoginLimitConfig()
 
 
 GIB = 1024**3
@@ -118,6 +138,7 @@ class ComputeQuotaConfig(_Section):
     cores: int = Field(800, ge=-1)
     ram_mb: int = Field(800 * 1024, ge=-1)
     key_pairs: int = Field(100, ge=-1)
+    ports: int = Field(50, ge=-1, description="network ports, a server's included")
 
 
 class NetworkConfig(_Section):
@@ -273,9 +294,22 @@ class OpsConfig(_Section):
         True, description="the dashboard, /metrics and the read-only ops API (status, events, "
                           "alerts, usage) need no login; false asks for an admin or reader token")
     events_retention_days: float = Field(90, gt=0, description="events older than this go")
+    events_queue: int = Field(
+        10000, ge=1, description="API events waiting to be written; beyond, they are dropped "
+        "and counted (infracloud_api_events_dropped_total)")
     usage_retention_days: float = Field(
         400, gt=0, description="usage records of servers gone longer than this go")
     alerts: AlertsConfig = AlertsConfig()
+
+
+class LimitsConfig(_Section):
+    """What one caller may hold of a controller (each controller counts its own)."""
+
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body (JSON, forms); image data is "
+        "streamed and limited by images.max_image_size and the image quota")
+    long_polls_per_client: int = Field(
+        8, ge=1, description="concurrent long-polls (`wait=`) from one client address")
 
 
 class ControllerConfig(_Section):
@@ -296,6 +330,7 @@ class ControllerConfig(_Section):
     bootstrap: BootstrapConfig = BootstrapConfig()
     logging: LoggingConfig = LoggingConfig()
     ops: OpsConfig = OpsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("public_url")
     @classmethod

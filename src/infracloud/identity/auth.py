@@ -21,6 +21,7 @@ from infracloud.core.errors import BadRequest, Forbidden, Unauthorized
 from infracloud.core.settings import IdentityConfig
 from infracloud.identity.passwords import Hasher
 from infracloud.identity.policy import Caller
+from infracloud.identity.throttle import LoginThrottle
 from infracloud.identity.tokens import KeyRing, TokenPayload, new_audit_id
 from infracloud.store import Database
 from infracloud.store.models import (
@@ -120,16 +121,20 @@ class Authenticator:
         self._cache: OrderedDict[str, tuple[TokenInfo, float]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._implied: dict[str, list[Named]] | None = None
+        self.throttle = LoginThrottle(config.login_limit)
 
     # ---- issuing -------------------------------------------------------------------------
 
     def password(self, user: Ref, password: str, scope: Ref | None, unscoped: bool = False
                  ) -> TokenInfo:
+        who = user.name or user.id or ""
+        self.throttle.attempt(who)
         with self.db.read() as s:
             row = self._find_user(s, user)
             hashed = row.password_hash if row else None
         if not self.hasher.verify(hashed, password) or row is None or not row.enabled:
             raise Unauthorized(UNAUTHORIZED)
+        self.throttle.succeeded(who)
         if hashed and self.hasher.needs_rehash(hashed):
             self._rehash(row.id, password)
         now = self.clock.now()
@@ -156,6 +161,8 @@ class Authenticator:
                                user: Ref | None) -> TokenInfo:
         if not cred_id and not (name and user):
             raise BadRequest("An application credential needs its id, or its name and its user.")
+        who = cred_id or f"{(user.name or user.id) if user else ''}/{name}"
+        self.throttle.attempt(who)
         with self.db.read() as s:
             cred: ApplicationCredential | None
             if cred_id:
@@ -169,6 +176,7 @@ class Authenticator:
             hashed = cred.secret_hash if cred else None
         if not self.hasher.verify(hashed, secret) or cred is None:
             raise Unauthorized(UNAUTHORIZED)
+        self.throttle.succeeded(who)
         now = self.clock.now()
         if cred.expires_at is not None and as_utc(cred.expires_at) <= now:
             raise Unauthorized(UNAUTHORIZED)

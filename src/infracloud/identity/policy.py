@@ -96,6 +96,7 @@ RULES: dict[str, str] = {
     "network:port:create": "member",
     "network:port:delete": "member",
     "network:quota:show": "reader",  # the project in the URL must be the caller's
+    "network:quota:update": "admin",
     # block storage (cinder): every route names the project
     "volume:limits": "reader",
     "volume:get": "reader",

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -35,9 +36,24 @@ class AddressesExhausted(Exception):
     pass
 
 
+class PortQuotaExceeded(Exception):
+    """The project has as many ports as its `port` quota allows (a server's port counts)."""
+
+    def __init__(self, used: int, limit: int) -> None:
+        super().__init__(f"Quota exceeded for ports: Maximum number of ports exceeded "
+                         f"(used {used} of {limit}).")
+        self.used, self.limit = used, limit
+
+
+PortLimit = Callable[[Session, str], int]  # (session, project) → limit, -1: unlimited
+
+
 class NetworkService:
-    def __init__(self, db: Database, config: NetworkConfig, clock: Clock) -> None:
+    def __init__(self, db: Database, config: NetworkConfig, clock: Clock,
+                 port_limit: PortLimit | None = None) -> None:
+        """`port_limit`: the projects' port quota (compute.quotas); None: no limit."""
         self.db = db
+        self.port_limit = port_limit
         self.config = config
         self.clock = clock
         self.network: Network | None = None
@@ -79,6 +95,7 @@ class NetworkService:
         # the subnet row is the allocation cursor; locking it serialises allocations
         sub = s.get(Subnet, self.subnet.id, with_for_update=True)
         assert sub is not None
+        self._check_quota(s, project_id)  # after the lock: allocations are serial
         start = sub.next_ip if sub.next_ip and sub.pool_start <= sub.next_ip <= sub.pool_end \
             else sub.pool_start
         candidate = self._free_from(s, sub, start)
@@ -90,6 +107,19 @@ class NetworkService:
         s.add(port)
         s.flush()  # the unique keys are checked here
         return port
+
+    def _check_quota(self, s: Session, project_id: str) -> None:
+        limit = -1 if self.port_limit is None else self.port_limit(s, project_id)
+        if limit < 0:
+            return
+        used = self._count(s, project_id)
+        if used >= limit:
+            raise PortQuotaExceeded(used, limit)
+
+    @staticmethod
+    def _count(s: Session, project_id: str) -> int:
+        return int(s.scalar(select(func.count()).select_from(Port).where(
+            Port.project_id == project_id)) or 0)
 
     @staticmethod
     def _free_from(s: Session, sub: Subnet, start: int) -> int:
@@ -159,6 +189,8 @@ class NetworkService:
                 continue
             except AddressesExhausted as exc:
                 raise Conflict(str(exc)) from None
+            except PortQuotaExceeded:  # Neutron's answer, word for word
+                raise Conflict("Quota exceeded for resources: ['port'].") from None
         else:
             raise BadRequest("Could not allocate an address; try again.")
         log.info("port created", extra={"event": "port.create", "port_id": port.id,
@@ -185,8 +217,7 @@ class NetworkService:
 
     def usage(self, project_id: str) -> int:
         with self.db.read() as s:
-            return int(s.scalar(select(func.count()).select_from(Port).where(
-                Port.project_id == project_id)) or 0)
+            return self._count(s, project_id)
 
 
 def _bounds(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:

@@ -29,6 +29,7 @@ class Actor:
     user_id: str | None = None
     project_id: str | None = None
     request_id: str | None = None
+    client: str | None = None  # the request's client address
     touched: list[Touched] = field(default_factory=list)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.states import HOST, IMAGE, INSTANCE, PROVISION, Machine
-from infracloud.ops import context
+from infracloud.ops import context, metrics
 from infracloud.store import Database
 from infracloud.store.models import (
     Event,
@@ -79,13 +79,17 @@ class Query:
     newest_first: bool = False
 
 
-def to_dict(e: Event) -> dict[str, Any]:
+def to_dict(e: Event, *, client: bool = False) -> dict[str, Any]:
+    """`client`: keep the client address of an API event (admins only)."""
+    detail = e.detail
+    if not client and isinstance(detail, dict) and "client" in detail:
+        detail = {k: v for k, v in detail.items() if k != "client"}
     return {"id": e.id, "at": isoformat(e.at, micro=True), "kind": e.kind, "site": e.site,
             "host": e.host, "actor": e.actor, "actor_id": e.actor_id,
             "project_id": e.project_id, "request_id": e.request_id,
             "resource_type": e.resource_type, "resource_id": e.resource_id,
             "resource_name": e.resource_name, "action": e.action, "source": e.source,
-            "target": e.target, "reason": e.reason, "detail": e.detail}
+            "target": e.target, "reason": e.reason, "detail": detail}
 
 
 def transition_name(machine: Machine, source: str | None, target: str) -> str:
@@ -98,14 +102,14 @@ def transition_name(machine: Machine, source: str | None, target: str) -> str:
 
 class EventLog:
     def __init__(self, db: Database, site: str, clock: Clock, *,
-                 retention_days: float = 90) -> None:
+                 retention_days: float = 90, queue_size: int = 10000) -> None:
         self.db = db
         self.site = site
         self.clock = clock
         self.retention = dt.timedelta(days=retention_days)
         self._hosts: dict[str, str] = {}
         self._flavors: dict[str, str] = {}
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         self.listeners: list[Callable[[], None]] = []
@@ -135,8 +139,12 @@ class EventLog:
 
     def api_write(self, method: str, path: str, route: str | None, status: int,
                   actor: context.Actor, client: str | None) -> None:
-        """An API write was answered: queued, written by a background thread in batches."""
+        """An API write of an authenticated caller was answered: queued (dropped and counted
+        when the queue is full), written by a background thread in batches."""
         if method not in WRITES or path.startswith(QUIET_PATHS) or "/auth/tokens" in path:
+            return
+        if actor.user_id is None:  # refused (401), or a caller with no token: counted only
+            metrics.API_WRITES_UNAUTHENTICATED.inc()
             return
         first = actor.touched[0] if actor.touched else None
         segments = [p for p in (route or path).split("/") if p and not p.startswith("{")]
@@ -159,7 +167,10 @@ class EventLog:
                 self._writer = threading.Thread(target=self._write_loop, daemon=True,
                                                 name="events-writer")
                 self._writer.start()
-        self._queue.put(row)
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            metrics.API_EVENTS_DROPPED.inc()
 
     def _write_loop(self) -> None:
         while True:
@@ -192,7 +203,7 @@ class EventLog:
         with self._lock:
             writer, self._writer = self._writer, None
         if writer is not None:
-            self._queue.put(None)
+            self._queue.put(None, timeout=timeout)  # the writer is emptying it
             writer.join(timeout)
 
     def close(self) -> None:
@@ -331,14 +342,15 @@ class EventLog:
         with self.db.read() as s:
             return int(s.scalar(select(Event.id).order_by(Event.id.desc()).limit(1)) or 0)
 
-    def export(self, q: Query) -> Iterator[str]:
+    def export(self, q: Query, *, client: bool = False) -> Iterator[str]:
         """JSON lines of every matching event, one chunk per page (bounded memory)."""
         after = q.after
         while True:
             page = self.query(Query(**{**q.__dict__, "after": after, "limit": MAX_PAGE,
                                        "newest_first": False}))
             if page:
-                yield "".join(json.dumps(to_dict(e), separators=(",", ":")) + "\n"
+                yield "".join(json.dumps(to_dict(e, client=client), separators=(",", ":"))
+                              + "\n"
                               for e in page)
             if len(page) < MAX_PAGE:
                 return

@@ -75,6 +75,15 @@ POOL_REQUEST_SECONDS = Histogram(
     "Seconds from a node request to its end, by how it ended (fulfilled, failed, cancelled).",
     ["state"], registry=REGISTRY, buckets=(*LAUNCH_BUCKETS, 3600, 7200))
 
+API_WRITES_UNAUTHENTICATED = Counter(
+    "infracloud_api_writes_unauthenticated",
+    "API writes answered without a valid token (refused): not recorded as events.",
+    registry=REGISTRY)
+API_EVENTS_DROPPED = Counter(
+    "infracloud_api_events_dropped",
+    "API events dropped because the queue to the database was full (ops.events_queue).",
+    registry=REGISTRY)
+
 for _reason in FAILURE_REASONS:  # every reason shows, at 0, before it first happens
     SERVER_FAILURES.labels(reason=_reason)
 

@@ -95,7 +95,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                   echo=config.database.echo)
     if migrate:
         db.migrate()
-    events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days)
+    events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days,
+                      queue_size=config.ops.events_queue)
     events.install()
     box = SecretBox(config)
     identity = IdentityService(db, config.identity, clock, box=box)
@@ -106,12 +107,12 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                            config.images, clock, holder)
     image_data.recover()
     c = config.compute
-    network = NetworkService(db, c.network, clock)
+    quotas = Quotas(db, c.quota)
+    network = NetworkService(db, c.network, clock, quotas.port_limit)
     network.ensure()
     flavors = FlavorService(db, clock)
     flavors.ensure(c.flavors)
     keypairs = KeypairService(db, clock, c.quota.key_pairs)
-    quotas = Quotas(db, c.quota)
     signals = HostSignals()
     servers = ServerService(db, c, clock, flavors, keypairs, quotas, network, images.get,
                             signals.notify)
