@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -25,6 +26,16 @@ class Api:
     member: dict[str, str]
 
 
+def quick_config(tmp: Path, **identity: Any) -> ControllerConfig:
+    """An in-process controller's config in `tmp`, with cheap password hashing (tests only);
+    `identity` adds identity settings."""
+    return ControllerConfig.model_validate({
+        "database": {"url": f"sqlite:///{tmp / 'controller.db'}"},
+        "images": {"store_path": str(tmp / "images")},
+        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 64,
+                                       "parallelism": 1}, **identity}})
+
+
 def _token(client: TestClient, user: str, password: str, project: str) -> dict[str, str]:
     r = client.post("/identity/v3/auth/tokens", json={"auth": {
         "identity": {"methods": ["password"], "password": {"user": {
@@ -37,12 +48,7 @@ def _token(client: TestClient, user: str, password: str, project: str) -> dict[s
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp: Path = tmp_path_factory.mktemp("api")
-    config = ControllerConfig.model_validate({
-        "database": {"url": f"sqlite:///{tmp / 'controller.db'}"},
-        "images": {"store_path": str(tmp / "images")},
-        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 64,
-                                       "parallelism": 1}}})
-    services = build_services(config)
+    services = build_services(quick_config(tmp))
     services.identity.ensure_account("admin", "admin-password", "admin", "admin")
     services.identity.ensure_account("alice", "alice-password", "zuul", "member")
     app = create_app(services)

@@ -17,10 +17,10 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from infracloud.api.app import create_app
-from infracloud.core.settings import ControllerConfig
 from infracloud.pool.auth import IdentityTokens
 from infracloud.processes.pool_server import attach
 from infracloud.site.services import Services, build_services
+from tests.unit.api_env import quick_config
 from tests.unit.pool_env import Harness, pool_config
 
 OPS = "ops.public_read (on by default) governs the operations views"
@@ -314,13 +314,8 @@ def all_routes(app: FastAPI) -> set[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp: Path = tmp_path_factory.mktemp("matrix")
-    config = ControllerConfig.model_validate({
-        "database": {"url": f"sqlite:///{tmp / 'c.db'}"},
-        "images": {"store_path": str(tmp / "images")},
-        "identity": {"password_hash": {"time_cost": 1, "memory_cost_kib": 64,
-                                       "parallelism": 1},
-                     # this test logs in hundreds of times from one client: no login limit
-                     "login_limit": {"per_address": {"per_minute": 0, "burst": 1}}}})
+    # this test logs in hundreds of times from one client: no login limit
+    config = quick_config(tmp, login_limit={"per_address": {"per_minute": 0, "burst": 1}})
     services = build_services(config)
     identity = services.identity
     ids = {"admin": identity.ensure_account("boss", "pw", "admin", "admin").user_id}
