@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hardware.py
 	$(BIN)/python bench/pool.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/libvirt.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info
