@@ -1,7 +1,8 @@
 """`infracloud demo --driver libvirt`: the demo's simulated compute hosts run real VMs of the
 tiny test guest (its image `demo`, uploaded by the demo, fetched by each agent with its host's
-credential). Two real boots: the `openstack` CLI flow with an SSH login into the guest, and
-nodepool 11's adapter flow with a key scan of a real guest. Every wait is on a condition."""
+credential). Three real boots: the `openstack` CLI flow with an SSH login into the guest,
+nodepool 11's adapter flow with a key scan of a real guest, and infracloud's own pool (the
+demo's, min-ready 0 here: it boots only the node asked for). Every wait is on a condition."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from tests import libvirt_env
 from tests.integration.test_compute_api import _advance
 from tests.nodepool_peer import adapter
-from tests.servers import Running, openstack_cli, sdk, start_demo, wait_for
+from tests.servers import Running, env_file, infracloud, openstack_cli, sdk, start_demo, wait_for
 
 BOOT = 180  # seconds a boot may take on a busy 2-CPU machine (about 10 alone)
 
@@ -157,3 +158,45 @@ def test_nodepool_adapter_runs_on_libvirt_hosts(
         assert _domains_under(site.state_dir or Path()) == []
     finally:
         np.stop()
+
+
+def test_infracloud_pool_gets_a_node_on_a_libvirt_host(site: Running) -> None:
+    """The demo's pool on libvirt hosts, as a user asks it (`infracloud pool request` in the
+    shell `infracloud.env` sets up): a node whose recorded host key is the real guest's, an
+    SSH login with the pool's key that trusts only that key, and a release that deletes the
+    server and its domain."""
+    from infracloud.pool.client import run_on_node
+    from infracloud.processes.demo_pool import LABEL
+
+    state = site.state_dir or Path()
+    env = env_file(state / "infracloud.env")
+    r = infracloud("pool", "request", LABEL, "--count", "1", "--wait", "--timeout", str(BOOT),
+                   "--format", "json", env=env, timeout=BOOT + 60)
+    assert r.returncode == 0, r.stderr
+    (node,) = json.loads(r.stdout)
+    try:
+        assert node["label"] == LABEL and node["state"] == "in-use" and node["ready_at"]
+        assert node["requestor"] == "zuul" and site.owns(node["interface_ip"])
+        server_id = node["server_id"]
+        assert server_id in _domains_under(state)  # a real VM on one of the demo's hosts
+        zuul = sdk(site.clouds_yaml, "infracloud")
+        name = zuul.compute.get_server(server_id).name
+        # the pool scanned the key the guest printed on its serial console (its ed25519 one;
+        # dropbear makes the others when a client first asks)
+        console = wait_for("the guest's READY line on its console", lambda: (
+            c if f"READY hostname={name}" in (c := zuul.compute.get_server_console_output(
+                server_id)["output"]) else ""), timeout=60, every=0.5)
+        printed = console.partition("-----BEGIN SSH HOST KEY KEYS-----")[2].partition(
+            "-----END SSH HOST KEY KEYS-----")[0].split()
+        assert printed[:1] == ["ssh-ed25519"], console
+        scanned = [k.split()[:2] for k in node["host_keys"]]
+        assert printed[:2] in scanned, (node["host_keys"], printed)
+        # known_hosts holds only the recorded keys: the login proves they are the guest's
+        out = run_on_node(node, state / "pool-key", "hostname; cat /proc/1/comm")
+        assert out.split() == [name, "init"]
+    finally:
+        done = infracloud("pool", "release", node["id"], env=env)
+    assert done.returncode == 0, done.stderr
+    wait_for("the node's server deleted", lambda: zuul.compute.find_server(server_id) is None,
+             timeout=120, every=0.5)
+    wait_for("no domain left", lambda: _domains_under(state) == [], timeout=60, every=0.5)
