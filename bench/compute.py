@@ -528,7 +528,7 @@ def run(args: argparse.Namespace) -> int:
             proc = start_controller(folder, args.port, compute={
                 "agent_token_file": str(token_file),
                 "network": {"cidr": "10.200.0.0/16"},
-                "quota": {"instances": -1, "cores": -1, "ram_mb": -1},
+                "quota": {"instances": -1, "cores": -1, "ram_mb": -1, "ports": -1},
                 "host_down_after": DOWN_AFTER, "instance_error_after": DOWN_AFTER})
             headers = {"X-Auth-Token": admin_token(base)}
             image_id = upload_image(base, headers)

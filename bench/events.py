@@ -52,7 +52,7 @@ def _cycle(folder: Path, servers: int, hook: bool) -> float:
     log.install()
     if not hook:
         event.remove(db._write, "before_flush", log._before_flush)
-    config = ComputeConfig(quota=ComputeQuotaConfig(instances=-1, cores=-1, ram_mb=-1))
+    config = ComputeConfig(quota=ComputeQuotaConfig(instances=-1, cores=-1, ram_mb=-1, ports=-1))
     flavors = FlavorService(db, clock)
     flavors.ensure(config.flavors)
     network = NetworkService(db, config.network, clock)

@@ -12,9 +12,10 @@ with the guest's SSH forwarded from a loopback address, the serial console to a 
 virtio RNG) and a config drive of the same shape.
 
 A real controller on 127.0.0.1 (plain HTTP, SQLite; bench/common.py) and a real agent process
-with the libvirt driver on qemu:///system (tests/libvirt_agent.py, which boots the guest
-for every server), its servers on 127.60.0.0/16 (user-mode networking, SSH forwarded from
-each server's own address); the hand-started QEMUs use 127.60.255.x.
+with the libvirt driver on qemu:///system (`infracloud agent --driver libvirt`, which fetches
+the guest image from the controller with its credential), its servers on 127.60.0.0/16
+(user-mode networking, SSH forwarded from each server's own address); the hand-started QEMUs
+use 127.60.255.x.
 
 SSH-ready means an SSH login (key auth as root) that runs `hostname` and gets the server's
 name back: user-mode networking accepts a TCP connection before the guest listens, and holds
@@ -329,8 +330,10 @@ class Site:
             c.post("/compute/v2.1/os-keypairs", json={"keypair": {
                 "name": "me", "public_key": public_line(self.key)}}).raise_for_status()
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "tests.libvirt_agent", self.base, str(self.state),
-             "bench-lv", str(self.guest)], cwd=ROOT,
+            [str(Path(sys.executable).parent / "infracloud"), "agent", "--controller",
+             self.base, "--driver", "libvirt", "--libvirt-uri", libvirt_env.QEMU_URI,
+             "--network", "user", "--state-dir", str(self.state), "--name", "bench-lv",
+             "--log-format", "text"], cwd=ROOT,
             env={**os.environ, "INFRACLOUD_AGENT_TOKEN": AGENT_TOKEN},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=(self.folder / "agent.log").open("wb"))

@@ -565,7 +565,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"two demo sites up ({hosts} fake-driver hosts each) in "
                   f"{time.monotonic() - t_start:.1f} s; baseline ...", flush=True)
 
-            # quota: the default (100 instances) may be too small for the settings
+            # quota: the defaults (50 ports, 100 instances) may be too small for the settings
             need = max(args.max_servers, args.direct_clients) + 10
             conns, cats = [], []
             for s in sites:
@@ -573,10 +573,11 @@ def run(args: argparse.Namespace) -> int:
                 cats.append(Catalog(conn.image.find_image(IMAGE, ignore_missing=False).id,
                                     conn.compute.find_flavor(FLAVOR, ignore_missing=False).id))
                 conns.append(conn)
-                if need > 100:
+                if need > 50:  # the port quota (Neutron's 50), then the instances (100)
                     admin = sdk(s.clouds_yaml, "infracloud-admin")
                     ci = admin.identity.find_project("ci", ignore_missing=False)
-                    admin.compute.update_quota_set(ci.id, instances=need,
+                    admin.network.update_quota(ci.id, ports=need)
+                    admin.compute.update_quota_set(ci.id, instances=max(100, need),
                                                    cores=max(800, need * FLAVOR_VCPUS),
                                                    ram=max(800 * 1024, need * FLAVOR_RAM_MB))
                     admin.close()
