@@ -1,7 +1,8 @@
 """An agent given several controllers (`--controller URL,URL`) fails over: a controller that
 refuses connections or answers 502/503/504 is skipped, the agent stays with the one that
-answers, and comes back to the first when the second dies. No network: httpx.MockTransport
-plays the controllers."""
+answers, and comes back to the first when the second dies; so does the pool's token check
+(`auth.identity-url` with several URLs). No network: httpx.MockTransport plays the
+controllers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pytest
 from infracloud.agent.drivers.fake import FakeDriver
 from infracloud.agent.runner import Agent, HostInfo
 from infracloud.clients import http
+from infracloud.pool.auth import IdentityTokens
+from infracloud.pool.config import Auth
 
 A, B = "https://c1.test:8774", "https://c2.test:8774"
 
@@ -36,6 +39,9 @@ class Controllers:
         if (request.method, request.url.path) == ("POST", "/agent/v1/hosts"):
             assert b'"name":"compute-1"' in request.read().replace(b" ", b"")  # body resent
             return httpx.Response(201, json={"host": {"id": "h-1"}, "poll_seconds": 20})
+        if (request.method, request.url.path) == ("GET", "/identity/v3/auth/tokens"):
+            return httpx.Response(200, json={"token": {"project": {"name": "zuul"},
+                                                       "roles": [{"name": "member"}]}})
         if (request.method, request.url.path) == ("GET", "/agent/v1/hosts/h-1/desired"):
             # the agent sends back the generation the last answer gave, whoever gave it
             assert request.url.params["generation"] == str(self.generation)
@@ -135,3 +141,19 @@ def test_split_urls() -> None:
     assert http.split_urls(["https://a"]) == ["https://a"]
     with pytest.raises(http.ClientError):
         http.split_urls(" , ")
+
+
+def test_the_pool_checks_tokens_at_the_identity_url_that_answers(
+        controllers: Controllers) -> None:
+    auth = Auth.model_validate({"identity-url": [f"{A}/identity", f"{B}/identity/"]})
+    assert auth.identity_url is not None
+    tokens = IdentityTokens(auth.identity_url, transport=controllers.transport)
+    try:
+        controllers.state["c1.test"] = "refusing"
+        assert tokens.check("token-1").requestor == "zuul"
+        controllers.state.update({"c1.test": "up", "c2.test": "503"})
+        assert tokens.check("token-2").requestor == "zuul"
+        assert controllers.answered() == [("c2.test", "GET", "/identity/v3/auth/tokens"),
+                                          ("c1.test", "GET", "/identity/v3/auth/tokens")]
+    finally:
+        tokens.close()
