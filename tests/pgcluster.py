@@ -56,12 +56,19 @@ def start(folder: Path) -> str:
     port = _free_port()
     _run([str(bins / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync",
           "-E", "UTF8"], user)
+    (folder / "port").write_text(str(port))
+    resume(folder)
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+
+def resume(folder: Path) -> None:
+    """Start the cluster `start()` made under `folder` again (after `stop()`), on its port."""
+    user = "postgres" if os.geteuid() == 0 else None
+    port = int((folder / "port").read_text())
     opts = (f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off "
             f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-    _run([str(bins / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(folder / "pg.log"),
-          "-w", "-t", "60", "start"], user)
-    (folder / "port").write_text(str(port))
-    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    _run([str(bindir() / "pg_ctl"), "-D", str(folder / "data"), "-o", opts, "-l",
+          str(folder / "pg.log"), "-w", "-t", "60", "start"], user)
 
 
 def stop(folder: Path) -> None:

@@ -50,6 +50,10 @@ def loopback_cidr(state_dir: Path | None = None) -> str:
     return cidr
 
 
+def verify_context(ca: str | bool) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=ca) if isinstance(ca, str) else ca
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -99,9 +103,8 @@ class Running:
         return True
 
     def http(self, **kwargs: Any) -> httpx.Client:
-        ca = self.cacert
-        verify = ssl.create_default_context(cafile=ca) if isinstance(ca, str) else True
-        return httpx.Client(base_url=self.base_url, verify=verify, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.base_url, verify=verify_context(self.cacert),
+                            timeout=30, **kwargs)
 
     def stop(self, timeout: float = 30) -> int:
         """Stop it (SIGINT); its exit code. A process that did not stop in time is killed,
@@ -161,7 +164,9 @@ def start_demo(state_dir: Path, *args: str, port: int | None = None,
     raise AssertionError("demo did not become ready:\n" + "".join(lines))
 
 
-def start_controller(config_file: Path, base_url: str, timeout: float = 90) -> Running:
+def start_controller(config_file: Path, base_url: str, timeout: float = 90,
+                     verify: str | bool = True) -> Running:
+    """`verify`: the CA file for a controller that serves HTTPS."""
     proc = subprocess.Popen([str(BIN / "infracloud"), "controller", "--config", str(config_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
@@ -172,7 +177,8 @@ def start_controller(config_file: Path, base_url: str, timeout: float = 90) -> R
         if proc.poll() is not None:
             break
         try:
-            if httpx.get(base_url + "/healthz", timeout=1).status_code == 200:
+            if httpx.get(base_url + "/healthz", timeout=1,
+                         verify=verify_context(verify)).status_code == 200:
                 return Running(proc, base_url, None, lines, reader=reader)
         except httpx.HTTPError:
             pass

@@ -35,6 +35,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/docs"): "open: the API's description",
     ("GET", "/docs/oauth2-redirect"): "open: part of /docs",
     ("GET", "/healthz"): "open: load balancers' health check",
+    ("GET", "/readyz"): "open: load balancers' readiness check (reaches the database?)",
     ("GET", "/"): "open: names the site and its services' URLs",
     # identity
     ("GET", "/identity"): "open: " + DISCOVERY,

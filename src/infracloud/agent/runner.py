@@ -14,7 +14,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +46,7 @@ class HostInfo:
 
 
 class Agent:
-    def __init__(self, controller: str, token: str, driver: Driver, host: HostInfo,
+    def __init__(self, controller: str | Sequence[str], token: str, driver: Driver, host: HostInfo,
                  workdir: Path, *, cacert: str | bool | ssl.SSLContext = True,
                  poll_wait: float = 20,
                  workers: int = 4, join_token: str | None = None,
@@ -54,17 +54,20 @@ class Agent:
                  alert_after: float | None = None, alert_webhook: str | None = None,
                  transport: httpx.BaseTransport | None = None,
                  images: Callable[[str], Path] | None = None) -> None:
-        """`token`: the host's credential (or the site's agent token); or, for a machine the
-        conductor deployed, `join_token`: the one-time token from its deploy media, traded
-        for the host's credential when the agent joins (and the host name is the machine's).
-        The credential is kept in `credential_file` (mode 0600), so a restarted agent goes on
-        with it, and so is every rotated credential the controller hands over. The controller
-        unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a log
-        line, and a POST to `alert_webhook` when given. `images` gives a local, verified
-        copy of an image by id, for a driver that `needs_image` (libvirt); by default the agent
-        fetches it from the controller with the host's credential (only images of servers
-        the controller wants on this host) and verifies its sha512, into workdir/downloads."""
-        self.controller = controller.rstrip("/")
+        """`controller`: the controller's base URL, or several (`URL,URL` or a list): the agent
+        fails over to the next when one refuses or answers 502/503/504, and stays with the one that
+        answers (`http.Failover`). `token`: the host's credential (or the site's agent token); or,
+        for a machine the conductor deployed, `join_token`: the one-time token from its deploy
+        media, traded for the host's credential when the agent joins (and the host name is the
+        machine's). The credential is kept in `credential_file` (mode 0600), so a restarted agent
+        goes on with it, and so is every rotated credential the controller hands over. The
+        controller unreachable for `alert_after` seconds (default: 3 long-polls) fires an alert: a
+        log line, and a POST to `alert_webhook` when given. `images` gives a local, verified copy of
+        an image by id, for a driver that `needs_image` (libvirt); by default the agent fetches it
+        from the controller with the host's credential (only images of servers the controller wants
+        on this host) and verifies its sha512, into workdir/downloads."""
+        self.controllers = http.split_urls(controller)
+        self.controller = self.controllers[0]
         self.driver = driver
         self.workdir = workdir
         self.poll_wait = poll_wait
@@ -77,7 +80,9 @@ class Agent:
         self.joined = kept is not None
         self.downloads = Downloads(workdir / "downloads")
         self.images = images or self._download
-        self.http = http.client("agent", base_url=self.controller + "/agent/v1", verify=cacert,
+        self.http = http.client("agent", base_url=self.controller + "/agent/v1",
+                                also=[url + "/agent/v1" for url in self.controllers[1:]],
+                                verify=cacert,
                                 timeout=httpx.Timeout(10, read=poll_wait + 30),
                                 headers={"X-Agent-Token": token}, transport=transport,
                                 event_hooks={"response": [self._handover]})

@@ -3,9 +3,11 @@ and request ids."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from infracloud import __version__
 from infracloud.api import (
@@ -39,6 +41,20 @@ SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),
           ServiceEntry("block-storage", "cinder", "/volume/v3/{project_id}",
                        "Block Storage v3 (limits only: no volumes)"),
           ServiceEntry("baremetal", "ironic", "/baremetal", "Bare Metal v1 (nodes)")]
+READY_TIMEOUT = 2.0  # seconds /readyz waits for the database's answer
+
+
+async def database_unreachable(services: Services, timeout: float) -> str | None:
+    """None when a `SELECT 1` comes back within `timeout` seconds (run in a worker thread, not
+    on the event loop), else one line saying why not."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(services.db.ping), timeout)
+    except TimeoutError:
+        return f"database did not answer within {timeout:g} s"
+    except Exception as exc:  # whatever the driver raises: the load balancer needs one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"database unreachable: {first}"[:300]
+    return None
 
 
 def create_app(services: Services) -> FastAPI:
@@ -66,6 +82,15 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """200 when this controller reaches its database now, else 503 with why: what a load
+        balancer checks before it sends a request here."""
+        reason = await database_unreachable(services, READY_TIMEOUT)
+        if reason is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

@@ -30,7 +30,8 @@ def check_driver(driver: str | None, allow_unisolated_sandbox: bool) -> str:
 
 def agent(
     controller_url: Annotated[str | None, typer.Option(
-        "--controller", help="controller base URL")] = None,
+        "--controller", help="controller base URL, or several separated by commas: the "
+        "agent fails over to the next when one refuses or answers 502/503/504")] = None,
     join: Annotated[Path | None, typer.Option(
         help="join config of a deployed machine (from its deploy media): controller, "
         "one-time join token, host name, CA")] = None,

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -70,10 +71,14 @@ class StaticToken:
 
 
 class IdentityTokens:
-    def __init__(self, identity_url: str, cacert: Path | None = None,
-                 timeout: float = 10) -> None:
-        self.url = identity_url.rstrip("/") + "/v3/auth/tokens"
-        self.http = http.client("pool", verify=cacert or True, timeout=timeout)
+    def __init__(self, identity_url: str | Sequence[str], cacert: Path | None = None,
+                 timeout: float = 10, *, transport: httpx.BaseTransport | None = None) -> None:
+        """`identity_url`: one Keystone base URL, or several (`URL,URL` or a list) that the
+        pool fails over between (`http.Failover`)."""
+        urls = http.split_urls(identity_url)
+        self.url = urls[0] + "/v3/auth/tokens"
+        self.http = http.client("pool", verify=cacert or True, timeout=timeout,
+                                base_url=urls[0], also=urls[1:], transport=transport)
         self._cache: dict[str, tuple[float, PoolCaller]] = {}
         self._lock = threading.Lock()
 

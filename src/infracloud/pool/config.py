@@ -94,10 +94,11 @@ class Requestor(_Section):
 class Auth(_Section):
     static_token_file: Path | None = Field(
         None, alias="static-token-file", description="a file holding the one token accepted")
-    identity_url: str | None = Field(
+    identity_url: str | list[str] | None = Field(
         None, alias="identity-url",
         description="Keystone base URL (…/identity): tokens are validated there and the "
-        "requestor is the token's project")
+        "requestor is the token's project; several (a list, or URL,URL): the next is asked "
+        "when one refuses or answers 502/503/504")
     cacert: Path | None = Field(None, description="CA to trust for identity-url")
 
     @model_validator(mode="after")

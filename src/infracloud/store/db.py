@@ -147,6 +147,13 @@ class Database:
 
             return MigrationContext.configure(conn).get_current_revision()
 
+    def ping(self) -> None:
+        """One cheap round trip to the database (raises when it cannot be reached): on
+        SQLite a read of the schema, so the file itself is read, not only the library."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT count(*) FROM sqlite_master" if self.is_sqlite
+                              else "SELECT 1"))
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -1,0 +1,48 @@
+"""deploy/haproxy.cfg is a configuration Debian's HAProxy accepts (`haproxy -c`), with the site's
+certificate files in a folder of the test's, and says what the README promises of it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infracloud.api.tls import ensure_certificates
+
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg"
+
+
+def test_haproxy_accepts_the_shipped_config(tmp_path: Path) -> None:
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():  # .ci/run installs it
+        pytest.fail("haproxy is not installed: apt-get install haproxy")
+    ca, cert, key = ensure_certificates(tmp_path / "tls", ["infracloud.example.org"])
+    (tmp_path / "infracloud.pem").write_bytes(cert.read_bytes() + key.read_bytes())
+    shutil.copy(ca, tmp_path / "infracloud-ca.pem")
+    text = CONFIG.read_text()
+    local, count = re.subn(r"(?m)^(\s*(?:crt|ca)-base) /etc/haproxy$", rf"\1 {tmp_path}", text)
+    assert count == 2, "the config finds its files through crt-base and ca-base"
+    (tmp_path / "haproxy.cfg").write_text(local)
+    checked = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Configuration file is valid" in checked.stdout + checked.stderr
+    # an unchanged copy without the files is refused: the check reads what it is given
+    broken = local.replace(f"crt-base {tmp_path}", f"crt-base {tmp_path / 'missing'}")
+    (tmp_path / "broken.cfg").write_text(broken)
+    assert subprocess.run([haproxy, "-c", "-f", str(tmp_path / "broken.cfg")],
+                          capture_output=True, timeout=60).returncode != 0
+
+
+def test_the_config_checks_readiness_and_retries_elsewhere() -> None:
+    lines = {" ".join(line.split()) for line in CONFIG.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")}
+    for wanted in ("option httpchk GET /readyz HTTP/1.1", "http-check expect status 200",
+                   "retries 3",
+                   "option redispatch 1", "timeout server 10m", "timeout client 10m"):
+        assert wanted in lines, wanted
+    servers = [line for line in lines if line.startswith("server ")]
+    assert len(servers) == 3
