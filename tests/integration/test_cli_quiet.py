@@ -51,6 +51,10 @@ ERRORS: dict[tuple[str, ...], tuple[list[str], str]] = {
     ("config", "validate"): ([NOWHERE], f"{NOWHERE}: cannot read: No such file or directory"),
     ("keys", "rotate"): (["--config", NOWHERE],
                          f"{NOWHERE}: cannot read: No such file or directory"),
+    ("db", "upgrade"): (["--config", NOWHERE],
+                        f"{NOWHERE}: cannot read: No such file or directory"),
+    ("db", "status"): (["--config", NOWHERE],
+                       f"{NOWHERE}: cannot read: No such file or directory"),
     ("hardware", "enroll"): ([NOWHERE], f"infracloud: error: {NOWHERE}: cannot read: "
                                         "No such file or directory"),
     ("hardware", "deploy"): (["--all"], NO_CLOUDS),
@@ -72,7 +76,7 @@ ERRORS: dict[tuple[str, ...], tuple[list[str], str]] = {
                           "infracloud: error: --by must be one of project, flavor, host, "
                           "user, not 'nothing'"),
 }
-NO_ERROR_PATH = {(), ("version",), ("config",), ("keys",), ("hardware",), ("pool",),
+NO_ERROR_PATH = {(), ("version",), ("config",), ("keys",), ("db",), ("hardware",), ("pool",),
                  ("report",)}
 
 

@@ -14,6 +14,7 @@ from infracloud.cli.agent import agent
 from infracloud.cli.common import fail
 from infracloud.cli.config import config_app
 from infracloud.cli.controller import controller
+from infracloud.cli.db import db_app
 from infracloud.cli.demo import demo
 from infracloud.cli.events import events
 from infracloud.cli.hardware import capacity, hardware_app
@@ -72,6 +73,7 @@ def states(
 
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
 app.add_typer(hardware_app, name="hardware")
 app.add_typer(pool_app, name="pool")
 app.command("capacity")(capacity)

@@ -45,6 +45,9 @@ class DatabaseConfig(_Section):
     url: str = Field("sqlite:///infracloud.db", description="SQLAlchemy URL: sqlite or postgresql")
     pool_size: int = Field(10, ge=1, le=200)
     echo: bool = False
+    auto_upgrade: bool = Field(
+        True, description="apply pending schema migrations at start; false: refuse to start "
+        "until `infracloud db upgrade` has run (several controllers on PostgreSQL)")
 
     @field_validator("url")
     @classmethod

@@ -93,8 +93,10 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     clock = clock or Clock()
     db = Database(config.database.url, pool_size=config.database.pool_size,
                   echo=config.database.echo)
-    if migrate:
+    if migrate and config.database.auto_upgrade:
         db.migrate()
+    elif migrate:  # the operator runs `infracloud db upgrade`; start only on its result
+        db.check_schema(upgrade=False)
     events = EventLog(db, config.site, clock, retention_days=config.ops.events_retention_days,
                       queue_size=config.ops.events_queue)
     events.install()

@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,48 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
+from infracloud.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK_KEY = 74_610_231  # pg_advisory_lock key for migrations
+
+
+class SchemaError(ConfigError):
+    """The database's schema does not fit this code: newer than it knows, or behind it when
+    the controller is not to upgrade it (the CLI prints it on one line and exits 2)."""
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    current: str | None  # the database's revision (None: no schema yet)
+    head: str  # the newest revision of this code's migration scripts
+    known: bool  # False: the database was upgraded by a newer infracloud
+    pending: tuple[tuple[str, str], ...]  # (revision, one-line description), oldest first
+
+    def newer_message(self) -> str:
+        return (f"the database's schema is at revision {self.current!r}, newer than this "
+                f"infracloud knows (its newest is {self.head!r}): a newer version upgraded it; "
+                f"run that version or a newer one")
+
+
+def _scripts() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(resources.files("infracloud.store") / "migrations"))
+
+
+def _status(conn: Connection) -> SchemaStatus:
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(conn).get_current_revision()
+    scripts = _scripts()
+    head = scripts.get_current_head()
+    if current is not None and current not in {r.revision for r in scripts.walk_revisions()}:
+        return SchemaStatus(current, head, False, ())
+    revisions = list(scripts.iterate_revisions("head", current or "base"))
+    pending = tuple((r.revision, " ".join(r.doc.split())) for r in reversed(revisions))
+    return SchemaStatus(current, head, True, pending)
 
 
 def normalise_url(url: str) -> str:
@@ -120,26 +160,53 @@ class Database:
         for fn in session.info.pop(_AFTER_COMMIT, ()):
             fn()
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (safe with several controllers starting)."""
+    def migrate(self) -> tuple[tuple[str, str], ...]:
+        """Bring the schema to the newest revision (safe with several controllers starting):
+        the revisions applied, oldest first, each with its one-line description. Raises
+        SchemaError, changing nothing, when the database is at a revision this code does not
+        know (a newer infracloud upgraded it)."""
         from alembic import command
         from alembic.config import Config
 
-        script_location = str(resources.files("infracloud.store") / "migrations")
         cfg = Config()
-        cfg.set_main_option("script_location", script_location)
+        cfg.set_main_option("script_location", str(resources.files("infracloud.store")
+                                                   / "migrations"))
         with self.engine.connect() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
                 conn.commit()
             try:
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                # read under the lock: another controller may have upgraded meanwhile
+                status = _status(conn)
                 conn.commit()
+                if not status.known:
+                    raise SchemaError(status.newer_message())
+                if status.pending:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    conn.commit()
             finally:
                 if not self.is_sqlite:
+                    conn.rollback()
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
                     conn.commit()
+        return status.pending
+
+    def schema_status(self) -> SchemaStatus:
+        with self.engine.connect() as conn:
+            return _status(conn)
+
+    def check_schema(self, *, upgrade: bool = False) -> None:
+        """Raise SchemaError when the schema is newer than this code knows, or, unless
+        `upgrade` (the controller will migrate), when it is behind this code's head."""
+        status = self.schema_status()
+        if not status.known:
+            raise SchemaError(status.newer_message())
+        if status.pending and not upgrade:
+            at = repr(status.current) if status.current else "none (an empty database)"
+            raise SchemaError(f"the database's schema is at revision {at}, behind this "
+                              f"infracloud's {status.head!r}, and database.auto_upgrade is "
+                              f"false: run `infracloud db upgrade --config FILE` first")
 
     def current_revision(self) -> str | None:
         with self.engine.connect() as conn:
