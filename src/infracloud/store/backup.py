@@ -216,7 +216,9 @@ def _dump_sqlite(src: Path, dst: Path) -> str | None:
 
 
 def _dump_postgresql(url: str, dst: Path) -> str | None:
-    revision = _pg_query(url, "SELECT version_num FROM alembic_version")
+    revision = None  # a database no controller has migrated yet has no revision
+    if _pg_query(url, "SELECT to_regclass('alembic_version') IS NOT NULL"):
+        revision = _pg_query(url, "SELECT version_num FROM alembic_version")
     proc = subprocess.run([pg_tool("pg_dump"), "--format=custom", "--no-owner",
                            "--no-privileges", f"--file={dst}", f"--dbname={libpq_url(url)}"],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
