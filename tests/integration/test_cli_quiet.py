@@ -48,6 +48,12 @@ ERRORS: dict[tuple[str, ...], tuple[list[str], str]] = {
                   "infracloud: error: --since: 'yesterday' is neither a duration "
                   "(90s, 15m, 1h, 2d, 1w) nor an ISO 8601 date or time"),
     ("status",): ([], NO_CLOUDS),
+    ("backup",): (["--config", NOWHERE, "--output", "/nonexistent/site.tar"],
+                  "infracloud: error: a passphrase is needed: --passphrase-file or "
+                  "INFRACLOUD_BACKUP_PASSPHRASE"),
+    ("restore",): (["/nonexistent/site.tar", "--config", NOWHERE, "--passphrase-file", NOWHERE],
+                   f"infracloud: error: --passphrase-file {NOWHERE}: cannot read: "
+                   "No such file or directory"),
     ("config", "validate"): ([NOWHERE], f"{NOWHERE}: cannot read: No such file or directory"),
     ("keys", "rotate"): (["--config", NOWHERE],
                          f"{NOWHERE}: cannot read: No such file or directory"),

@@ -11,6 +11,7 @@ import typer
 
 from infracloud import __version__
 from infracloud.cli.agent import agent
+from infracloud.cli.backup import backup, restore
 from infracloud.cli.common import fail
 from infracloud.cli.config import config_app
 from infracloud.cli.controller import controller
@@ -80,6 +81,8 @@ app.command("capacity")(capacity)
 app.command("events")(events)
 app.add_typer(report_app, name="report")
 app.command("status")(status)
+app.command("backup")(backup)
+app.command("restore")(restore)
 
 
 def main() -> None:
