@@ -101,6 +101,7 @@ def screen(data: dict[str, Any]) -> Table:
         if faults:
             grid.add_row("", Text(f"faults: {_names(faults)}", "bold red"))
     grid.add_row("Pool", _pool(data["pool"]))
+    grid.add_row("Backup", _backup(data.get("backup")))
     alerts = data["alerts"]
     if not alerts:
         grid.add_row("Alerts", Text("no alerts", "green"))
@@ -110,6 +111,16 @@ def screen(data: dict[str, Any]) -> Table:
              else "bold yellow"), (a["summary"], "red"),
             (f"  {a['subject']}, for {ago(a['age_seconds'])}", "dim")))
     return grid
+
+
+def _backup(b: dict[str, Any] | None) -> Text:
+    """The newest good scheduled backup: its time and age, none, or backups off."""
+    if not b or not b.get("enabled"):
+        return Text("backups off", "dim")
+    style = "bold red" if b.get("stale") else "green"
+    if b.get("last") is None:
+        return Text(f"none yet in {b['dir']}", style)
+    return Text(f"last {b['last']} ({ago(b['age_seconds'])} ago) {b['file']}", style)
 
 
 def _pool(pool: dict[str, Any] | None) -> Text:

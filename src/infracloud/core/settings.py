@@ -3,11 +3,21 @@ with its path (and line) in the YAML file."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from infracloud.core.errors import ConfigError
 
@@ -315,6 +325,56 @@ class LimitsConfig(_Section):
         8, ge=1, description="concurrent long-polls (`wait=`) from one client address")
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _seconds(value: Any) -> Any:
+    """Seconds as a number, or a duration: 90s, 15m, 1h, 2d, 1w."""
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if m is None:
+            raise ValueError(f"{value!r} is neither seconds nor a duration (90s, 15m, 1h, 2d, "
+                             f"1w)")
+        return float(m[1]) * _UNITS[m[2]]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+class BackupConfig(_Section):
+    """Backups the controller takes by itself (`infracloud backup`'s archive), into `dir`.
+    Off unless `every` is set."""
+
+    every: Seconds | None = Field(
+        None, gt=0, description="take a backup when the newest good one in `dir` is older "
+        "than this (seconds, or 90s, 15m, 1h, 2d, 1w); unset: no scheduled backups")
+    keep: int = Field(48, ge=1, description="backups kept in `dir`; the oldest beyond go")
+    dir: Path = Field(Path("backups"), description="folder of the scheduled backups")
+    passphrase_file: Path | None = Field(
+        None, description="file whose first line is the passphrase that encrypts the key "
+        "files in the backups (required with `every`)")
+    stale_after: Seconds | None = Field(
+        None, gt=0, description="the backup_stale alert when the newest good backup is older "
+        "than this; default: 2 x every")
+
+    @model_validator(mode="after")
+    def _passphrase_needed(self) -> BackupConfig:
+        if self.every is not None and self.passphrase_file is None:
+            raise ValueError("passphrase_file is required when every is set")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.every is not None
+
+    def stale_seconds(self) -> float | None:
+        if self.every is None:
+            return None
+        return self.stale_after if self.stale_after is not None else 2 * self.every
+
+
 class ControllerConfig(_Section):
     site: str = Field("default", pattern=NAME_PATTERN)
     controller_id: str | None = Field(
@@ -334,6 +394,12 @@ class ControllerConfig(_Section):
     logging: LoggingConfig = LoggingConfig()
     ops: OpsConfig = OpsConfig()
     limits: LimitsConfig = LimitsConfig()
+    backup: BackupConfig = BackupConfig()
+    _source: Path | None = PrivateAttr(None)  # the file it was read from (config_errors)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
 
     @field_validator("public_url")
     @classmethod
@@ -396,6 +462,7 @@ def config_errors(path: Path) -> tuple[ControllerConfig | None, list[str]]:
     if data is None:
         return None, errors
     assert isinstance(data, ControllerConfig)
+    data._source = path.resolve()
     return _resolve_paths(data, path.parent), []
 
 
@@ -466,6 +533,8 @@ def _resolve_paths(config: ControllerConfig, base: Path) -> ControllerConfig:
     config.compute.agent_token_file = fix(config.compute.agent_token_file)
     config.hardware.secret_key_file = fix(config.hardware.secret_key_file)
     config.hardware.simulation.root = fix(config.hardware.simulation.root)
+    config.backup.dir = fix(config.backup.dir)  # type: ignore[assignment]
+    config.backup.passphrase_file = fix(config.backup.passphrase_file)
     url = config.database.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:

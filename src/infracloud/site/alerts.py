@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy import func, or_, select, text
@@ -39,6 +39,9 @@ from infracloud.ops.alerting import (
 from infracloud.ops.events import EventLog
 from infracloud.store import Database
 from infracloud.store.models import Alert, Event, Flavor, Host, Instance, Node
+
+if TYPE_CHECKING:
+    from infracloud.site.backups import Backups
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,16 @@ class SiteView:
     site: str
     config: AlertsConfig
     now: dt.datetime
+    backups: Backups | None = None
+
+
+def try_lead(db: Database, s: Session, key: int) -> bool:
+    """One controller at a time does the work `key` names: SQLite's write transactions are
+    serial already; on PostgreSQL a transaction-scoped advisory lock in `s` (another
+    controller holding it is doing the work: this one skips the round)."""
+    if db.is_sqlite:
+        return True
+    return bool(s.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": key}).scalar())
 
 
 class SiteAlerts:
@@ -117,9 +130,12 @@ class SiteAlerts:
     def __init__(self, db: Database, site: str, config: AlertsConfig, clock: Clock, *,
                  base_url: str, record_event: Callable[[AlertRecord], None] | None = None,
                  rules: Sequence[Rule[SiteView]] | None = None,
-                 webhook_transport: httpx.BaseTransport | None = None) -> None:
-        """`webhook_transport`: where the webhook's POSTs go instead of the network (tests)."""
+                 webhook_transport: httpx.BaseTransport | None = None,
+                 backups: Backups | None = None) -> None:
+        """`webhook_transport`: where the webhook's POSTs go instead of the network (tests);
+        `backups`: the scheduled backups the backup_stale rule checks."""
         self.db = db
+        self.backups = backups
         self.site = site
         self.config = config
         self.clock = clock
@@ -139,7 +155,8 @@ class SiteAlerts:
         """Check every rule; fire and resolve. Returns the changes (none when another
         controller is evaluating right now)."""
         now = self.clock.now()
-        found = self.checker.run(self.rules, SiteView(self.db, self.site, self.config, now))
+        found = self.checker.run(self.rules, SiteView(self.db, self.site, self.config, now,
+                                                        self.backups))
         with self.db.write() as s:
             if not self._lead(s):
                 return []
@@ -152,10 +169,7 @@ class SiteAlerts:
         """One evaluator at a time: SQLite's write transactions are serial already; on
         PostgreSQL a transaction-scoped advisory lock (another controller holding it is
         evaluating: this one skips the round)."""
-        if self.db.is_sqlite:
-            return True
-        return bool(s.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
-                              {"k": _LEAD_KEY}).scalar())
+        return try_lead(self.db, s, _LEAD_KEY)
 
     def list(self, state: str = FIRING, limit: int = 100) -> list[AlertRecord]:
         with self.db.read() as s:
@@ -274,6 +288,16 @@ def _launch_failures(v: SiteView) -> dict[str, Finding]:
     return {v.site: found} if found else {}
 
 
+def _backup_stale(v: SiteView) -> dict[str, Finding]:
+    why = None if v.backups is None else v.backups.stale(v.now)
+    if why is None:
+        return {}
+    assert v.backups is not None
+    newest = v.backups.newest()
+    return {v.site: Finding(why, detail={"dir": str(v.backups.settings.dir),
+                                         "last": None if newest is None else newest[1].name})}
+
+
 SITE_RULES: tuple[Rule[SiteView], ...] = (
     Rule("host_down", CRITICAL, "host", _hosts_down,
          "a compute host's agent stopped heartbeating"),
@@ -285,4 +309,7 @@ SITE_RULES: tuple[Rule[SiteView], ...] = (
          "fewer than ops.alerts.capacity_min_free servers of the flavor fit now"),
     Rule("launch_failures", CRITICAL, "site", _launch_failures,
          "too many server launches failed in the window"),
+    Rule("backup_stale", WARNING, "site", _backup_stale,
+         "scheduled backups are on and the newest good one is older than "
+         "backup.stale_after"),
 )

@@ -29,6 +29,7 @@ from infracloud.ops import context
 from infracloud.ops.events import EventLog
 from infracloud.sim.simulation import Simulation
 from infracloud.site.alerts import SiteAlerts, event_recorder
+from infracloud.site.backups import Backups
 from infracloud.site.usage import UsageReports
 from infracloud.store import Database
 
@@ -55,6 +56,7 @@ class Services:
     events: EventLog
     usage: UsageReports
     alerts: SiteAlerts
+    backups: Backups
 
     @property
     def base_url(self) -> str:
@@ -68,6 +70,7 @@ class Services:
             self.events.prune()
             self.usage.prune()
             self.usage.sample_capacity()
+            self.backups.maintenance()
 
     def reap(self) -> None:
         """Frequent housekeeping: host liveness and server timeouts."""
@@ -124,6 +127,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     conductor = Conductor(db, h, clock, nodes, Drainer(db, clock, hosts, servers),
                           config.base_url(), holder)
     nodes.wake = conductor.wake
+    backups = Backups(db, config, clock)
     cacert: str | bool = str(config.tls.ca) if config.tls and config.tls.ca else True
     return Services(config=config, db=db, identity=identity, images=images,
                     image_data=image_data, network=network, flavors=flavors,
@@ -137,7 +141,9 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                     usage=UsageReports(db, clock, config),
                     alerts=SiteAlerts(db, config.site, config.ops.alerts, clock,
                                       base_url=config.base_url(),
-                                      record_event=event_recorder(events)))
+                                      record_event=event_recorder(events),
+                                      backups=backups),
+                    backups=backups)
 
 
 def _agent_token(config: ControllerConfig) -> str | None:

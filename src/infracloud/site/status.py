@@ -27,6 +27,7 @@ from infracloud.store.models import Flavor, Host, Instance, Node
 
 if TYPE_CHECKING:
     from infracloud.pool.service import PoolService
+    from infracloud.site.backups import Backups
     from infracloud.site.services import Services
 
 RECENT_EVENTS = 20
@@ -49,12 +50,13 @@ def site_status(services: Services, pool: PoolService | None = None,
                 recent: int = RECENT_EVENTS) -> dict[str, Any]:
     config = services.config
     return gather(services.db, services.events, services.clock, site=config.site,
-                  region=config.region, url=services.base_url, pool=pool, recent=recent)
+                  region=config.region, url=services.base_url, pool=pool, recent=recent,
+                  backups=services.backups)
 
 
 def gather(db: Database, events: ev.EventLog | None, clock: Clock, *, site: str, region: str,
-           url: str, pool: PoolService | None = None, recent: int = RECENT_EVENTS
-           ) -> dict[str, Any]:
+           url: str, pool: PoolService | None = None, recent: int = RECENT_EVENTS,
+           backups: Backups | None = None) -> dict[str, Any]:
     now = clock.now()
     with db.read() as s:
         hosts = read_hosts(s)
@@ -68,6 +70,7 @@ def gather(db: Database, events: ev.EventLog | None, clock: Clock, *, site: str,
         "machines": machines,
         "pool": None if pool is None else pool_status(pool),
         "alerts": alerts,
+        "backup": {"enabled": False} if backups is None else backups.status(now),
         "events": [] if events is None else [
             ev.to_dict(e) for e in events.query(ev.Query(limit=recent, newest_first=True))],
     }
