@@ -26,7 +26,7 @@ import pytest
 
 from infracloud.agent import configdrive
 from infracloud.agent.drivers.base import InstanceSpec, NetworkInfo
-from infracloud.agent.drivers.libvirt import LibvirtDriver
+from infracloud.agent.drivers.libvirt import LibvirtDriver, load_libvirt
 from tests import libvirt_env
 from tests.servers import (
     Running,
@@ -262,7 +262,7 @@ def qemu_pid(server_id: str) -> int:
 
 
 def test_agent_killed_leaves_vms_running_and_adopts_them_again(site: Site) -> None:
-    libvirt = pytest.importorskip("libvirt")  # present: `guest` required it
+    libvirt = load_libvirt()  # present: `guest` required it
     lv = libvirt.open(libvirt_env.QEMU_URI)
     foreign_id = str(uuid.uuid4())
     lv.defineXML(f"<domain type='qemu'><name>not-infracloud-{foreign_id[:8]}</name>"

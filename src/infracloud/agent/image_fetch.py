@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from infracloud.clients import http
+from infracloud.core.digests import update_from_file
 
 CHUNK = 1024 * 1024
 _IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
@@ -58,15 +59,10 @@ def fetch(client: httpx.Client, image_url: str, dest: Path, *, attempts: int = 4
                               f"not active with a sha512 hash")
     expected, size = image["os_hash_value"], int(image["size"])
     sha = hashlib.sha512()
-    have = 0
-    if part.exists():
-        with open(part, "rb") as f:
-            while block := f.read(CHUNK):
-                sha.update(block)
-                have += len(block)
-        if have > size:
-            part.unlink()
-            sha, have = hashlib.sha512(), 0
+    have = update_from_file(sha, part) if part.exists() else 0
+    if have > size:
+        part.unlink()
+        sha, have = hashlib.sha512(), 0
     resumed_from = have
     last_error: Exception | None = None
     for _ in range(attempts):

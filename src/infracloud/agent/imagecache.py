@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from infracloud.core.digests import file_digest
+
 FORMATS = ("raw", "qcow2")
 CHUNK = 1024 * 1024
 GiB = 1024**3
@@ -226,11 +228,7 @@ class ImageCache:
 
 
 def _hash_file(path: Path) -> str:
-    digest = hashlib.sha512()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha512")
 
 
 def _read(ref: Path) -> str:

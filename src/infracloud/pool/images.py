@@ -6,7 +6,6 @@ and no live node still runs from them."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import uuid
@@ -15,6 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infracloud.core.digests import file_digest
 from infracloud.pool.records import NodeRec, UploadRec
 
 if TYPE_CHECKING:
@@ -25,11 +25,7 @@ RETRY_FAILED = 300.0  # seconds before a failed upload is tried again
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 class Versions:

@@ -117,7 +117,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     check_port_free(config.listen.host, config.listen.port)
     services = services or build_services(config)
     bootstrap_admin(services)
-    services.maintenance()
+    services.maintenance(backups=False)
     app = create_app(services)
     if extend is not None:
         extend(app)

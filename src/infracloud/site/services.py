@@ -62,15 +62,18 @@ class Services:
     def base_url(self) -> str:
         return self.config.base_url()
 
-    def maintenance(self) -> None:
-        """Periodic housekeeping of every service (runs in a worker thread)."""
+    def maintenance(self, *, backups: bool = True) -> None:
+        """Periodic housekeeping of every service (runs in a worker thread); `backups`:
+        the scheduled backup too (not in the round before the controller serves, which a
+        backup would hold up)."""
         with context.acting("system:maintenance"):
             self.identity.maintenance()
             self.image_data.maintenance()
             self.events.prune()
             self.usage.prune()
             self.usage.sample_capacity()
-            self.backups.maintenance()
+            if backups:
+                self.backups.maintenance()
 
     def reap(self) -> None:
         """Frequent housekeeping: host liveness and server timeouts."""
