@@ -171,6 +171,12 @@ def test_the_writer_drops_its_own_cache_at_commit_and_a_rollback_moves_nothing(p
         fa.get("small")
 
 
+def test_only_a_write_transaction_can_move_a_counter(pair) -> None:
+    a, _ = pair
+    with pytest.raises(RuntimeError, match=r"db\.write"), a.db.read() as s:
+        a.db.generations.touch(s, FLAVORS)
+
+
 def test_what_was_cached_before_the_first_check_is_dropped(pair) -> None:
     _, b = pair
     cache = Cache[str, str](b.db.generations, FLAVORS)

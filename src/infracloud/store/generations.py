@@ -126,6 +126,8 @@ class Generations:
         when it commits, and this controller's caches of them are emptied after the commit."""
         from infracloud.store.db import after_commit
 
+        if not session.get_bind().get_execution_options().get("infracloud_write"):
+            raise RuntimeError("touch() needs a session of db.write(): reads never commit")
         touched = session.info.setdefault(_TOUCHED, set())
         fresh = set(names) - touched
         touched.update(fresh)
