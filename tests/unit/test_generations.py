@@ -5,6 +5,7 @@ clock of its own that the test moves. What one changes, the other's caches drop 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -129,6 +130,27 @@ def test_one_query_reads_every_generation_at_most_once_an_interval(pair) -> None
     for cache in caches:
         assert cache.get("k", lambda k: "loaded again") == "v"  # nothing moved: kept
     assert len([q for q in queries if q.lstrip().upper().startswith("SELECT")]) == 2
+
+
+def test_many_threads_due_at_once_share_one_check(pair) -> None:
+    """When the interval runs out under load, the requests waiting wait for one read of the
+    counters (it started after they asked) instead of each making one."""
+    _, b = pair
+    gens = b.db.generations
+    gens.check()
+    b.advance(INTERVAL)
+    start = threading.Barrier(8)
+
+    def use() -> None:
+        start.wait()
+        gens.check()
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert gens.checks == 2
 
 
 def test_a_value_loaded_before_a_change_is_not_kept_after_the_drop(pair) -> None:

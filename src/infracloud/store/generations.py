@@ -106,12 +106,13 @@ class Generations:
         asked = self.clock()
         if self._checked_at > asked - self.interval:
             return
-        with self._lock:
+        # the connection first, then the lock: whoever holds the lock never waits for the
+        # pool, which the threads waiting for the lock may have emptied
+        with self._reader(conn) as reader, self._lock:
             if self._checked_at > asked - self.interval:
                 return  # another thread's check started late enough
             started = self.clock()
-            with self._reader(conn) as reader:
-                rows = {name: int(gen) for name, gen in reader.execute(_READ)}
+            rows = {name: int(gen) for name, gen in reader.execute(_READ)}
             self.checks += 1
             seen, self._seen = self._seen, rows
             if seen is None:  # the first read: drop what was cached before it
