@@ -154,7 +154,9 @@ def env(request: pytest.FixtureRequest) -> Env:
         return fake_env()
     if request.param == "redfish":
         return redfish_env(request.getfixturevalue("redfish_peer"))
-    return ipmi_env(request.getfixturevalue("ipmi_peer"))
+    peer: IpmiPeer = request.getfixturevalue("ipmi_peer")
+    request.addfinalizer(peer.check)
+    return ipmi_env(peer)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
