@@ -22,14 +22,13 @@ def test_status_then_upgrade_then_status(tmp_path: Path) -> None:
     assert (pending.returncode, pending.stderr) == (1, "")
     assert pending.stdout.splitlines() == [
         "database: none (empty)", "code:     0012",
-        "pending:  11 migrations: 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010, "
-        "0012 "
+        "pending:  12 migrations: 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010, "
+        "0011, 0012 "
         "(run `infracloud db upgrade --config FILE`)"]
     upgrade = infracloud("db", "upgrade", "--config", str(path))
     assert (upgrade.returncode, upgrade.stderr) == (0, "")
     lines = upgrade.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == [
-        *(f"applied {n:04}" for n in range(1, 11)), "applied 0012"]
+    assert [line.split(":")[0] for line in lines] == [f"applied {n:04}" for n in range(1, 13)]
     assert lines[-1] == ("applied 0012: cache generations: a counter per kind of cached data, "
                          "so every controller sees another's changes")
     again = infracloud("db", "upgrade", "--config", str(path))

@@ -648,3 +648,19 @@ class Alert(Base):
     started_at: Mapped[dt.datetime]
     resolved_at: Mapped[dt.datetime | None]
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Lease(Base):
+    """One owner at a time for a named piece of work (store/leases.py): a background duty, a
+    controller's heartbeat (`controller:<owner>`), the node pool's active seat. Held until
+    `expires_at` unless renewed; `generation` is bumped each time the owner changes (a
+    fencing number: work stamped with an older one was done under a lost lease)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(255))  # None: released
+    expires_at: Mapped[dt.datetime]
+    acquired_at: Mapped[dt.datetime]
+    renewed_at: Mapped[dt.datetime]
+    generation: Mapped[int] = mapped_column(Integer, default=1)

@@ -1,7 +1,7 @@
 """cache generations: a counter per kind of cached data, so every controller sees another's changes
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-08 10:00:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0012'
-down_revision = '0010'  # 0011 (leases) lands beside it: re-point when both are merged
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
