@@ -30,6 +30,7 @@ from infracloud.api import (
 from infracloud.api.catalog import Catalog, ServiceEntry
 from infracloud.api.limits import BodyLimitMiddleware, LongPolls
 from infracloud.api.middleware import RequestIdMiddleware
+from infracloud.core import lifecycle
 from infracloud.ops import metrics as ops_metrics
 from infracloud.site.services import Services
 
@@ -86,7 +87,12 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
         """200 when this controller reaches its database now, else 503 with why: what a load
-        balancer checks before it sends a request here."""
+        balancer checks before it sends a request here. 404 while it drains before stopping:
+        HAProxy's `http-check disable-on-404` then sends it no new request but lets those
+        in flight finish (a 503 would mark it down and cut them)."""
+        if lifecycle.draining.is_set():
+            return JSONResponse({"status": "stopping", "reason": "the controller is stopping"},
+                                status_code=404)
         reason = await database_unreachable(services, READY_TIMEOUT)
         if reason is None:
             return JSONResponse({"status": "ready"})

@@ -10,11 +10,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infracloud.api import invalid
 from infracloud.core.errors import InfracloudError
+from infracloud.store.outage import unavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,11 @@ NOVA_KEYS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "ite
              405: "HTTPMethodNotAllowed", 409: "conflictingRequest", 413: "overLimit",
              429: "overLimit", 503: "serviceUnavailable"}
 NEUTRON_TYPES = {400: "BadRequest", 401: "NotAuthorized", 403: "PolicyNotAuthorized",
-                 404: "NotFound", 409: "Conflict", 413: "OverQuota"}
+                 404: "NotFound", 409: "Conflict", 413: "OverQuota", 503: "ServiceUnavailable"}
+# seconds a client is told to wait when the database cannot be reached (a PostgreSQL restart
+# or a standby's promotion takes a few)
+RETRY_AFTER = 5
+UNAVAILABLE = "The database is unavailable; retry later."
 
 _PREFIX_STYLE = (("/identity", "keystone"), ("/compute", "nova"), ("/volume", "nova"),
                  ("/network", "neutron"), ("/image", "glance"), ("/baremetal", "ironic"))
@@ -81,6 +86,17 @@ def install(app: FastAPI) -> None:
         log.info("a value of %s %s is out of range: %s", request.method, request.url.path,
                  type(exc).__name__)
         return error_response(request, 400, "A value in the request is out of range.")
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # the database cannot be reached now (restarting, failing over): 503, and the
+        # client retries; any other database error is a bug: the middleware's 500
+        reason = unavailable(exc)
+        if reason is None:
+            raise exc
+        log.warning("%s %s: %s", request.method, request.url.path, reason)
+        return error_response(request, 503, UNAVAILABLE,
+                              headers={"Retry-After": str(RETRY_AFTER)})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

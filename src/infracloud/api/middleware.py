@@ -11,11 +11,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from infracloud.api.errors import error_body, style_for
+from infracloud.api.errors import RETRY_AFTER, UNAVAILABLE, error_body, style_for
 from infracloud.core import lifecycle
 from infracloud.core.ids import request_id
 from infracloud.ops import context
 from infracloud.ops.logging import request_id_var
+from infracloud.store.outage import unavailable
 
 access = logging.getLogger("infracloud.access")
 
@@ -63,13 +64,23 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             # Anything the routers' handlers did not turn into an answer: log it with the
-            # request id and answer 500 in the service's shape (never a traceback).
-            access.exception("unexpected error serving %s %s", scope["method"], scope["path"],
-                             extra={"request_id": rid})
-            if status == 0:
-                await _send_crash(scope, send_with_id)
+            # request id and answer 500 in the service's shape (never a traceback); the
+            # database out of reach (a streamed answer's query, say): 503, one line.
+            reason = unavailable(exc)
+            if reason is not None:
+                access.warning("%s %s: %s", scope["method"], scope["path"], reason,
+                               extra={"request_id": rid})
+                if status == 0:
+                    await _send_error(scope, send_with_id, 503, UNAVAILABLE,
+                                      [(b"retry-after", str(RETRY_AFTER).encode())])
+            else:
+                access.exception("unexpected error serving %s %s", scope["method"],
+                                 scope["path"], extra={"request_id": rid})
+                if status == 0:
+                    await _send_error(scope, send_with_id, 500, "An unexpected error "
+                                      "prevented the server from fulfilling your request.")
         finally:
             seconds = time.perf_counter() - started
             route = route_template(scope)
@@ -127,10 +138,10 @@ def route_template(scope: Scope) -> str | None:
     return "/".join(parts[: len(parts) - own]) + fmt
 
 
-async def _send_crash(scope: Scope, send: Any) -> None:
-    body = json.dumps(error_body(style_for(scope["path"]), 500, "An unexpected error prevented "
-                                 "the server from fulfilling your request.")).encode()
-    await send({"type": "http.response.start", "status": 500,
+async def _send_error(scope: Scope, send: Any, status: int, message: str,
+                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(error_body(style_for(scope["path"]), status, message)).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})

@@ -1,5 +1,6 @@
-"""The process is stopping: long-polls answer at once instead of holding the shutdown, and
-SIGINT and SIGTERM stop a process the same way whatever it inherited."""
+"""The process is stopping: first draining (a controller tells its balancer so and serves on),
+then stopping (long-polls answer at once instead of holding the shutdown); SIGINT and SIGTERM
+stop a process the same way whatever it inherited."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import threading
 from collections.abc import Iterator
 
 stopping = threading.Event()
+# the controller will stop soon: /readyz says so (a balancer sends no new requests), while
+# every request, new or in flight, is still served (listen.drain_seconds)
+draining = threading.Event()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -34,6 +34,10 @@ class ListenConfig(_Section):
     tls_terminated_by_proxy: bool = Field(
         False, description="plain HTTP on a non-loopback address is allowed: a proxy in front "
         "terminates TLS (without this and without `tls`, only loopback may be plain HTTP)")
+    drain_seconds: float = Field(
+        0, ge=0, le=300, description="on SIGTERM/SIGINT, serve on this long while /readyz "
+        "answers 404 (stopping) before closing, so a balancer moves new requests elsewhere "
+        "first; behind HAProxy at least twice its check interval")
 
     def is_loopback(self) -> bool:
         import ipaddress

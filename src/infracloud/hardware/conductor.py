@@ -44,6 +44,7 @@ from infracloud.hardware.nodes import (
 from infracloud.ops import context, metrics
 from infracloud.store import Database
 from infracloud.store.models import Node
+from infracloud.store.outage import Outage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,11 +168,14 @@ class Conductor:
             self._loop_body()
 
     def _loop_body(self) -> None:
+        outage = Outage(log, "conductor tick")  # the database unreachable: one line
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:
-                log.exception("conductor tick failed")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.ok()
             self._wake.wait(TICK)
             self._wake.clear()
 

@@ -31,6 +31,7 @@ from infracloud.store.models import (
     Node,
     UsageRecord,
 )
+from infracloud.store.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class EventLog:
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._outage = Outage(log, "recording API events")
         self.listeners: list[Callable[[], None]] = []
 
     def install(self) -> None:
@@ -191,13 +194,25 @@ class EventLog:
             self._flush(batch)
 
     def _flush(self, batch: list[dict[str, Any]]) -> None:
-        try:
-            with self.db.write() as s:
-                s.add_all(Event(site=self.site, **row) for row in batch)
-        except Exception:  # the events are lost, the API answered already; say so loudly
-            log.exception("could not record %d API events", len(batch))
+        """Write `batch`; while the database is unreachable (a restart, a failover), again
+        and again (the queue fills meanwhile, and beyond its size new events are dropped
+        and counted); until the process stops."""
+        pause = 0.5
+        while True:
+            try:
+                with self.db.write() as s:
+                    s.add_all(Event(site=self.site, **row) for row in batch)
+            except Exception as exc:
+                if self._outage.failed(exc) and not self._closing.is_set():
+                    self._closing.wait(pause)
+                    pause = min(pause * 2, 5.0)
+                    continue
+                # the events are lost, the API answered already; say so loudly
+                log.error("could not record %d API events", len(batch))
+                return
+            self._outage.ok()
+            self._notify()
             return
-        self._notify()
 
     def drain(self, timeout: float = 5) -> None:
         """Write what is queued (tests, shutdown)."""
@@ -208,6 +223,7 @@ class EventLog:
             writer.join(timeout)
 
     def close(self) -> None:
+        self._closing.set()  # a batch waiting for the database is given up
         self.drain()
 
     def _notify(self) -> None:

@@ -18,6 +18,7 @@ from infracloud.core import lifecycle
 from infracloud.core.errors import ConfigError
 from infracloud.core.settings import ControllerConfig, ListenConfig, TLSConfig
 from infracloud.site.services import Services, build_services
+from infracloud.store.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +54,35 @@ def bootstrap_admin(services: Services) -> None:
 
 
 async def _every(seconds: float, job: Callable[[], object], what: str) -> None:
+    outage = Outage(log, what)  # the database unreachable: one line, not one a round
     while True:
         await asyncio.sleep(seconds)
         try:
             await asyncio.to_thread(job)
-        except Exception:  # keep serving; the next round tries again
-            log.exception("%s failed", what)
+        except Exception as exc:  # keep serving; the next round tries again
+            outage.failed(exc)
+        else:
+            outage.ok()
 
 
 class _Server(uvicorn.Server):
     on_shutdown: Callable[[], None] | None = None
+    drain_seconds = 0.0
+
+    async def drain(self) -> None:
+        """Serve on for `drain_seconds` while /readyz says the controller is stopping, so
+        that the balancer moves the new requests elsewhere first (a second Ctrl-C cuts it
+        short)."""
+        log.info("controller draining: /readyz answers 404, stopping in %g s",
+                 self.drain_seconds)
+        lifecycle.draining.set()
+        deadline = asyncio.get_running_loop().time() + self.drain_seconds
+        while not self.force_exit and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.drain_seconds > 0 and self.started:
+            await self.drain()
         lifecycle.stopping.set()  # the pool's and the events' long-polls answer now
         if self.on_shutdown is not None:
             self.on_shutdown()  # long-polls answer now instead of holding the shutdown
@@ -122,6 +140,7 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     if extend is not None:
         extend(app)
     server = _Server(uvicorn_config(app, config.listen, config.tls))
+    server.drain_seconds = config.listen.drain_seconds
     signals = services.signals
 
     def shutting_down() -> None:

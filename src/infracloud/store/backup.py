@@ -32,7 +32,6 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from infracloud.core.errors import InfracloudError
 from infracloud.core.secrets import SQLITE_PREFIX, key_path
 from infracloud.core.settings import ControllerConfig
+from infracloud.store.db import migrations_location, normalise_url
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -164,9 +164,7 @@ def _pg_query(url: str, sql: str) -> Any:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
 
-    from_url = url if "+" in url.split("://", 1)[0] else \
-        "postgresql+psycopg://" + url.split("://", 1)[1]
-    engine = create_engine(from_url)
+    engine = create_engine(normalise_url(url))  # libpq's several hosts too
     try:
         with engine.connect() as conn:
             return conn.execute(text(sql)).scalar()
@@ -183,8 +181,7 @@ def code_revisions() -> tuple[str, set[str]]:
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location",
-                        str(resources.files("infracloud.store") / "migrations"))
+    cfg.set_main_option("script_location", migrations_location())
     script = ScriptDirectory.from_config(cfg)
     return str(script.get_current_head()), {r.revision for r in script.walk_revisions()}
 

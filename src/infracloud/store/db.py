@@ -31,11 +31,22 @@ from infracloud.store.generations import Generations, bump_touched
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK_KEY = 74_610_231  # pg_advisory_lock key for migrations
+# seconds libpq waits for each PostgreSQL host to accept a connection (the URL's own
+# `connect_timeout` wins): an unreachable host costs a request a 503 this soon, never a hang
+CONNECT_TIMEOUT = 5
+# A folder of migrations used instead of the packaged one (its env.py, script.py.mako and
+# versions/): for tests of upgrades between two versions of the schema (a copy of the real
+# scripts plus a new one) and for trying a migration out. Not for production sites.
+MIGRATIONS_ENV = "INFRACLOUD_MIGRATIONS"
 
 
 class SchemaError(ConfigError):
     """The database's schema does not fit this code: newer than it knows, or behind it when
     the controller is not to upgrade it (the CLI prints it on one line and exits 2)."""
+
+
+class StandbyError(RuntimeError):
+    """The database URL reaches a PostgreSQL standby (read-only), not the primary."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +62,16 @@ class SchemaStatus:
                 f"run that version or a newer one")
 
 
+def migrations_location() -> str:
+    """The folder of the migration scripts: the packaged one, or $INFRACLOUD_MIGRATIONS."""
+    return os.environ.get(MIGRATIONS_ENV) or str(resources.files("infracloud.store")
+                                                  / "migrations")
+
+
 def _scripts() -> Any:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory(str(resources.files("infracloud.store") / "migrations"))
+    return ScriptDirectory(migrations_location())
 
 
 def _status(conn: Connection) -> SchemaStatus:
@@ -71,12 +88,26 @@ def _status(conn: Connection) -> SchemaStatus:
 
 
 def normalise_url(url: str) -> str:
-    """Use psycopg 3 for PostgreSQL URLs that name no driver."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://") :]
-    if url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url[len("postgres://") :]
-    return url
+    """Use psycopg 3 for PostgreSQL URLs that name no driver; libpq's several hosts
+    (`postgresql://u@db1:5432,db2:5432/name?target_session_attrs=read-write`, what pg_dump
+    takes too) become SQLAlchemy's `?host=db1:5432&host=db2:5432`."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix):]
+    return _several_hosts(url)
+
+
+def _several_hosts(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not (sep and scheme.startswith("postgresql")):
+        return url
+    netloc, _, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return url
+    path, _, query = tail.partition("?")
+    params = "&".join(f"host={h}" for h in hosts.split(",") if h)
+    return f"{scheme}://{userinfo}{at}/{path}?{params}" + (f"&{query}" if query else "")
 
 
 _AFTER_COMMIT = "infracloud_after_commit"
@@ -114,7 +145,10 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
+            # a connection broken by a restart or a failover is replaced at its next use
             kwargs["pool_pre_ping"] = True
+            if "connect_timeout" not in parsed.query:
+                kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.backend == "sqlite":
             _sqlite_setup(self.engine)
@@ -177,8 +211,7 @@ class Database:
         from alembic.config import Config
 
         cfg = Config()
-        cfg.set_main_option("script_location", str(resources.files("infracloud.store")
-                                                   / "migrations"))
+        cfg.set_main_option("script_location", migrations_location())
         with self.engine.connect() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
@@ -224,10 +257,13 @@ class Database:
 
     def ping(self) -> None:
         """One cheap round trip to the database (raises when it cannot be reached): on
-        SQLite a read of the schema, so the file itself is read, not only the library."""
+        SQLite a read of the schema, so the file itself is read, not only the library; on
+        PostgreSQL whether the server is a standby (read-only: it cannot serve the writes)."""
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT count(*) FROM sqlite_master" if self.is_sqlite
-                              else "SELECT 1"))
+            if self.is_sqlite:
+                conn.execute(text("SELECT count(*) FROM sqlite_master"))
+            elif conn.execute(text("SELECT pg_is_in_recovery()")).scalar():
+                raise StandbyError("the database is a read-only standby, not the primary")
 
     def dispose(self) -> None:
         self.engine.dispose()
