@@ -71,9 +71,10 @@ def resume(folder: Path) -> None:
           str(folder / "pg.log"), "-w", "-t", "60", "start"], user)
 
 
-def stop(folder: Path) -> None:
+def stop(folder: Path, mode: str = "immediate") -> None:
+    """`mode`: pg_ctl's: immediate (as a crash), fast (sessions ended, a clean shutdown)."""
     user = "postgres" if os.geteuid() == 0 else None
-    _run([str(bindir() / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w",
+    _run([str(bindir() / "pg_ctl"), "-D", str(folder / "data"), "-m", mode, "-w",
           "stop"], user)
 
 

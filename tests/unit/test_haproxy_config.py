@@ -42,7 +42,11 @@ def test_the_config_checks_readiness_and_retries_elsewhere() -> None:
              if line.strip() and not line.lstrip().startswith("#")}
     for wanted in ("option httpchk GET /readyz HTTP/1.1", "http-check expect status 200",
                    "retries 3",
-                   "option redispatch 1", "timeout server 10m", "timeout client 10m"):
+                   "option redispatch 1", "timeout server 10m", "timeout client 10m",
+                   "http-check disable-on-404"):
         assert wanted in lines, wanted
     servers = [line for line in lines if line.startswith("server ")]
     assert len(servers) == 3
+    # HAProxy's own 503 (no controller ready) in OpenStack's shape, with Retry-After
+    (error,) = [line for line in lines if line.startswith("http-error status 503 ")]
+    assert "content-type application/json" in error and error.endswith("hdr Retry-After 5")

@@ -115,6 +115,7 @@ class EventLog:
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self.retry_pause = 0.5  # seconds before a batch is tried again; doubles up to 5
         self._outage = Outage(log, "recording API events")
         self.listeners: list[Callable[[], None]] = []
 
@@ -197,7 +198,7 @@ class EventLog:
         """Write `batch`; while the database is unreachable (a restart, a failover), again
         and again (the queue fills meanwhile, and beyond its size new events are dropped
         and counted); until the process stops."""
-        pause = 0.5
+        pause = self.retry_pause
         while True:
             try:
                 with self.db.write() as s:

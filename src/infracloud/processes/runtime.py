@@ -50,7 +50,8 @@ def bootstrap_admin(services: Services) -> None:
                           f"{b.admin_password_file}: {exc.strerror}") from None
     if not password:
         raise ConfigError(f"bootstrap.admin_password_file {b.admin_password_file} is empty")
-    services.identity.ensure_account(b.admin_user, password, b.admin_project, "admin")
+    with services.db.startup_lock():  # several controllers starting together
+        services.identity.ensure_account(b.admin_user, password, b.admin_project, "admin")
 
 
 async def _every(seconds: float, job: Callable[[], object], what: str) -> None:

@@ -109,7 +109,6 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     events.install()
     box = SecretBox(config)
     identity = IdentityService(db, config.identity, clock, box=box)
-    identity.start()
     holder = config.controller_id or f"{socket.gethostname()}:{config.listen.port}"
     images = ImageService(db, config.images, clock)
     image_data = ImageData(db, images, FilesystemStore(config.images.store_path),
@@ -118,9 +117,11 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     c = config.compute
     quotas = Quotas(db, c.quota)
     network = NetworkService(db, c.network, clock, quotas.port_limit)
-    network.ensure()
     flavors = FlavorService(db, clock)
-    flavors.ensure(c.flavors)
+    with db.startup_lock():  # controllers starting together on a new database
+        identity.start()
+        network.ensure()
+        flavors.ensure(c.flavors)
     keypairs = KeypairService(db, clock, c.quota.key_pairs)
     signals = HostSignals()
     servers = ServerService(db, c, clock, flavors, keypairs, quotas, network, images.get,

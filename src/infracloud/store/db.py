@@ -31,6 +31,7 @@ from infracloud.store.generations import Generations, bump_touched
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK_KEY = 74_610_231  # pg_advisory_lock key for migrations
+_STARTUP_LOCK_KEY = 74_610_232  # and for what a controller makes sure of as it starts
 # seconds libpq waits for each PostgreSQL host to accept a connection (the URL's own
 # `connect_timeout` wins): an unreachable host costs a request a 503 this soon, never a hang
 CONNECT_TIMEOUT = 5
@@ -232,6 +233,23 @@ class Database:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
                     conn.commit()
         return status.pending
+
+    @contextmanager
+    def startup_lock(self) -> Iterator[None]:
+        """One controller at a time inside (PostgreSQL: an advisory lock held on a
+        connection of its own): what a starting controller makes sure exists (roles, keys,
+        the network, flavors, the admin) is made once when several start together."""
+        if self.is_sqlite:
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _STARTUP_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _STARTUP_LOCK_KEY})
+                conn.commit()
 
     def schema_status(self) -> SchemaStatus:
         with self.engine.connect() as conn:
