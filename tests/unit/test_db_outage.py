@@ -22,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from infracloud.api.app import create_app
+from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.core import lifecycle
 from infracloud.core.clock import FakeClock
 from infracloud.ops import context
@@ -175,3 +176,46 @@ def test_readyz_answers_404_while_the_controller_drains(tmp_path: Path) -> None:
             assert client.get("/readyz").status_code == 200
     finally:
         services.close()
+
+
+def test_a_request_that_meets_an_outage_answers_503_and_a_bug_still_500(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    services = build_services(quick_config(tmp_path))
+    services.identity.ensure_account("admin", "admin-password", "admin", "admin")
+    try:
+        with TestClient(create_app(services), raise_server_exceptions=False) as client:
+            r = client.post("/identity/v3/auth/tokens", json={"auth": {"identity": {
+                "methods": ["password"], "password": {"user": {
+                    "name": "admin", "domain": {"id": "default"},
+                    "password": "admin-password"}}},
+                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
+            token = {"X-Auth-Token": r.headers["x-subject-token"]}
+            failure: list[Exception] = [wrapped(psycopg.errors.AdminShutdown(
+                "terminating connection due to administrator command"))]
+
+            def flavors(**_: object) -> None:
+                raise failure[0]
+
+            monkeypatch.setattr(services.flavors, "list", flavors)
+            r = client.get("/compute/v2.1/flavors", headers=token)
+            assert (r.status_code, r.headers["Retry-After"], r.json()) == (
+                503, "5", {"serviceUnavailable": {
+                    "code": 503, "message": "The database is unavailable; retry later."}})
+            failure[0] = wrapped(psycopg.errors.UndefinedColumn("no such column"),
+                                 ProgrammingError)
+            r = client.get("/compute/v2.1/flavors", headers=token)
+            assert r.status_code == 500 and "Retry-After" not in r.headers
+            assert r.json()["computeFault"]["code"] == 500
+    finally:
+        services.close()
+
+
+def test_an_outage_outside_the_routes_answers_503_too() -> None:
+    """The request id middleware's last resort (an answer streamed, another middleware)."""
+    async def broken(scope: dict[str, object], receive: object, send: object) -> None:
+        raise wrapped(psycopg.OperationalError("connection failed: refused"))
+
+    client = TestClient(RequestIdMiddleware(broken, access_log=False))  # no lifespan
+    r = client.get("/network/v2.0/ports")
+    assert (r.status_code, r.headers["retry-after"]) == (503, "5")
+    assert r.json()["NeutronError"]["type"] == "ServiceUnavailable"
