@@ -293,14 +293,16 @@ class Tally:
     failed: int = 0
     retried: int = 0
     cleaned: int = 0  # servers a failed create had made after all, found and deleted
+    dropped: int = 0  # failed calls with no answer (a connection closed by HAProxy)
     answers: collections.Counter[int] = field(default_factory=collections.Counter)
     failures: list[str] = field(default_factory=list)  # what failed, first 50
     bad_503s: list[str] = field(default_factory=list)  # 503s without body or Retry-After
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def summary(self) -> str:
-        return (f"{self.cycles} cycles, {self.calls} calls, {self.failed} failed, "
-                f"{self.retried} retried, {self.cleaned} cleaned up; answers "
+        return (f"{self.cycles} cycles, {self.calls} calls, {self.failed} failed "
+                f"({self.dropped} with no answer), {self.retried} retried, {self.cleaned} "
+                f"cleaned up; answers "
                 f"{dict(sorted(self.answers.items()))}")
 
 
@@ -373,6 +375,15 @@ class Churn:
                     self.tally.bad_503s.append(f"{response.request.method} "
                                                f"{response.url}: {response.text[:200]}")
 
+    def _failed(self, what: str, status: int | None) -> None:
+        """A call failed and will be made again."""
+        with self.tally.lock:
+            self.tally.failed += 1
+            self.tally.retried += 1
+            self.tally.dropped += status is None
+            if len(self.tally.failures) < 50:
+                self.tally.failures.append(what)
+
     def _call(self, what: str, fn: Callable[[], Any], deadline: float) -> Any:
         from openstack import exceptions
 
@@ -386,12 +397,8 @@ class Churn:
                 raise
             except Exception as exc:  # SDK, keystoneauth and requests errors alike
                 status = getattr(exc, "status_code", None)
-                with self.tally.lock:
-                    self.tally.failed += 1
-                    self.tally.retried += 1
-                    if len(self.tally.failures) < 50:
-                        self.tally.failures.append(f"{what}: {status} {type(exc).__name__}: "
-                                                   f"{str(exc)[:160]}")
+                self._failed(f"{what}: {status} {type(exc).__name__}: {str(exc)[:160]}",
+                             status)
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{what} still failing at the cycle's deadline: "
                                          f"{exc!r}") from exc
@@ -410,14 +417,10 @@ class Churn:
                     self.tally.creates += 1
                 break
             except Exception as exc:
+                status = getattr(exc, "status_code", None)
                 with self.tally.lock:
                     self.tally.calls += 1
-                    self.tally.failed += 1
-                    self.tally.retried += 1
-                    if len(self.tally.failures) < 50:
-                        self.tally.failures.append(f"create {name}: "
-                                                   f"{getattr(exc, 'status_code', None)} "
-                                                   f"{str(exc)[:160]}")
+                self._failed(f"create {name}: {status} {str(exc)[:160]}", status)
                 if time.monotonic() > deadline:
                     raise AssertionError(f"create {name} still failing: {exc!r}") from exc
                 # the create may have been done before its answer was lost: nodepool's
