@@ -21,7 +21,7 @@ import pytest
 from infracloud.store import Database
 from tests.ha.pgreplica import Cluster
 from tests.ha.pgsite import Churn, Site, prepare
-from tests.servers import wait_for
+from tests.servers import infracloud, wait_for
 
 pytestmark = pytest.mark.pg
 LOGIN = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
@@ -134,6 +134,12 @@ def test_standby_promoted_under_churn_loses_no_commit(tmp_path: Path) -> None:
         wait_for("nothing left in the database", lambda: site.leftovers() == {
             "servers": 0, "ports": 0, "claimed_vcpus": 0, "claimed_ram_mb": 0})
         wait_for("nothing left on the host", lambda: site.agent_instances() == 0)
+        # the controllers' tools take the same URL: a backup (pg_dump) of the new primary
+        r = infracloud("backup", "--config", str(site.controllers[0].config), "--output",
+                       str(tmp_path / "after-promotion.tar"),
+                       env={"INFRACLOUD_BACKUP_PASSPHRASE": "promoted"})
+        assert (r.returncode, r.stderr) == (0, ""), r.stderr
+        assert "(postgresql, schema revision " in r.stdout
     finally:
         if site is not None:
             site.close()
