@@ -235,7 +235,11 @@ class HardwareConfig(_Section):
         300, ge=1, description="probe fenced machines' BMCs this often; clear the fault if "
         "they answer")
     power_wait: float = Field(60, gt=0, description="seconds for a power change to show")
-    lease: float = Field(120, gt=0, description="a conductor's hold on a node it works on")
+    lease: float = Field(
+        10, gt=0, le=600, description="seconds a conductor's reservation of a node it works on "
+        "lasts unless renewed; renewed every third of it while the work runs; another "
+        "controller takes the node over only once it ran out and the holder's controller "
+        "stopped heartbeating")
     timeouts: dict[str, float] = Field(
         default_factory=dict, description="seconds per in-progress provision state, overriding "
         "the defaults of `infracloud states node`")
