@@ -176,3 +176,25 @@ def test_a_step_whose_reservation_was_cleared_stops_at_its_next_call(site: Site)
         assert site.state("aborted") == "deploying"  # left for the next holder, not failed
     finally:
         first.conductor.stop()
+
+
+def test_a_stopping_conductor_frees_its_nodes_for_the_next_one(site: Site) -> None:
+    """A clean stop in the middle of a step neither fails the step nor keeps the node: the
+    node stays where it was, free, and the next conductor redoes the step at once."""
+    calls: list[str] = []
+    first, second = Controller(site, "c1#aa", calls), Controller(site, "c2#bb", calls)
+    try:
+        machine = deploying(site, first, "handed", calls)
+        first.conductor.stop()
+        node = site.nodes.get("handed")
+        assert (node.provision_state, node.reservation, node.last_error) == \
+            ("deploying", None, None)
+        second.conductor.tick()  # no waiting for a reservation to run out
+        wait_for("the second conductor to redo the step",
+                 lambda: calls.count(second.tag) >= 6)
+        power_on(site, machine)
+        wait_for("the deploy to reach wait call-back",
+                 lambda: site.state("handed") == "wait call-back" and second.conductor.idle())
+    finally:
+        first.conductor.stop()
+        second.conductor.stop()

@@ -319,6 +319,26 @@ class OpsConfig(_Section):
     alerts: AlertsConfig = AlertsConfig()
 
 
+class DutiesConfig(_Section):
+    """The background duties (maintenance, reaper, alerts, the hardware conductor): each runs
+    on one controller at a time, the holder of its lease; a survivor takes over a dead
+    holder's duties within `lease_ttl` + `renew_every` seconds."""
+
+    lease_ttl: float = Field(
+        10, gt=0, le=300, description="seconds a duty's lease, and a controller's heartbeat, "
+        "last unless renewed")
+    renew_every: float = Field(
+        3, gt=0, description="seconds between renewals; under half of lease_ttl (a holder "
+        "stops starting rounds of a duty once a renewal is overdue)")
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> DutiesConfig:
+        if self.renew_every * 2 >= self.lease_ttl:
+            raise ValueError(f"renew_every ({self.renew_every:g}) must be under half of "
+                             f"lease_ttl ({self.lease_ttl:g})")
+        return self
+
+
 class LimitsConfig(_Section):
     """What one caller may hold of a controller (each controller counts its own)."""
 
@@ -399,6 +419,7 @@ class ControllerConfig(_Section):
     ops: OpsConfig = OpsConfig()
     limits: LimitsConfig = LimitsConfig()
     backup: BackupConfig = BackupConfig()
+    duties: DutiesConfig = DutiesConfig()
     _source: Path | None = PrivateAttr(None)  # the file it was read from (config_errors)
 
     @property
