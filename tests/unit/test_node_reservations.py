@@ -36,8 +36,8 @@ class TaggedBmc(FakeBmc):
         super().__init__(access, sim)
         self.tag, self.log, self.paused, self.frozen = tag, log, paused, frozen
 
-    def _call(self) -> SimulatedMachine:
-        m = super()._call()
+    def _call(self, what: str, arg: str = "-") -> SimulatedMachine:
+        m = super()._call(what, arg)
         self.log.append(self.tag)
         if not self.paused.is_set():
             self.frozen.set()
