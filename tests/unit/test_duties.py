@@ -173,12 +173,12 @@ def test_the_status_screen_says_where_each_duty_is(trio: Trio, clock: FakeClock)
     console.print(_controllers(status["controllers"]))
     console.print(_duties(status["duties"]))
     assert console.export_text(styles=False).splitlines() == [
-        "2 live: a#1, b#2", "maintenance, reaper, alerts, conductor on a#1"]
+        "2 controllers live: a#1, b#2", "maintenance, reaper, alerts, conductor on a#1"]
     clock.advance(11)  # a died; b has not renewed yet
     console = Console(record=True, width=200, color_system="truecolor")
     status = b.duties.status()
     console.print(_controllers(status["controllers"]))
     console.print(_duties(status["duties"]))
     assert console.export_text(styles=False, clear=False).splitlines() == [
-        "none heartbeating", "maintenance, reaper, alerts, conductor held by nobody"]
+        "no controller heartbeating", "maintenance, reaper, alerts, conductor held by nobody"]
     assert "\x1b[1;31mmaintenance, reaper" in console.export_text(styles=True)

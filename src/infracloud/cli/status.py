@@ -104,8 +104,8 @@ def screen(data: dict[str, Any]) -> Table:
     grid.add_row("Pool", _pool(data["pool"]))
     grid.add_row("Backup", _backup(data.get("backup")))
     if "duties" in data:
-        grid.add_row("Controllers", _controllers(data.get("controllers") or []))
         grid.add_row("Duties", _duties(data["duties"]))
+        grid.add_row("", _controllers(data.get("controllers") or []))
     alerts = data["alerts"]
     if not alerts:
         grid.add_row("Alerts", Text("no alerts", "green"))
@@ -119,8 +119,9 @@ def screen(data: dict[str, Any]) -> Table:
 
 def _controllers(rows: list[dict[str, Any]]) -> Text:
     if not rows:
-        return Text("none heartbeating", "bold red")
-    return Text(f"{len(rows)} live: " + ", ".join(r["owner"] for r in rows))
+        return Text("no controller heartbeating", "bold red")
+    return Text(f"{len(rows)} controller{'s' if len(rows) != 1 else ''} live: " +
+                ", ".join(r["owner"] for r in rows), "dim")
 
 
 def _duties(rows: list[dict[str, Any]]) -> Text:
