@@ -198,3 +198,16 @@ def test_a_stopping_conductor_frees_its_nodes_for_the_next_one(site: Site) -> No
     finally:
         first.conductor.stop()
         second.conductor.stop()
+
+
+def test_a_conductor_that_lost_its_duty_mid_tick_claims_no_more(site: Site) -> None:
+    """The gate (the conductor duty's lease) is asked again before each claim: a controller
+    paused in the middle of a tick and resumed after losing the duty starts nothing."""
+    site.add("idle")
+    site.nodes.provision("idle", "manage")
+    site.conductor.gate = lambda: False
+    site.conductor.tick()
+    assert site.conductor.idle() and site.state("idle") == "verifying"
+    assert site.nodes.get("idle").reservation is None
+    site.conductor.gate = lambda: True
+    site.settle(lambda: site.state("idle") == "manageable")

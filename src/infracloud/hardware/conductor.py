@@ -215,6 +215,8 @@ class Conductor:
     # ---- picking work --------------------------------------------------------------------------
 
     def _submit(self, node: Node, kind: str) -> bool:
+        if not self.gate():  # lost the conductor duty in the middle of a tick (a pause)
+            return False
         protocol = node.driver if node.driver in self.pools else "fake"
         with self._lock:
             if node.id in self._holds or self.in_flight[protocol] >= \
