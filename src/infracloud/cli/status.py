@@ -1,6 +1,7 @@
 """`infracloud status`: the site on one screen (GET /ops/v1/status): hosts by state, capacity
 used and free, free slots per flavor, servers and machines by state, the pool's waiting
-requests, firing alerts. Failures come first and in red: nobody is on site to notice them."""
+requests, the controllers and which of them holds each background duty, firing alerts.
+Failures come first and in red: nobody is on site to notice them."""
 
 from __future__ import annotations
 
@@ -102,6 +103,9 @@ def screen(data: dict[str, Any]) -> Table:
             grid.add_row("", Text(f"faults: {_names(faults)}", "bold red"))
     grid.add_row("Pool", _pool(data["pool"]))
     grid.add_row("Backup", _backup(data.get("backup")))
+    if "duties" in data:
+        grid.add_row("Duties", _duties(data["duties"]))
+        grid.add_row("", _controllers(data.get("controllers") or []))
     alerts = data["alerts"]
     if not alerts:
         grid.add_row("Alerts", Text("no alerts", "green"))
@@ -111,6 +115,26 @@ def screen(data: dict[str, Any]) -> Table:
              else "bold yellow"), (a["summary"], "red"),
             (f"  {a['subject']}, for {ago(a['age_seconds'])}", "dim")))
     return grid
+
+
+def _controllers(rows: list[dict[str, Any]]) -> Text:
+    if not rows:
+        return Text("no controller heartbeating", "bold red")
+    return Text(f"{len(rows)} controller{'s' if len(rows) != 1 else ''} live: " +
+                ", ".join(r["owner"] for r in rows), "dim")
+
+
+def _duties(rows: list[dict[str, Any]]) -> Text:
+    """Each holder and its duties; the duties nobody holds (between a holder's death and
+    a survivor's next renewal) in red."""
+    by_holder: dict[str, list[str]] = {}
+    for d in rows:
+        by_holder.setdefault(d["holder"] or "", []).append(d["name"])
+    free = by_holder.pop("", [])
+    parts = [Text(f"{', '.join(names)} on {holder}") for holder, names in by_holder.items()]
+    if free:
+        parts.append(Text(f"{', '.join(free)} held by nobody", "bold red"))
+    return Text("; ").join(parts) if parts else Text("none", "dim")
 
 
 def _backup(b: dict[str, Any] | None) -> Text:

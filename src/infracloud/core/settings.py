@@ -244,7 +244,11 @@ class HardwareConfig(_Section):
         300, ge=1, description="probe fenced machines' BMCs this often; clear the fault if "
         "they answer")
     power_wait: float = Field(60, gt=0, description="seconds for a power change to show")
-    lease: float = Field(120, gt=0, description="a conductor's hold on a node it works on")
+    lease: float = Field(
+        10, gt=0, le=600, description="seconds a conductor's reservation of a node it works on "
+        "lasts unless renewed; renewed every third of it while the work runs; another "
+        "controller takes the node over only once it ran out and the holder's controller "
+        "stopped heartbeating")
     timeouts: dict[str, float] = Field(
         default_factory=dict, description="seconds per in-progress provision state, overriding "
         "the defaults of `infracloud states node`")
@@ -322,6 +326,26 @@ class OpsConfig(_Section):
     usage_retention_days: float = Field(
         400, gt=0, description="usage records of servers gone longer than this go")
     alerts: AlertsConfig = AlertsConfig()
+
+
+class DutiesConfig(_Section):
+    """The background duties (maintenance, reaper, alerts, the hardware conductor): each runs
+    on one controller at a time, the holder of its lease; a survivor takes over a dead
+    holder's duties within `lease_ttl` + `renew_every` seconds."""
+
+    lease_ttl: float = Field(
+        10, gt=0, le=300, description="seconds a duty's lease, and a controller's heartbeat, "
+        "last unless renewed")
+    renew_every: float = Field(
+        3, gt=0, description="seconds between renewals; under half of lease_ttl (a holder "
+        "stops starting rounds of a duty once a renewal is overdue)")
+
+    @model_validator(mode="after")
+    def _renew_in_time(self) -> DutiesConfig:
+        if self.renew_every * 2 >= self.lease_ttl:
+            raise ValueError(f"renew_every ({self.renew_every:g}) must be under half of "
+                             f"lease_ttl ({self.lease_ttl:g})")
+        return self
 
 
 class LimitsConfig(_Section):
@@ -404,6 +428,7 @@ class ControllerConfig(_Section):
     ops: OpsConfig = OpsConfig()
     limits: LimitsConfig = LimitsConfig()
     backup: BackupConfig = BackupConfig()
+    duties: DutiesConfig = DutiesConfig()
     _source: Path | None = PrivateAttr(None)  # the file it was read from (config_errors)
 
     @property

@@ -2,12 +2,16 @@
 
 One loop thread picks work each tick and hands it to a worker pool per BMC protocol (so 100
 slow IPMI BMCs never hold up Redfish ones, and no protocol gets more than its configured
-concurrency). Each piece of work holds the node's lease (`reserved_until`) so several
-controllers never work on one node at once. Every BMC call is bounded by its timeout and
-retried with exponential backoff and jitter on transient errors; a BMC that keeps failing is
-**fenced**: its node goes into maintenance with the fault "power failure", its compute host is
-disabled and its servers are marked lost, and the rest of the site goes on. Fenced BMCs are
-probed now and then; when they answer again the fault clears by itself.
+concurrency). Each piece of work holds the node's reservation (hardware/reservations.py),
+renewed while it runs and checked before every BMC call, so several controllers never work on
+one node at once; a dead controller's nodes are taken over once its heartbeat stops. With
+several controllers the conductor runs on one of them at a time (its `gate` is the lease of
+the conductor duty, site/duties.py); the reservations also cover the hand-over. Every BMC
+call is bounded by its timeout and retried with exponential backoff and jitter on transient
+errors; a BMC that keeps failing is **fenced**: its node goes into maintenance with the fault
+"power failure", its compute host is disabled and its servers are marked lost, and the rest of
+the site goes on. Fenced BMCs are probed now and then; when they answer again the fault clears
+by itself.
 
 Power states are synced in the background at a steady rate (every node once per
 `power_sync_interval`, spread evenly over it), never in bursts."""
@@ -26,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 
 from infracloud.core.clock import Clock
 from infracloud.core.settings import HardwareConfig
@@ -41,6 +45,7 @@ from infracloud.hardware.nodes import (
     timeouts,
     token_hash,
 )
+from infracloud.hardware.reservations import Hold, Interrupted, Reservations
 from infracloud.ops import context, metrics
 from infracloud.store import Database
 from infracloud.store.models import Node
@@ -67,6 +72,10 @@ class NotYet(Exception):
     """The step is waiting for something outside the BMC (a drain); try again later."""
 
 
+def _unguarded() -> None:
+    pass
+
+
 @dataclass
 class Calls:
     """BMC calls of one piece of work: retries, backoff, and the counts that decide fencing."""
@@ -79,17 +88,20 @@ class Calls:
     recorded: bool = False
     pending: dict[str, Any] = field(default_factory=dict)  # written when the step succeeds
     errors: list[str] = field(default_factory=list)
+    # before every attempt: raises Interrupted when the node is no longer ours (or stopping)
+    guard: Callable[[], None] = _unguarded
 
     def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         c = self.config
         for attempt in range(c.retries):
+            self.guard()
             self.made += 1
             try:
                 result = metrics.bmc_call(self.bmc.name, fn, *args)
             except BmcError as exc:
                 self.failed_in_row += 1
                 self.errors.append(str(exc))
-                if not exc.transient or attempt + 1 == c.retries or self.stop.is_set():
+                if not exc.transient or attempt + 1 == c.retries:
                     raise
                 delay = min(c.backoff * 2 ** attempt, c.backoff_max)
                 self.stop.wait(delay * random.uniform(0.5, 1.0))
@@ -101,7 +113,7 @@ class Calls:
     def wait_power(self, state: str, limit: float) -> None:
         deadline = time.monotonic() + limit
         while self(self.bmc.get_power) != state:
-            if time.monotonic() > deadline or self.stop.is_set():
+            if time.monotonic() > deadline:
                 raise BmcError(f"the power did not turn {state} within {limit:g} s")
             self.stop.wait(POWER_POLL)
 
@@ -137,7 +149,12 @@ class Conductor:
         self.pools = {p: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"bmc-{p}")
                       for p, n in config.workers.items()}
         self.in_flight = dict.fromkeys(config.workers, 0)
-        self._busy: set[str] = set()
+        self.reservations = Reservations(db, clock, holder, config.lease)
+        # whether this conductor picks work now (the conductor duty's lease with several
+        # controllers); work already running goes on under its nodes' reservations
+        self.gate: Callable[[], bool] = lambda: True
+        self._holds: dict[str, Hold] = {}  # node id -> the reservation of the work on it
+        self._renewed = 0.0  # time.monotonic() of the last renewal
         self._bmcs: dict[str, tuple[BmcAccess, Bmc]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -171,13 +188,24 @@ class Conductor:
         outage = Outage(log, "conductor tick")  # the database unreachable: one line
         while not self._stop.is_set():
             try:
-                self.tick()
+                if time.monotonic() - self._renewed >= self.config.lease / 3:
+                    self.renew()
+                if self.gate():
+                    self.tick()
             except Exception as exc:
                 outage.failed(exc)
             else:
                 outage.ok()
             self._wake.wait(TICK)
             self._wake.clear()
+
+    def renew(self) -> None:
+        """Renew the reservations of the work in progress (the loop does, every third of
+        `hardware.lease`, whether this conductor picks new work or not)."""
+        self._renewed = time.monotonic()
+        with self._lock:
+            holds = list(self._holds.values())
+        self.reservations.renew(holds)
 
     def tick(self) -> None:
         self._timeouts()
@@ -186,40 +214,32 @@ class Conductor:
 
     def idle(self) -> bool:
         with self._lock:
-            return not self._busy
+            return not self._holds
 
     # ---- picking work --------------------------------------------------------------------------
 
-    def _claim(self, node_id: str) -> bool:
-        now = self.clock.now()
-        with self.db.write() as s:
-            done = s.execute(update(Node).where(
-                Node.id == node_id,
-                or_(Node.reserved_until.is_(None), Node.reserved_until < now))
-                .values(reservation=self.holder,
-                        reserved_until=now + dt.timedelta(seconds=self.config.lease))
-                .execution_options(synchronize_session=False))
-        return bool(done.rowcount)  # type: ignore[attr-defined]
-
     def _submit(self, node: Node, kind: str) -> bool:
+        if not self.gate():  # lost the conductor duty in the middle of a tick (a pause)
+            return False
         protocol = node.driver if node.driver in self.pools else "fake"
         with self._lock:
-            if node.id in self._busy or self.in_flight[protocol] >= \
+            if node.id in self._holds or self.in_flight[protocol] >= \
                     self.config.workers[protocol]:
                 return False
-        if not self._claim(node.id):
+        hold = self.reservations.claim(node.id, node.reservation)
+        if hold is None:
             return False
         with self._lock:
-            self._busy.add(node.id)
+            self._holds[node.id] = hold
             self.in_flight[protocol] += 1
-        self.pools[protocol].submit(self._run, node.id, kind, protocol)
+        self.pools[protocol].submit(self._run, hold, kind, protocol)
         return True
 
     def _candidates(self, *where: Any, order: Any = None, limit: int | None = None
                     ) -> list[Node]:
+        """Nodes this conductor may reserve now (free, or a dead conductor's) that match."""
         now = self.clock.now()
-        q = select(Node).where(or_(Node.reserved_until.is_(None), Node.reserved_until < now),
-                               *where)
+        q = select(Node).where(self.reservations.free(now), *where)
         if order is not None:
             q = q.order_by(order)
         if limit is not None:
@@ -259,6 +279,9 @@ class Conductor:
     def _timeouts(self) -> None:
         now = self.clock.now()
         for node in self._candidates(Node.provision_state.in_(WORKING)):
+            with self._lock:
+                if node.id in self._holds:  # its work is running here
+                    continue
             if expired(node, self.limits, now):
                 limit = self.limits[node.provision_state]
                 self._settle(node.id, None, event="timeout", own=False,
@@ -280,31 +303,38 @@ class Conductor:
             old[1].close()
         return bmc
 
-    def _run(self, node_id: str, kind: str, protocol: str) -> None:
+    def _run(self, hold: Hold, kind: str, protocol: str) -> None:
         with context.acting("system:conductor"):
-            self._run_work(node_id, kind, protocol)
+            self._run_work(hold, kind, protocol)
 
-    def _run_work(self, node_id: str, kind: str, protocol: str) -> None:
+    def _run_work(self, hold: Hold, kind: str, protocol: str) -> None:
+        node_id = hold.node_id
         calls: Calls | None = None
         try:
             with self.db.read() as s:
                 node = s.get(Node, node_id)
             if node is None:
                 return
-            calls = Calls(self._bmc(node), self.config, self._stop)
+            calls = Calls(self._bmc(node), self.config, self._stop,
+                          guard=lambda: self.reservations.check(hold, self._stop))
             if kind == "power":
                 self._power(node, calls)
             elif kind == "sync":
                 self._sync_one(node, calls)
             else:
                 self._provision(node, calls)
+        except Interrupted as exc:  # the node is left as it is for its next holder
+            log.warning("work on node %s stopped: %s", node_id, exc,
+                        extra={"node": node_id, "event": "node.interrupted",
+                               "reason": str(exc)})
         except Exception:
             log.exception("conductor work on node %s failed", node_id)
         finally:
             if calls is None or not calls.recorded:
-                self._settle(node_id, calls)  # frees the node, whatever happened
+                self._settle(node_id, calls)  # frees the node if still ours, whatever happened
             with self._lock:
-                self._busy.discard(node_id)
+                if self._holds.get(node_id) is hold:
+                    del self._holds[node_id]
                 self.in_flight[protocol] -= 1
             self._wake.set()
 
@@ -464,7 +494,9 @@ class Conductor:
                       join_secret=None, media_id=None)
 
     def _note(self, node_id: str, **values: Any) -> None:
-        with self.db.write() as s:
-            s.execute(update(Node).where(Node.id == node_id)
-                      .values(updated_at=self.clock.now(), **values)
-                      .execution_options(synchronize_session=False))
+        """Write to the node in the middle of a step (only while it is still ours)."""
+        with self._lock:
+            hold = self._holds.get(node_id)
+        if hold is None:
+            raise Interrupted(f"node {node_id} is no longer this conductor's")
+        self.reservations.note(hold, updated_at=self.clock.now(), **values)

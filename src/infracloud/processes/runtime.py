@@ -1,5 +1,5 @@
-"""Run a controller: build the services, serve the API with uvicorn, and run the periodic
-maintenance (key rotation, pruning of revocation events) until stopped."""
+"""Run a controller: build the services, serve the API with uvicorn, and run the background
+duties this controller holds the leases of (site/duties.py) until stopped."""
 
 from __future__ import annotations
 
@@ -18,11 +18,8 @@ from infracloud.core import lifecycle
 from infracloud.core.errors import ConfigError
 from infracloud.core.settings import ControllerConfig, ListenConfig, TLSConfig
 from infracloud.site.services import Services, build_services
-from infracloud.store.outage import Outage
 
 log = logging.getLogger(__name__)
-
-MAINTENANCE_SECONDS = 60.0
 
 
 def check_port_free(host: str, port: int,
@@ -52,18 +49,6 @@ def bootstrap_admin(services: Services) -> None:
         raise ConfigError(f"bootstrap.admin_password_file {b.admin_password_file} is empty")
     with services.db.startup_lock():  # several controllers starting together
         services.identity.ensure_account(b.admin_user, password, b.admin_project, "admin")
-
-
-async def _every(seconds: float, job: Callable[[], object], what: str) -> None:
-    outage = Outage(log, what)  # the database unreachable: one line, not one a round
-    while True:
-        await asyncio.sleep(seconds)
-        try:
-            await asyncio.to_thread(job)
-        except Exception as exc:  # keep serving; the next round tries again
-            outage.failed(exc)
-        else:
-            outage.ok()
 
 
 class _Server(uvicorn.Server):
@@ -136,7 +121,9 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
     check_port_free(config.listen.host, config.listen.port)
     services = services or build_services(config)
     bootstrap_admin(services)
-    services.maintenance(backups=False)
+    services.duties.start()  # takes the free duties' leases now, renews them from here on
+    if services.duties.holds("maintenance"):
+        services.maintenance(backups=False)
     app = create_app(services)
     if extend is not None:
         extend(app)
@@ -153,12 +140,6 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
 
     async def main() -> None:
         services.signals.bind(asyncio.get_running_loop())
-        maint = asyncio.create_task(_every(MAINTENANCE_SECONDS, services.maintenance,
-                                           "maintenance"))
-        reaper = asyncio.create_task(_every(config.compute.reap_seconds, services.reap,
-                                            "reaper"))
-        alerts = asyncio.create_task(_every(config.ops.alerts.interval, services.alerts.tick,
-                                            "alerts"))
 
         async def announce() -> None:
             while not server.started:
@@ -175,9 +156,6 @@ def serve(config: ControllerConfig, *, services: Services | None = None,
         try:
             await server.serve()
         finally:
-            maint.cancel()
-            reaper.cancel()
-            alerts.cancel()
             ready.cancel()
 
     try:

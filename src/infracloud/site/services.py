@@ -3,8 +3,9 @@ they need from here; nothing here knows about HTTP."""
 
 from __future__ import annotations
 
+import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from infracloud.compute.credentials import HostCredentials
 from infracloud.compute.flavors import FlavorService
@@ -30,8 +31,12 @@ from infracloud.ops.events import EventLog
 from infracloud.sim.simulation import Simulation
 from infracloud.site.alerts import SiteAlerts, event_recorder
 from infracloud.site.backups import Backups
+from infracloud.site.duties import Duties, Duty
 from infracloud.site.usage import UsageReports
 from infracloud.store import Database
+from infracloud.store.leases import Leases
+
+MAINTENANCE_SECONDS = 60.0
 
 
 @dataclass
@@ -57,6 +62,26 @@ class Services:
     usage: UsageReports
     alerts: SiteAlerts
     backups: Backups
+    leases: Leases  # owned by this controller process (its owner id is unique to it)
+    duties: Duties = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.duties = Duties(self.leases, self.clock, self.config.duties, self.background())
+
+    @property
+    def owner(self) -> str:
+        """This controller process in leases and node reservations: its `controller_id`
+        (default host:port) and a suffix new at each start."""
+        return self.leases.owner
+
+    def background(self) -> list[Duty]:
+        """The background duties: each singleton runs on one controller at a time."""
+        c = self.config
+        return [Duty("maintenance", MAINTENANCE_SECONDS, self.maintenance),
+                Duty("reaper", c.compute.reap_seconds, self.reap),
+                Duty("alerts", c.ops.alerts.interval, self.alerts.tick),
+                Duty("conductor", on_gain=self.conductor.wake),  # it asks holds() each tick
+                Duty("keys", MAINTENANCE_SECONDS, self.refresh, singleton=False)]
 
     @property
     def base_url(self) -> str:
@@ -75,18 +100,26 @@ class Services:
             if backups:
                 self.backups.maintenance()
 
+    def refresh(self) -> None:
+        """On every controller: pick up the token keys another controller made."""
+        self.identity.keys.load()
+
     def reap(self) -> None:
         """Frequent housekeeping: host liveness and server timeouts."""
         with context.acting("system:reaper"):
             self.hosts.reap()
 
     def start_background(self) -> None:
-        """Work that needs the API up: the conductor (and machines it boots in simulation)."""
+        """Work that needs the API up: the conductor (and machines it boots in simulation),
+        which picks work while this controller holds the conductor duty."""
         self.simulation.install()
+        self.conductor.gate = lambda: self.duties.holds("conductor")
         self.conductor.start()
 
     def close(self) -> None:
-        self.conductor.stop()
+        self.duties.stop()  # the duties' leases go first: a survivor takes them at once
+        self.conductor.stop()  # its work in progress frees its nodes
+        self.duties.release_heartbeat()
         self.simulation.close()
         self.image_data.close()
         self.alerts.close()
@@ -110,6 +143,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     box = SecretBox(config)
     identity = IdentityService(db, config.identity, clock, box=box)
     holder = config.controller_id or f"{socket.gethostname()}:{config.listen.port}"
+    owner = f"{holder}#{secrets.token_hex(3)}"  # this process: leases, node reservations
     images = ImageService(db, config.images, clock)
     image_data = ImageData(db, images, FilesystemStore(config.images.store_path),
                            config.images, clock, holder)
@@ -130,7 +164,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
     h = config.hardware
     nodes = NodeService(db, h, clock, box)
     conductor = Conductor(db, h, clock, nodes, Drainer(db, clock, hosts, servers),
-                          config.base_url(), holder)
+                          config.base_url(), owner)
     nodes.wake = conductor.wake
     backups = Backups(db, config, clock)
     cacert: str | bool = str(config.tls.ca) if config.tls and config.tls.ca else True
@@ -148,7 +182,7 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                                       base_url=config.base_url(),
                                       record_event=event_recorder(events),
                                       backups=backups),
-                    backups=backups)
+                    backups=backups, leases=Leases(db, clock, owner))
 
 
 def _agent_token(config: ControllerConfig) -> str | None:

@@ -1,8 +1,9 @@
 """The site on one screen: hosts by state, capacity used and free, free slots per flavor,
-servers by state, bare-metal machines, the node pool's waiting requests, firing alerts and the
-latest events. One plain function over the services (plus the pool when it runs in this
-process), read with a handful of aggregate queries; `GET /ops/v1/status`, `infracloud status`
-and the dashboard all show what it returns."""
+servers by state, bare-metal machines, the node pool's waiting requests, firing alerts, which
+controller holds each background duty, and the latest events. One plain function over the
+services (plus the pool when it runs in this process), read with a handful of aggregate
+queries; `GET /ops/v1/status`, `infracloud status` and the dashboard all show what it
+returns."""
 
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ def host_state(state: str, enabled: bool, disabled_reason: str | None) -> str:
 def site_status(services: Services, pool: PoolService | None = None,
                 recent: int = RECENT_EVENTS) -> dict[str, Any]:
     config = services.config
-    return gather(services.db, services.events, services.clock, site=config.site,
-                  region=config.region, url=services.base_url, pool=pool, recent=recent,
-                  backups=services.backups)
+    return {**gather(services.db, services.events, services.clock, site=config.site,
+                     region=config.region, url=services.base_url, pool=pool, recent=recent,
+                     backups=services.backups),
+            **services.duties.status()}
 
 
 def gather(db: Database, events: ev.EventLog | None, clock: Clock, *, site: str, region: str,

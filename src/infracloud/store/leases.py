@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, case, exists, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute
 
 from infracloud.core.clock import Clock
 from infracloud.store.db import Database
@@ -45,7 +46,8 @@ def heartbeat_name(owner: str) -> str:
     return HEARTBEAT + owner
 
 
-def alive(owner: ColumnElement[str | None], now: dt.datetime) -> ColumnElement[bool]:
+def alive(owner: ColumnElement[str | None] | InstrumentedAttribute[str | None],
+          now: dt.datetime) -> ColumnElement[bool]:
     """SQL: the owner named in `owner` (a column) holds its heartbeat lease at `now`."""
     return exists().where(Lease.name == literal(HEARTBEAT).concat(owner),
                           Lease.owner == owner, Lease.expires_at >= now)

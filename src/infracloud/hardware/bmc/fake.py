@@ -9,10 +9,16 @@ and misbehaviour come from the BMC options (so an inventory file describes them)
     boot_delay     seconds from power-on until the machine has booted
 
 When a machine has booted, the simulator calls its boot handler (the conductor's simulation
-starts an in-process agent there); when it powers off, the power-off handler."""
+starts an in-process agent there); when it powers off, the power-off handler.
+
+A test hook: with INFRACLOUD_FAKE_BMC_JOURNAL naming a file in the environment of the process,
+every call its simulated BMCs answer is appended there as one line (wall time, process id,
+BMC address, call, argument), so a test running several controllers sees which process drove
+which machine, and when. Only the environment sets it, never the API."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -30,6 +36,7 @@ from infracloud.hardware.bmc.base import (
 )
 
 Handler = Callable[["SimulatedMachine"], None]
+JOURNAL_ENV = "INFRACLOUD_FAKE_BMC_JOURNAL"
 
 
 @dataclass
@@ -148,9 +155,14 @@ class FakeBmc:
         self.sim = simulator or SIMULATOR
         self.machine = self.sim.machine(access)
 
-    def _call(self) -> SimulatedMachine:
-        """Every BMC call goes through here: counts it, then misbehaves as configured."""
+    def _call(self, what: str, arg: str = "-") -> SimulatedMachine:
+        """Every BMC call goes through here: counts it (and writes it to the journal, when
+        there is one), then misbehaves as configured."""
         m = self.machine
+        journal = os.environ.get(JOURNAL_ENV)
+        if journal:
+            with open(journal, "a") as f:
+                f.write(f"{time.time():.6f} {os.getpid()} {m.name} {what} {arg}\n")
         with m.lock:
             m.calls += 1
             fail = m.hang or (m.failure_rate > 0 and m.rng.random() < m.failure_rate)
@@ -167,21 +179,21 @@ class FakeBmc:
     # ---- power ----------------------------------------------------------------------------
 
     def validate(self) -> None:
-        self._call()
+        self._call("validate")
 
     def get_power(self) -> str:
-        return self._call().power
+        return self._call("get_power").power
 
     def set_power(self, state: str) -> None:
         check_power_state(state)
-        m = self._call()
+        m = self._call("set_power", state)
         with m.lock:
             m.epoch += 1
             epoch = m.epoch
         self.sim._later(m.power_delay, self.sim.apply_power, m, state, epoch)
 
     def reboot(self) -> None:
-        m = self._call()
+        m = self._call("reboot")
         with m.lock:
             m.epoch += 1
             epoch = m.epoch
@@ -194,28 +206,28 @@ class FakeBmc:
     # ---- management -----------------------------------------------------------------------
 
     def get_boot_device(self) -> str:
-        return self._call().boot_device
+        return self._call("get_boot_device").boot_device
 
     def set_boot_device(self, device: str, persistent: bool = False) -> None:
         check_boot_device(device)
-        m = self._call()
+        m = self._call("set_boot_device", device)
         with m.lock:
             m.boot_device = device
 
     def insert_media(self, url: str) -> None:
-        m = self._call()
+        m = self._call("insert_media")
         with m.lock:
             m.media = url
 
     def eject_media(self) -> None:
-        m = self._call()
+        m = self._call("eject_media")
         with m.lock:
             m.media = None
 
     # ---- inspection -----------------------------------------------------------------------
 
     def inspect(self) -> Inspection:
-        m = self._call()
+        m = self._call("inspect")
         return Inspection(cpus=m.cpus, memory_mb=m.memory_mb, disk_gb=m.disk_gb, macs=m.macs,
                           cpu_arch=m.cpu_arch)
 
