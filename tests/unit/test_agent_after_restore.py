@@ -128,10 +128,10 @@ def serve(services: Services) -> TestClient:
 
 
 def host_agent(client: TestClient, credential: str, name: str, folder: Path) -> Agent:
-    a = Agent("http://testserver", credential, FakeDriver(), HostInfo(name, 8, 8192, 80),
-              folder, transport=client._transport, credential_file=folder / "cred.json")
-    a.http.headers["X-Agent-Token"] = a.http.headers["X-Agent-Token"] or credential
-    return a
+    """An agent that keeps its credential in `folder` (as one that joined), talking to the
+    app `client` serves."""
+    return Agent("http://testserver", credential, FakeDriver(), HostInfo(name, 8, 8192, 80),
+                 folder, transport=client._transport, credential_file=folder / "cred.json")
 
 
 def register(a: Agent) -> int:

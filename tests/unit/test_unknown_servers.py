@@ -42,7 +42,7 @@ def log(db: Database, clock: FakeClock) -> EventLog:
 
 def make_env(db: Database, clock: FakeClock, action: str = "reap") -> Env:
     env = Env(db, clock, ComputeConfig(quota=UNLIMITED, unknown_servers=UnknownServersConfig(
-        action=action, grace=GRACE)))  # type: ignore[arg-type]
+        action=action, grace=GRACE)))
     with db.write() as s:  # the project of the test's servers (the identity service's table)
         if s.get(Project, ZUUL.project_id) is None:
             s.add(Project(id=ZUUL.project_id, name="zuul"))
