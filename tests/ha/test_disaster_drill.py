@@ -8,7 +8,9 @@ pointed at the new controller. Then, without anyone's hand:
 
 - the servers created after the backup (the restored database does not know them) are
   reported by their agents, kept running for the grace (compute.unknown_servers.grace), then
-  destroyed (action: reap), each with its events: seen, reap, destroyed;
+  destroyed (action: reap), each with its events: seen, reap, destroyed; or, with action
+  adopt, made servers of the database again with their project, flavor and address (and
+  deleted through the API like any other);
 - the servers deleted after the backup (the restored database has them ACTIVE, their hosts do
   not run them) go to ERROR with a fault saying why, are never re-created, and their owner's
   delete frees their addresses;
@@ -17,7 +19,7 @@ pointed at the new controller. Then, without anyone's hand:
 
 The time from the start of the restore to serving (/readyz) and to that consistent state is
 printed, beside a plain controller start of the same run (bench/drill.py measures it for the
-README). Once with the controller on SQLite, once on PostgreSQL."""
+README). With the controller on SQLite and on PostgreSQL (reap), and on SQLite (adopt)."""
 
 from __future__ import annotations
 
@@ -36,14 +38,17 @@ from tests.servers import ssh_run, wait_for
 GRACE = 5.0
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+@pytest.fixture(params=[("sqlite", "reap"), pytest.param(("postgresql", "reap"),
+                                                          marks=pytest.mark.pg),
+                        ("sqlite", "adopt")], ids=lambda p: "-".join(p))
 def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DrillSite]:
-    if request.param == "sqlite":
-        s = DrillSite(tmp_path / "drill", grace=GRACE)
+    backend, action = request.param
+    if backend == "sqlite":
+        s = DrillSite(tmp_path / "drill", grace=GRACE, action=action)
     else:
         admin = request.getfixturevalue("pg_admin_url")
         s = DrillSite(tmp_path / "drill", create_pg_database(admin), create_pg_database(admin),
-                      grace=GRACE, pg_admin_url=admin)
+                      grace=GRACE, action=action, pg_admin_url=admin)
     yield s
     s.close()
 
@@ -104,9 +109,10 @@ def test_a_lost_controller_restored_from_a_backup_reconciles_with_its_hosts(
 
     site.lose_controller()
 
-    kept = {ids["kept-a"], ids["kept-b"]}
     gone = {ids["gone-a"], ids["gone-b"]}
     unknown = {ids["new-a"], ids["new-b"], ids["new-c"]}
+    # what the hosts should run in the end: the survivors, and with adopt the newer ones
+    kept = {ids["kept-a"], ids["kept-b"]} | (unknown if site.action == "adopt" else set())
     conns: list[Any] = []
 
     def operator() -> None:
@@ -129,7 +135,7 @@ def test_a_lost_controller_restored_from_a_backup_reconciles_with_its_hosts(
     t: Timings = site.restore(archive, consistent=consistent, then=operator)
     new = conns[0]
     with capsys.disabled():
-        print(f"\ndisaster drill ({request.node.callspec.params['site']}): plain controller "
+        print(f"\ndisaster drill ({request.node.callspec.id}): plain controller "
               f"start {baseline:.2f} s; restore -> serving {t.serving:.2f} s "
               f"(restore command {t.restore:.2f} s); restore -> consistent "
               f"{t.consistent:.2f} s (grace {GRACE:.0f} s)")
@@ -137,22 +143,33 @@ def test_a_lost_controller_restored_from_a_backup_reconciles_with_its_hosts(
     record_property("restore_to_consistent_s", round(t.consistent, 3))
     record_property("plain_start_s", round(baseline, 3))
 
-    # each server created after the backup: seen, kept for the grace, reaped, destroyed
+    # each server created after the backup: seen, kept for the grace, then reaped and
+    # destroyed, or adopted
     for server_id in unknown:
         steps = site.events(resource=server_id, resource_type="unknown-server")
-        assert [(e["action"], e["target"]) for e in steps] == [
-            ("create", "seen"), ("reap", "reaping"), ("destroyed", "destroyed")], steps
+        handled = [("reap", "reaping"), ("destroyed", "destroyed")] \
+            if site.action == "reap" else [("adopt", "adopted")]
+        assert [(e["action"], e["target"]) for e in steps] == [("create", "seen"),
+                                                               *handled], steps
         assert (at(steps[1]) - at(steps[0])).total_seconds() >= GRACE
         assert steps[1]["actor"] == "system:reaper"
-        assert "compute.unknown_servers.action: reap" in steps[1]["reason"]
+        assert f"compute.unknown_servers.action: {site.action}" in steps[1]["reason"]
         assert steps[0]["resource_name"] in ("new-a", "new-b", "new-c")
+    if site.action == "adopt":  # as they were: name, project, flavor, address, host
+        for name in ("new-a", "new-b", "new-c"):
+            was, now = servers[name], new.compute.get_server(ids[name])
+            assert (now.name, now.project_id, now.flavor.id, now.access_ipv4,
+                    now.key_name) == (was.name, was.project_id, flavor.id, was.access_ipv4,
+                                      "drill")
+            assert now.compute_host == f"compute-{name[-1]}"
     # those deleted after the backup: ERROR, saying why, and nothing re-created them
     for server_id in gone:
         fault = new.compute.get_server(server_id).fault
         assert "deleted after the backup" in fault["message"], fault
     assert not gone & set().union(*site.running().values())
-    ssh_ip = new.compute.get_server(ids["kept-a"]).access_ipv4
-    assert answers_ssh(ssh_ip, key)  # the server that survived never stopped
+    for name in ("kept-a", "new-c") if site.action == "adopt" else ("kept-a",):
+        ip = new.compute.get_server(ids[name]).access_ipv4  # it never stopped, or came back
+        wait_for(f"SSH on {name}", lambda: answers_ssh(ip, key), timeout=60)
 
     # no address is leaked or held: the ports are those of the servers the database has
     ports = list(new.network.ports())
@@ -173,3 +190,8 @@ def test_a_lost_controller_restored_from_a_backup_reconciles_with_its_hosts(
     addresses = [new.compute.get_server(i).access_ipv4 for i in kept | {fresh.id}]
     assert len(set(addresses)) == len(addresses)
     wait_for("SSH on the new server", lambda: answers_ssh(fresh.access_ipv4, key), timeout=60)
+    if site.action == "adopt":  # an adopted server is deleted as any other
+        new.compute.delete_server(ids["new-a"])
+        wait_for("the adopted server destroyed", lambda: new.compute.find_server(
+            ids["new-a"]) is None and ids["new-a"] not in site.running()["compute-a"],
+                 timeout=60)
