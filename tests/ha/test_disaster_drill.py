@@ -169,7 +169,7 @@ def test_a_lost_controller_restored_from_a_backup_reconciles_with_its_hosts(
     assert not gone & set().union(*site.running().values())
     for name in ("kept-a", "new-c") if site.action == "adopt" else ("kept-a",):
         ip = new.compute.get_server(ids[name]).access_ipv4  # it never stopped, or came back
-        wait_for(f"SSH on {name}", lambda: answers_ssh(ip, key), timeout=60)
+        wait_for(f"SSH on {name}", lambda ip=ip: answers_ssh(ip, key), timeout=60)
 
     # no address is leaked or held: the ports are those of the servers the database has
     ports = list(new.network.ports())
