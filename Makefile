@@ -82,6 +82,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pool.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/libvirt.py
+	$(BIN)/python bench/drill.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info

@@ -328,3 +328,21 @@ def test_two_reapers_handle_each_unknown_server_once(db: Database, clock: FakeCl
         assert set(s.scalars(select(UnknownServer.state))) == {"reaping"}
     for server in servers:
         assert [a for a, _, _ in steps(log, server.id)] == ["create", "reap"]
+
+
+def test_a_controller_restored_from_an_old_backup_gives_its_hosts_time_to_call(
+        db: Database, clock: FakeClock) -> None:
+    """The restored hosts' last heartbeats are as old as the backup: they count from the
+    controller's start, so its agents have `host_down_after` to fail over before their hosts
+    go down (and their servers, `instance_error_after` later, to ERROR)."""
+    env = make_env(db, clock)
+    h = env.host("h1")
+    running(env, h, "s1")
+    clock.advance(3600)  # the backup is an hour old; a new controller starts on it now
+    restored = make_env(db, clock)
+    assert restored.hosts.reap()["hosts_down"] == 0
+    clock.advance(restored.config.host_down_after - 1)
+    assert restored.hosts.reap()["hosts_down"] == 0
+    restored.beat(h)  # its agent is back in time: nothing happened to it
+    clock.advance(restored.config.host_down_after + 1)
+    assert restored.hosts.reap()["hosts_down"] == 1  # silent since: down as ever

@@ -3,7 +3,8 @@
 Agents pull: they register, then ask for the servers their host should run (`desired`, a
 long-poll keyed by the host's generation, which every change bumps) and report what they
 have (`report`). Each request is a heartbeat. `reap` runs every few seconds: a host silent for
-`host_down_after` goes down (no new servers); when it has been down `instance_error_after`,
+`host_down_after` (counted from this controller's start at the earliest: it could not hear
+from hosts before) goes down (no new servers); when it has been down `instance_error_after`,
 its servers go to ERROR with a fault. Servers stuck spawning or deleting past their state's
 timeout fail or are removed. When the agent is back, it destroys what it is told to remove,
 reports the servers it should run but has not (they vanished: ERROR, never re-created behind
@@ -87,6 +88,9 @@ class HostService:
         self.servers = servers
         self.notify = notify
         self.unknown = UnknownServers(db, config, clock, lambda: self.servers.network, notify)
+        # a controller that just started has not had the time to hear from the hosts (after
+        # an outage, or a restore from a backup: their last heartbeats are old)
+        self.started = clock.now()
 
     def register(self, reg: Registration,
                  bind: Callable[[Session, Host], None] | None = None) -> Host:
@@ -252,6 +256,8 @@ class HostService:
         touched: set[str] = set()
         with self.db.write() as s:
             silent = now - dt.timedelta(seconds=c.host_down_after)
+            if self.started > silent:  # heartbeats before this controller ran count from it
+                silent = dt.datetime.min.replace(tzinfo=dt.UTC)
             # locked, and re-checked by PostgreSQL against a heartbeat committed meanwhile
             for host in s.scalars(select(Host).where(Host.state == "up",
                                                      Host.last_heartbeat < silent)
