@@ -174,10 +174,11 @@ class UnknownServers:
                        UnknownServer.state_changed_at < now - dt.timedelta(
                            seconds=UNKNOWN_SERVER.states["reaping"].timeout or 600)))
         touched: set[str] = set()
-        with self.db.write() as s:
+        with self.db.read() as s:  # most rounds: nothing to do, and no write transaction
             hosts = sorted(set(s.scalars(select(UnknownServer.host_id).where(due))))
-            if not hosts:
-                return counts
+        if not hosts:
+            return counts
+        with self.db.write() as s:
             for host_id in hosts:  # the hosts first, as a report locks them
                 s.get(Host, host_id, with_for_update=True)
             for row in s.scalars(select(UnknownServer).where(
