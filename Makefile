@@ -81,6 +81,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hardware.py
 	$(BIN)/python bench/pool.py
 	$(BIN)/python bench/events.py
+	$(BIN)/python bench/caches.py
 	$(BIN)/python bench/libvirt.py
 	$(BIN)/python bench/drill.py
 

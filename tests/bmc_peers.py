@@ -174,6 +174,12 @@ class IpmiPeer:
     def stop(self) -> None:
         self.server.stop()
 
+    def check(self) -> None:
+        """Fail, with the emulator's log, if it died or logged a traceback."""
+        log = self.server.output()
+        assert self.server.proc.poll() is None and "Traceback" not in log, \
+            f"the pyghmi BMC server failed:\n{log}"
+
 
 def start_ipmi(folder: Path, bmcs: int = 3, username: str = "admin",
                password: str = "ipmi-Secret-5527") -> IpmiPeer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import traceback
 from typing import Any
 
 from pyghmi.ipmi import bmc
@@ -80,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print("ready " + ",".join(str(b.port) for b in bmcs), flush=True)
-    bmc.Bmc.listen(timeout=1)  # until the signal handler raises SystemExit
-    return 0
+    while True:  # until the signal handler raises SystemExit
+        try:
+            bmc.Bmc.listen(timeout=1)
+        except Exception:  # one bad packet must not take every simulated BMC down with it
+            traceback.print_exc()
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

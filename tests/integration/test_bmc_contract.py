@@ -7,6 +7,8 @@ concurrently because sushy-tools' fake driver applies every power change up to 1
 
 from __future__ import annotations
 
+import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from infracloud.core.settings import HardwareConfig
 from infracloud.hardware.bmc import ipmi as ipmi_driver
 from infracloud.hardware.bmc.base import (
     BmcAccess,
@@ -43,6 +46,7 @@ from tests.servers import free_port, wait_for
 DRIVERS = ["fake", "redfish", "ipmi"]
 POWER_WAIT = 30.0  # the emulator applies a change after up to 11 s
 UNREACHABLE_TIMEOUT = 2.0
+BMC_TIMEOUT = HardwareConfig().bmc_timeout  # a controller's default for one call
 WRONG_PASSWORD = "not-the-Secret-3310"
 FAKE_PASSWORD = "fake-Secret-9120"
 FAKE_HARDWARE = {"cpus": 6, "memory_mb": 12288, "disk_gb": 250, "cpu_arch": "x86_64",
@@ -67,7 +71,7 @@ class Env:
     secrets: tuple[str, ...] = ()
 
     def access(self, machine: int = 0, password: str | None = None,
-               timeout: float = 5.0) -> BmcAccess:
+               timeout: float = BMC_TIMEOUT) -> BmcAccess:
         return BmcAccess(self.driver, self.address(machine), self.username,
                          self.password if password is None else password,
                          self.options(machine), timeout)
@@ -150,7 +154,9 @@ def env(request: pytest.FixtureRequest) -> Env:
         return fake_env()
     if request.param == "redfish":
         return redfish_env(request.getfixturevalue("redfish_peer"))
-    return ipmi_env(request.getfixturevalue("ipmi_peer"))
+    peer: IpmiPeer = request.getfixturevalue("ipmi_peer")
+    request.addfinalizer(peer.check)
+    return ipmi_env(peer)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -291,3 +297,33 @@ def test_unreachable_bmc_fails_fast(env: Env) -> None:
             assert err.value.transient
             assert_no_secret(err.value, env.secrets)
         bmc.close()
+
+
+def test_ipmi_call_not_answered_says_where_it_waits_and_the_bmc_is_usable_after(
+        ipmi_peer: IpmiPeer, caplog: pytest.LogCaptureFixture) -> None:
+    """A BMC that stops answering mid-session (its process frozen): the call gives up after
+    its timeout with one log record telling where the call waits and whether pyghmi's I/O
+    thread lives; once the BMC answers again, the same session serves the next call."""
+    env = ipmi_env(ipmi_peer)
+    bmc = env.make(env.access(3))
+    bmc.validate()
+    ipmi_peer.server.proc.send_signal(signal.SIGSTOP)
+    try:
+        frozen = env.make(env.access(3, timeout=UNREACHABLE_TIMEOUT))
+        with caplog.at_level(logging.WARNING, logger=ipmi_driver.__name__), \
+                pytest.raises(BmcTransient):
+            frozen.get_power()
+    finally:
+        ipmi_peer.server.proc.send_signal(signal.SIGCONT)
+    [record] = [r for r in caplog.records if r.getMessage() == "IPMI call not answered in time"]
+    assert record.call == "power status"  # type: ignore[attr-defined]
+    assert record.pyghmi_io_thread == "alive"  # type: ignore[attr-defined]
+    assert "pyghmi" in record.worker_stack  # type: ignore[attr-defined]
+    wait_for("the BMC answering again", lambda: _answers(bmc), 30, 0.25)
+
+
+def _answers(bmc: Any) -> bool:
+    try:
+        return bmc.get_power() in ("on", "off")
+    except BmcTransient:
+        return False

@@ -42,6 +42,7 @@ def test_status_and_migrate_tell_the_pending_revisions_oldest_first(empty_url: s
         before = db.schema_status()
         assert (before.current, before.known, before.head) == (None, True, HEAD)
         assert [rev for rev, _ in before.pending] == REVISIONS
+        assert [f"{n:04}" for n in range(1, len(REVISIONS) + 1)] == REVISIONS  # no gap
         assert before.pending[9][1] == ("per-host agent credentials: each compute host its own "
                                         "secret (hashed), bound to its id")
         assert all("\n" not in doc for _, doc in before.pending)  # one line each

@@ -171,6 +171,18 @@ class FernetKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class CacheGeneration(Base):
+    """A counter per kind of data that controllers cache (flavors, identity, token keys), moved
+    by the transaction that changes such data; every controller reads them all to know when to
+    empty a cache (store.generations)."""
+
+    __tablename__ = "cache_generations"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[dt.datetime]
+
+
 class RevocationEvent(Base):
     """Tokens matching an event and issued at or before `issued_before` are invalid."""
 
@@ -658,3 +670,19 @@ class Alert(Base):
     started_at: Mapped[dt.datetime]
     resolved_at: Mapped[dt.datetime | None]
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Lease(Base):
+    """One owner at a time for a named piece of work (store/leases.py): a background duty, a
+    controller's heartbeat (`controller:<owner>`), the node pool's active seat. Held until
+    `expires_at` unless renewed; `generation` is bumped each time the owner changes (a
+    fencing number: work stamped with an older one was done under a lost lease)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(255))  # None: released
+    expires_at: Mapped[dt.datetime]
+    acquired_at: Mapped[dt.datetime]
+    renewed_at: Mapped[dt.datetime]
+    generation: Mapped[int] = mapped_column(Integer, default=1)

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import re
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -39,6 +42,7 @@ from infracloud.hardware.bmc.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 623
 WORKER_IDLE = 120.0  # seconds an idle session worker thread lingers
@@ -63,6 +67,7 @@ class _Session:
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._state = threading.Lock()
         self._serving = False
+        self.worker: int | None = None  # the worker thread's ident while it serves
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._state:
@@ -72,6 +77,7 @@ class _Session:
                 self._serving = True
 
     def _serve(self) -> None:
+        self.worker = threading.get_ident()
         while True:
             try:
                 job = self._jobs.get(timeout=WORKER_IDLE)
@@ -79,9 +85,23 @@ class _Session:
                 with self._state:
                     if self._jobs.empty():
                         self._serving = False
+                        self.worker = None
                         return
                 continue
             job()
+
+
+def _report_stuck(sess: _Session, what: str) -> None:
+    """One log line on a call that did not answer in time: where the worker waits, and
+    whether pyghmi's I/O thread (every pyghmi wait ends through it) is still alive."""
+    from pyghmi.ipmi.private import session as pyghmi_session
+
+    io = getattr(pyghmi_session, "iothread", None)
+    frame = sys._current_frames().get(sess.worker or -1)
+    where = "".join(traceback.format_stack(frame, limit=6)) if frame is not None else "idle"
+    log.warning("IPMI call not answered in time", extra={
+        "bmc": sess.name, "call": what, "worker_stack": where,
+        "pyghmi_io_thread": "none" if io is None else ("alive" if io.is_alive() else "dead")})
 
 
 _SESSIONS: dict[tuple[str, int, str, str], _Session] = {}
@@ -166,6 +186,7 @@ class IpmiBmc:
             sess.lock.release()
             raise
         if not done.wait(max(0.0, deadline - time.monotonic())):
+            _report_stuck(sess, what)
             raise BmcTransient(f"{self._where()}: no answer to {what} within {timeout:g} s")
         error = box.get("error")
         if isinstance(error, BmcError):

@@ -1,7 +1,7 @@
 """unknown servers: what hosts' agents run that the database does not know, until reaped or adopted
 
 Revision ID: 0013
-Revises: 0010 (the head of main when it was written; chain it after the newest on a merge)
+Revises: 0012
 Create Date: 2026-12-07 00:08:07.818333
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0013'
-down_revision = '0010'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
