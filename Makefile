@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/caches.py
 	$(BIN)/python bench/libvirt.py
+	$(BIN)/python bench/drill.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info

@@ -42,7 +42,8 @@ ERRORS: dict[tuple[str, ...], tuple[list[str], str]] = {
                  "infracloud: error: an agent token is needed: --token, "
                  "INFRACLOUD_AGENT_TOKEN or --join"),
     ("states",): (["nokind"], "infracloud: error: unknown kind 'nokind'; kinds: image, "
-                              "instance, host, node, pool-node, pool-request"),
+                              "instance, host, node, pool-node, pool-request, "
+                              "unknown-server"),
     ("capacity",): ([], NO_CLOUDS),
     ("events",): (["--since", "yesterday"],
                   "infracloud: error: --since: 'yesterday' is neither a duration "

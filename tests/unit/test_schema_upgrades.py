@@ -19,6 +19,9 @@ from tests.unit.api_env import quick_config
 
 VERSIONS = Path(str(resources.files("infracloud.store") / "migrations" / "versions"))
 FUTURE = "0999_from_a_newer_infracloud"
+# the scripts' revisions, oldest first (each file is named after its revision)
+REVISIONS = sorted(p.name[:4] for p in VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py"))
+HEAD = REVISIONS[-1]
 
 
 def stamp(db: Database, revision: str) -> None:
@@ -37,23 +40,25 @@ def test_status_and_migrate_tell_the_pending_revisions_oldest_first(empty_url: s
     db = Database(empty_url)
     try:
         before = db.schema_status()
-        assert (before.current, before.known, before.head) == (None, True, "0012")
-        assert [rev for rev, _ in before.pending] == [f"{n:04}" for n in range(1, 13)]
-        assert before.pending[-1][1] == ("cache generations: a counter per kind of cached "
-                                         "data, so every controller sees another's changes")
+        assert (before.current, before.known, before.head) == (None, True, HEAD)
+        assert [rev for rev, _ in before.pending] == REVISIONS
+        assert [f"{n:04}" for n in range(1, len(REVISIONS) + 1)] == REVISIONS  # no gap
+        assert before.pending[9][1] == ("per-host agent credentials: each compute host its own "
+                                        "secret (hashed), bound to its id")
         assert all("\n" not in doc for _, doc in before.pending)  # one line each
         with pytest.raises(SchemaError, match=r"at revision none \(an empty database\), behind "
-                                              r"this infracloud's '0012', and "
+                                              rf"this infracloud's '{HEAD}', and "
                                               r"database.auto_upgrade is false"):
             db.check_schema()
         db.check_schema(upgrade=True)  # a controller that migrates starts
         assert db.migrate() == before.pending
         after = db.schema_status()
-        assert (after.current, after.pending) == ("0012", ())
+        assert (after.current, after.pending) == (HEAD, ())
         assert db.migrate() == ()
         db.check_schema()
         stamp(db, "0008")  # one release behind: what is left to apply, and nothing else
-        assert [rev for rev, _ in db.schema_status().pending] == ["0009", "0010", "0011", "0012"]
+        assert [rev for rev, _ in db.schema_status().pending] == [
+            rev for rev in REVISIONS if rev > "0008"]
         with pytest.raises(SchemaError, match="at revision '0008', behind"):
             db.check_schema()
     finally:
@@ -65,7 +70,7 @@ def test_a_schema_newer_than_the_code_is_refused_and_left_alone(db: Database) ->
     status = db.schema_status()
     assert (status.current, status.known, status.pending) == (FUTURE, False, ())
     message = (f"the database's schema is at revision '{FUTURE}', newer than this infracloud "
-               f"knows (its newest is '0012'): a newer version upgraded it; run that version "
+               f"knows (its newest is '{HEAD}'): a newer version upgraded it; run that version "
                f"or a newer one")
     with pytest.raises(SchemaError) as refused:
         db.migrate()
@@ -75,7 +80,7 @@ def test_a_schema_newer_than_the_code_is_refused_and_left_alone(db: Database) ->
             db.check_schema(upgrade=upgrade)
     assert db.current_revision() == FUTURE
     if not db.is_sqlite:  # the migration lock was given back: another migrate gets it
-        stamp(db, "0012")
+        stamp(db, HEAD)
         assert db.migrate() == ()
 
 
@@ -99,7 +104,7 @@ def test_a_controller_that_does_not_upgrade_starts_only_on_the_head(tmp_path: Pa
 # --- the rule: migrations are additive; removals come a release later, marked -------------
 
 # scripts allowed to break the rule without a marker, each with why (none so far: every
-# upgrade() of 0001-0012 only creates tables, indexes and nullable columns, or widens one)
+# upgrade() of 0001-0013 only creates tables, indexes and nullable columns, or widens one)
 ALLOWED: dict[str, str] = {}
 MARKER = "# removal:"
 

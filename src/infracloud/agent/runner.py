@@ -1,12 +1,18 @@
 """The compute-host agent: registers its host, long-polls the controller for the servers the
 host should run, makes the host match through its driver, and reports back. It reconciles
 from scratch on every answer, so a restart of the agent, of the controller, or a network
-outage needs nothing special: whatever runs and should not is destroyed, whatever should run
-and does not is spawned, and what runs is reported."""
+outage needs nothing special: what the controller says to remove is destroyed, what should
+run and is being spawned is spawned, and what runs is reported. The agent destroys nothing
+on its own account: a server it runs that the controller did not list is reported as unknown
+(with what the agent knows of it, kept in `servers/` when it was spawned) and left running
+until the controller says (compute.unknown: after a restore from a backup, the servers
+created since it was taken); a server the controller counts as running that the host does
+not have is reported absent (it vanished), never re-created behind its owner's back."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -74,8 +80,12 @@ class Agent:
         self.credential_file = credential_file
         self._credential_lock = threading.Lock()
         kept = self._kept_credential()
+        # the credential before the last rotation: a controller restored from a backup taken
+        # before that rotation knows only this one
+        self._previous: str | None = None
         if kept is not None:
             token, host = kept["credential"], replace(host, name=kept["name"])
+            self._previous = kept.get("previous") or None
         self.host = host
         self.joined = kept is not None
         self.downloads = Downloads(workdir / "downloads")
@@ -95,6 +105,8 @@ class Agent:
         self._started: set[str] = set()
         self._lock = threading.Lock()
         self._consoles: dict[str, str] = {}
+        self._unknown_sent = False  # the last report told the controller of unknown servers
+        self.records = workdir / "servers"  # what each server was spawned with (no secrets)
         self.stop_event = threading.Event()
         self.controller_up = False  # the last call reached the controller (metrics)
         self.on_poll: Callable[[float], None] | None = None  # told each long-poll's seconds
@@ -117,6 +129,8 @@ class Agent:
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 404:
                     self.host_id = None  # the controller forgot us: register again
+                elif exc.response.status_code == 401:
+                    self._refused()
                 else:
                     log.warning("controller answered %s", exc.response.status_code)
                 self.stop_event.wait(backoff)
@@ -157,7 +171,8 @@ class Agent:
             self.joined = True
         else:
             r = self.http.post("/hosts", json=info)
-            if r.status_code == 401 and self.join_token and self.credential_file:
+            if r.status_code == 401 and self.join_token and self.credential_file and \
+                    not self._previous:
                 # the kept credential was revoked (the machine was undeployed, then deployed
                 # again): join with the new deploy media's token next time
                 self.credential_file.unlink(missing_ok=True)
@@ -167,6 +182,7 @@ class Agent:
         self.host_id = body["host"]["id"]
         self.poll_wait = min(self.poll_wait, float(body.get("poll_seconds", self.poll_wait)))
         self.generation = -1
+        self._unknown_sent = False
         log.info("registered", extra={"host": h.name, "host_id": self.host_id})
 
     # ---- the host's credential ---------------------------------------------------------------
@@ -176,16 +192,18 @@ class Agent:
             return None
         try:
             kept = json.loads(self.credential_file.read_text())
-            return {"name": str(kept["name"]), "credential": str(kept["credential"])}
+            return {"name": str(kept["name"]), "credential": str(kept["credential"]),
+                    "previous": str(kept.get("previous") or "")}
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the kept credential %s: %s", self.credential_file, exc)
             return None
 
-    def _use_credential(self, credential: str) -> None:
+    def _use_credential(self, credential: str, previous: str | None = None) -> None:
         with self._credential_lock:
             self.http.headers["X-Agent-Token"] = credential
+            self._previous = previous
             if self.credential_file is None:
                 return
             path = self.credential_file
@@ -193,14 +211,36 @@ class Agent:
             tmp = path.with_name(f".{path.name}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump({"name": self.host.name, "credential": credential}, f)
+                json.dump({"name": self.host.name, "credential": credential,
+                           **({"previous": previous} if previous else {})}, f)
             os.replace(tmp, path)
 
     def _handover(self, response: httpx.Response) -> None:
         successor = response.headers.get(HANDOVER_HEADER)
-        if successor and successor != self.http.headers.get("X-Agent-Token"):
-            self._use_credential(successor)
+        current = self.http.headers.get("X-Agent-Token")
+        if successor and successor != current:
+            self._use_credential(successor, previous=current)
             log.info("host credential rotated", extra={"host": self.host.name})
+
+    def _refused(self) -> None:
+        """The controller refused the host's credential (401). After a restore from a backup
+        taken before the last rotation it knows the credential of before: try that once.
+        Otherwise say what the operator can do, and keep trying (the controller may come to
+        know the host again)."""
+        current = self.http.headers.get("X-Agent-Token")
+        previous = self._previous
+        self.host_id = None
+        if previous and previous != current:
+            log.warning("the controller refused this host's credential: trying the one of "
+                        "before its last rotation (the controller was restored from a backup "
+                        "older than the rotation?); run `infracloud keys rotate` again",
+                        extra={"host": self.host.name})
+            self._use_credential(previous)
+            return
+        log.error("the controller refuses this host's credential (401): it does not know it, "
+                  "as when it was restored from a backup older than this host's join; deploy "
+                  "the machine again (`infracloud hardware deploy NAME`), or start this agent "
+                  "with the site's agent token", extra={"host": self.host.name})
 
     def step(self, wait: float) -> None:
         """One long-poll and one reconciliation."""
@@ -221,8 +261,11 @@ class Agent:
         want = {w["id"]: w for w in wanted}
         if self.driver.needs_image:  # the bases are the driver's: keep only what may spawn
             self.downloads.retain({w["image_id"] for w in wanted if w.get("image_id")})
+        with self._lock:
+            busy = set(self._busy)
+        removing = set(remove) - set(want)
         reports: list[dict[str, Any]] = []
-        for inst_id in sorted((present - set(want)) | (set(remove) - set(want))):
+        for inst_id in sorted(removing):
             self._start(inst_id, self._destroy, inst_id)
         for inst_id, w in want.items():
             if inst_id in present and inst_id in self._started:
@@ -233,10 +276,17 @@ class Agent:
                     console = self._console(inst_id)
                     if console is not None:
                         reports.append({"id": inst_id, "state": "running", "console": console})
-            else:  # missing, or left by an earlier run of the agent: spawning restarts it
+            elif inst_id in present or w["state"] == "spawning":
+                # to boot, or left by an earlier run of the agent: spawning restarts it
                 self._start(inst_id, self._spawn, w)
-        if reports:
-            self._report(reports)
+            elif inst_id not in busy:  # counted as running, and not here: it vanished
+                log.warning("server vanished", extra={"instance_id": inst_id})
+                reports.append({"id": inst_id, "state": "absent"})
+        unknown = sorted(i for i in present - set(want) - removing - busy if len(i) <= 36)
+        tell = bool(unknown) or self._unknown_sent
+        if reports or tell:
+            self._report(reports, [self._known_of(i) for i in unknown] if tell else None)
+            self._unknown_sent = bool(unknown)
 
     # ---- work on worker threads --------------------------------------------------------------
 
@@ -260,6 +310,7 @@ class Agent:
     def _spawn(self, w: dict[str, Any]) -> None:
         inst_id = w["id"]
         try:
+            self._remember(w)
             spec = self._spec(w)
             self.driver.spawn(spec)
         except (DriverError, ImageFetchError, OSError, ValueError, KeyError) as exc:
@@ -278,9 +329,42 @@ class Agent:
             log.warning("destroy failed", extra={"instance_id": inst_id, "fault": str(exc)})
             return
         (self.workdir / "configdrives" / f"{inst_id}.iso").unlink(missing_ok=True)
+        (self.records / f"{inst_id}.json").unlink(missing_ok=True)
         self._consoles.pop(inst_id, None)
         self._started.discard(inst_id)
         self._report([{"id": inst_id, "state": "absent"}])
+
+    def _remember(self, w: dict[str, Any]) -> None:
+        """Keep what the server is (no user_data), so that a controller that does not know it
+        (restored from an older backup) can be told: once, when it is first spawned here."""
+        path = self.records / f"{w['id']}.json"
+        if path.exists():
+            return
+        n, c = w["network"], w["config"]
+        keys = c.get("public_keys") or {}
+        key_name = next(iter(keys), None)
+        record = {"name": w["name"], "project_id": c.get("project_id"),
+                  "user_id": w.get("user_id"), "flavor_id": w.get("flavor_id"),
+                  "image_id": w.get("image_id"), "ip": n.get("ip"), "mac": n.get("mac"),
+                  "vcpus": w.get("vcpus"), "ram_mb": w.get("ram_mb"),
+                  "disk_gb": w.get("disk_gb"), "key_name": key_name,
+                  "key_data": keys.get(key_name) if key_name else None,
+                  "availability_zone": c.get("availability_zone"),
+                  "meta": dict(c.get("meta") or {}),
+                  "launched_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self.records.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+
+    def _known_of(self, inst_id: str) -> dict[str, Any]:
+        """What the agent knows of a server it runs (just its id for one spawned before the
+        agent kept records)."""
+        try:
+            record = json.loads((self.records / f"{inst_id}.json").read_text())
+        except (OSError, ValueError):
+            return {"id": inst_id}
+        return {**(record if isinstance(record, dict) else {}), "id": inst_id}
 
     def _spec(self, w: dict[str, Any]) -> InstanceSpec:
         n, c = w["network"], w["config"]
@@ -327,12 +411,17 @@ class Agent:
         self._consoles[inst_id] = digest
         return text
 
-    def _report(self, items: list[dict[str, Any]]) -> None:
+    def _report(self, items: list[dict[str, Any]],
+                unknown: list[dict[str, Any]] | None = None) -> None:
+        """`unknown`: every server this host runs that the controller did not list."""
         if self.host_id is None:
             return
+        body: dict[str, Any] = {"instances": items}
+        if unknown is not None:
+            body["unknown"] = unknown
         for attempt in range(5):
             try:
-                r = self.http.post(f"/hosts/{self.host_id}/report", json={"instances": items})
+                r = self.http.post(f"/hosts/{self.host_id}/report", json=body)
                 r.raise_for_status()
                 return
             except httpx.HTTPError as exc:

@@ -22,6 +22,7 @@ from infracloud.api.image import data_response
 from infracloud.api.limits import Seconds
 from infracloud.compute.credentials import HANDOVER_HEADER, AgentAuth
 from infracloud.compute.hosts import Registration, Report
+from infracloud.compute.unknown import Unknown
 from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, ServiceUnavailable
 from infracloud.ops import context
@@ -93,8 +94,33 @@ class ReportItem(BaseModel):
     console: str | None = None
 
 
+class UnknownItem(BaseModel):
+    """A server the agent runs that the controller listed neither to run nor to remove, with
+    what the agent knows of it (compute.unknown)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str = Field(min_length=1, max_length=36)
+    name: str | None = Field(None, max_length=255)
+    project_id: str | None = Field(None, max_length=32)
+    user_id: str | None = Field(None, max_length=32)
+    flavor_id: str | None = Field(None, max_length=64)
+    image_id: str | None = Field(None, max_length=36)
+    ip: str | None = Field(None, max_length=45)
+    mac: str | None = Field(None, max_length=17)
+    vcpus: int | None = Field(None, ge=0)
+    ram_mb: int | None = Field(None, ge=0)
+    disk_gb: int | None = Field(None, ge=0)
+    key_name: str | None = Field(None, max_length=255)
+    key_data: str | None = Field(None, max_length=16384)
+    availability_zone: str | None = Field(None, max_length=255)
+    meta: dict[str, str] = Field(default_factory=dict, max_length=128)
+    launched_at: str | None = Field(None, max_length=64)
+
+
 class ReportIn(BaseModel):
     instances: list[ReportItem]
+    # every server it runs unknown to the controller (absent: the agent does not say)
+    unknown: list[UnknownItem] | None = Field(None, max_length=10000)
 
 
 def hostname(name: str) -> str:
@@ -107,7 +133,8 @@ def spec(services: Services, i: Instance) -> dict[str, Any]:
     subnet = net.subnet
     return {
         "id": i.id, "name": i.name, "state": i.state, "vcpus": i.vcpus, "ram_mb": i.ram_mb,
-        "disk_gb": i.disk_gb, "image_id": i.image_id,
+        "disk_gb": i.disk_gb, "image_id": i.image_id, "flavor_id": i.flavor_id,
+        "user_id": i.user_id,
         "network": {"ip": i.ip_address, "prefix": net.prefix, "mac": i.mac_address,
                     "gateway": subnet.gateway_ip if subnet else None,
                     "dns": list(subnet.dns or []) if subnet else [],
@@ -187,8 +214,10 @@ async def desired(services: ServicesDep, host_id: str, agent: AgentDep,
 def report(services: ServicesDep, host_id: str, body: ReportIn,
            agent: AgentDep) -> dict[str, Any]:
     agent.may_use(host_id)
+    unknown = None if body.unknown is None else [Unknown(**u.model_dump())
+                                                 for u in body.unknown]
     return {"generation": services.hosts.report(
-        host_id, [Report(**i.model_dump()) for i in body.instances])}
+        host_id, [Report(**i.model_dump()) for i in body.instances], unknown)}
 
 
 def _image_reader(services: Services, agent: AgentAuth, host_id: str, image_id: str) -> Caller:

@@ -3,10 +3,13 @@
 Agents pull: they register, then ask for the servers their host should run (`desired`, a
 long-poll keyed by the host's generation, which every change bumps) and report what they
 have (`report`). Each request is a heartbeat. `reap` runs every few seconds: a host silent for
-`host_down_after` goes down (no new servers); when it has been down `instance_error_after`,
+`host_down_after` (counted from this controller's start at the earliest: it could not hear
+from hosts before) goes down (no new servers); when it has been down `instance_error_after`,
 its servers go to ERROR with a fault. Servers stuck spawning or deleting past their state's
-timeout fail or are removed. When the agent is back, it destroys what it should no longer run
-and reports the rest (reconciliation)."""
+timeout fail or are removed. When the agent is back, it destroys what it is told to remove,
+reports the servers it should run but has not (they vanished: ERROR, never re-created behind
+their owner's back) and the servers it runs that the controller does not know, which are
+handled by compute.unknown (reconciliation)."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.compute.servers import ServerService, fault
+from infracloud.compute.unknown import Unknown, UnknownServers
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
 from infracloud.core.errors import Forbidden, NotFound
@@ -34,6 +38,8 @@ from infracloud.store.models import Host, Instance
 log = logging.getLogger(__name__)
 PRESENT = ("spawning", "active")
 MAX_CONSOLE = 64 * 1024
+VANISHED = ("The server disappeared from its host: it was deleted after the backup the "
+            "database was restored from, or lost with the host's disk. Delete it.")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,10 @@ class HostService:
         self.clock = clock
         self.servers = servers
         self.notify = notify
+        self.unknown = UnknownServers(db, config, clock, lambda: self.servers.network, notify)
+        # a controller that just started has not had the time to hear from the hosts (after
+        # an outage, or a restore from a backup: their last heartbeats are old)
+        self.started = clock.now()
 
     def register(self, reg: Registration,
                  bind: Callable[[Session, Host], None] | None = None) -> Host:
@@ -146,8 +156,8 @@ class HostService:
 
     def desired(self, host_id: str) -> tuple[int, list[Instance], list[str]]:
         """In one read: the host's generation, the servers it should run, and the ids of those
-        placed on it that it must not run (being deleted, or failed). The agent destroys
-        whatever else it has too."""
+        it must destroy (placed on it and being deleted or failed, and unknown servers being
+        reaped). The agent reports whatever else it runs (compute.unknown)."""
         with self.db.read() as s:
             gen = s.scalar(select(Host.generation).where(Host.id == host_id))
             if gen is None:
@@ -156,6 +166,7 @@ class HostService:
                                                          Instance.state.in_(PRESENT))))
             removing = list(s.scalars(select(Instance.id).where(
                 Instance.host_id == host_id, Instance.state.in_(("deleting", "error")))))
+            removing += self.unknown.removing(s, host_id)
         return int(gen), rows, removing
 
     def image_user(self, host_id: str, image_id: str) -> str:
@@ -169,8 +180,11 @@ class HostService:
             raise Forbidden(f"No server this host should run boots image {image_id}.")
         return str(project)
 
-    def report(self, host_id: str, items: list[Report]) -> int:
-        """Apply what the agent has; returns the host's generation afterwards."""
+    def report(self, host_id: str, items: list[Report],
+               unknown: list[Unknown] | None = None) -> int:
+        """Apply what the agent has; returns the host's generation afterwards. `unknown`,
+        when given, is every server the agent runs that the controller did not list to it
+        (compute.unknown)."""
         now = self.clock.now()
         changed = False
         with self.db.write() as s:
@@ -182,13 +196,20 @@ class HostService:
             ids = [i.id for i in items]
             found = {i.id: i for i in s.scalars(select(Instance).where(
                 Instance.id.in_(ids), Instance.host_id == host_id).with_for_update())}
+            gone: list[str] = []
             for item in items:
                 inst = found.get(item.id)
                 if inst is None:
+                    if item.state == "absent":
+                        gone.append(item.id)
                     continue
                 if item.console is not None:
                     inst.console = item.console[-MAX_CONSOLE:]
                 changed |= self._apply(s, inst, item, now)
+            if gone:
+                changed |= self.unknown.absent(s, host_id, gone, now)
+            if unknown is not None:
+                changed |= self.unknown.observe(s, host, unknown, now)
             if changed:
                 host.generation += 1
             generation = host.generation
@@ -222,7 +243,7 @@ class HostService:
             return True
         if item.state == "absent" and inst.state == "active":
             to("vanished")
-            inst.fault = fault(500, "The server disappeared from its host.", now)
+            inst.fault = fault(500, VANISHED, now)
             after_commit(s, functools.partial(metrics.server_failed, "vanished"))
             return True
         return False
@@ -235,6 +256,8 @@ class HostService:
         touched: set[str] = set()
         with self.db.write() as s:
             silent = now - dt.timedelta(seconds=c.host_down_after)
+            if self.started > silent:  # heartbeats before this controller ran count from it
+                silent = dt.datetime.min.replace(tzinfo=dt.UTC)
             # locked, and re-checked by PostgreSQL against a heartbeat committed meanwhile
             for host in s.scalars(select(Host).where(Host.state == "up",
                                                      Host.last_heartbeat < silent)

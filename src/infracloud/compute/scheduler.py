@@ -81,6 +81,14 @@ def claim(s: Session, req: Request, *, now: dt.datetime, down_after: float,
     return None
 
 
+def take(s: Session, host_id: str, vcpus: int, ram_mb: int, disk_gb: int) -> bool:
+    """Take room on one given host (a server it already runs: an adoption), with the same
+    conditional update as a claim; False when it does not fit."""
+    taken = s.execute(_TAKE, {"want_host": host_id, "want_vcpus": vcpus, "want_ram": ram_mb,
+                              "want_disk": disk_gb})
+    return getattr(taken, "rowcount", 0) == 1
+
+
 def release(s: Session, host_id: str, vcpus: int, ram_mb: int, disk_gb: int) -> None:
     s.execute(update(Host).where(Host.id == host_id).values(
         used_vcpus=Host.used_vcpus - vcpus, used_ram_mb=Host.used_ram_mb - ram_mb,

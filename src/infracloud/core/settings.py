@@ -186,6 +186,21 @@ class NetworkConfig(_Section):
         return str(net)
 
 
+class UnknownServersConfig(_Section):
+    """Servers a host's agent runs that the database does not know: after a restore from a
+    backup, those created since it was taken (their hosts kept running them)."""
+
+    action: Literal["reap", "adopt"] = Field(
+        "reap", description="reap: their agents destroy them (Nova's "
+        "running_deleted_instance_action = reap); adopt: each becomes a server of the database "
+        "again when its project, flavor, address and room on its host are consistent with the "
+        "database, else it is reaped")
+    grace: float = Field(
+        900, ge=0, description="seconds from an agent's first report of such a server until "
+        "it is reaped or adopted; nothing is destroyed before (one the database knows was "
+        "deleted is destroyed at once)")
+
+
 class ComputeConfig(_Section):
     flavors: list[FlavorConfig] = list(DEFAULT_FLAVORS)
     quota: ComputeQuotaConfig = ComputeQuotaConfig()
@@ -208,6 +223,7 @@ class ComputeConfig(_Section):
     spawn_timeout: float = Field(900, gt=0)
     reap_seconds: float = Field(2, gt=0, description="how often timeouts are checked")
     availability_zones: list[str] = ["nova"]
+    unknown_servers: UnknownServersConfig = UnknownServersConfig()
 
 
 class SimulationConfig(_Section):

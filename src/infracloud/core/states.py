@@ -60,6 +60,10 @@ class Machine:
     def allows(self, source: str, event: str) -> bool:
         return (source, event) in self._next
 
+    def final(self, state: str) -> bool:
+        """A state nothing leaves: a record in it has ended (and may be removed)."""
+        return not any(t.source == state for t in self.transitions)
+
     def table(self) -> list[tuple[str, str, str]]:
         return [(t.source, t.event, t.target) for t in self.transitions]
 
@@ -281,4 +285,33 @@ POOL_REQUEST = Machine(
     """),
 )
 
-MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST, PROVISION, POOL_NODE, POOL_REQUEST)}
+# Servers a compute host's agent runs that the database does not know: created after the
+# backup the database was restored from, or deleted while their host was down. Their agent
+# reports them and keeps them running; the controller handles each once, by the rule of
+# compute.unknown_servers (destroy, or adopt), when `grace` has passed since the first report
+# (at once for a server the database knows was deleted). The record goes in a final state.
+UNKNOWN_SERVER = Machine(
+    "unknown-server",
+    [State("seen", stable=True,
+           description="reported by its host's agent, unknown to the database; the grace runs"),
+     State("reaping", stable=False, timeout=600,
+           description="its agent was told to destroy it"),
+     State("unreaped", stable=True, failure=True,
+           description="its agent did not confirm the destroy in time; still asked to"),
+     State("destroyed", stable=True, description="its agent destroyed it (the record goes)"),
+     State("adopted", stable=True,
+           description="a server of the database now, on the same host and address"),
+     State("gone", stable=True, description="its agent no longer has it (the record goes)")],
+    _t("""
+        seen --reap--> reaping
+        seen --adopt--> adopted
+        seen --gone--> gone
+        reaping --destroyed--> destroyed
+        reaping --timeout--> unreaped
+        unreaped --reap--> reaping
+        unreaped --destroyed--> destroyed
+    """),
+)
+
+MACHINES = {m.kind: m for m in (IMAGE, INSTANCE, HOST, PROVISION, POOL_NODE, POOL_REQUEST,
+                                UNKNOWN_SERVER)}

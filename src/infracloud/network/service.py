@@ -136,6 +136,35 @@ class NetworkService:
                 return expected
         raise AddressesExhausted(f"No more IP addresses available on network {sub.name}.")
 
+    def hold(self, s: Session, device_id: str, ip: str | None, mac: str | None,
+             device_owner: str) -> str | None:
+        """Give `device_id` a port with the address (and MAC) it already has, one no project
+        owns (a server running on a host that the database does not know). None when held;
+        else why it cannot be: the address is not the pool's, or another port has it."""
+        assert self.subnet is not None and self.network is not None
+        if not ip:
+            return "its address is not known"
+        try:
+            ip_int = int(ipaddress.ip_address(ip))
+        except ValueError:
+            return f"{ip!r} is not an address"
+        sub = s.get(Subnet, self.subnet.id, with_for_update=True)  # serialises with allocate
+        assert sub is not None
+        if not sub.pool_start <= ip_int <= sub.pool_end:
+            return f"its address {ip} is outside the pool of network {self.network.name}"
+        other = s.scalar(select(Port.device_id).where(Port.subnet_id == sub.id,
+                                                      Port.ip_int == ip_int))
+        if other is not None:
+            return f"its address {ip} is another port's (device {other or 'none'})"
+        if not mac or s.scalar(select(Port.id).where(Port.mac_address == mac)) is not None:
+            mac = _random_mac()
+        s.add(Port(id=str(uuid.uuid4()), network_id=self.network.id, subnet_id=sub.id,
+                   ip_int=ip_int, ip_address=str(ipaddress.ip_address(ip_int)),
+                   mac_address=mac, device_id=device_id, device_owner=device_owner,
+                   project_id=None, status="ACTIVE", created_at=self.clock.now()))
+        s.flush()
+        return None
+
     def release(self, s: Session, device_id: str) -> None:
         s.execute(delete(Port).where(Port.device_id == device_id))
 

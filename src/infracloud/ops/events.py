@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, isoformat
-from infracloud.core.states import HOST, IMAGE, INSTANCE, PROVISION, Machine
+from infracloud.core.states import HOST, IMAGE, INSTANCE, PROVISION, UNKNOWN_SERVER, Machine
 from infracloud.ops import context, metrics
 from infracloud.store import Database
 from infracloud.store.generations import FLAVORS, Cache
@@ -29,6 +29,7 @@ from infracloud.store.models import (
     Image,
     Instance,
     Node,
+    UnknownServer,
     UsageRecord,
 )
 from infracloud.store.outage import Outage
@@ -54,6 +55,7 @@ _TRACKED: dict[type, _Tracked] = {
     Host: _Tracked("host", "state", HOST),
     Node: _Tracked("node", "provision_state", PROVISION),
     Image: _Tracked("image", "status", IMAGE),
+    UnknownServer: _Tracked("unknown-server", "state", UNKNOWN_SERVER),
 }
 # Other changes worth an event: (model, attribute) → action name
 _FLAGS: dict[tuple[type, str], str] = {
@@ -259,6 +261,8 @@ class EventLog:
             return None, obj.name, obj.name, obj.id
         if isinstance(obj, Node):
             return None, obj.host_name, obj.name, obj.id
+        if isinstance(obj, UnknownServer):
+            return obj.project_id, self._host_name(s, obj.host_id), obj.name, obj.id
         assert isinstance(obj, Image)
         return obj.owner, None, obj.name, obj.id
 
@@ -270,6 +274,8 @@ class EventLog:
             return obj.disabled_reason
         if isinstance(obj, Node):
             return obj.last_error
+        if isinstance(obj, UnknownServer):
+            return obj.reason
         return None
 
     def _before_flush(self, s: Session, flush_context: Any, instances: Any) -> None:
@@ -323,7 +329,7 @@ class EventLog:
             if tracked is None:
                 continue
             state = getattr(obj, tracked.attr)
-            if state != "deleted":  # else its way to `deleted` was the event
+            if not tracked.machine.final(state):  # else its way there was the event
                 add(obj, "delete", state, "deleted", self._reason(obj))
             if isinstance(obj, Instance):
                 s.connection().execute(update(UsageRecord).where(

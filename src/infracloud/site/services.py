@@ -105,9 +105,11 @@ class Services:
         self.identity.keys.load()
 
     def reap(self) -> None:
-        """Frequent housekeeping: host liveness and server timeouts."""
+        """Frequent housekeeping: host liveness, server timeouts, and the unknown servers
+        whose grace has passed (compute.unknown)."""
         with context.acting("system:reaper"):
             self.hosts.reap()
+            self.hosts.unknown.expire()
 
     def start_background(self) -> None:
         """Work that needs the API up: the conductor (and machines it boots in simulation),

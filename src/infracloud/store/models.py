@@ -394,6 +394,28 @@ class Instance(Base):
     launched_at: Mapped[dt.datetime | None]
 
 
+class UnknownServer(Base):
+    """A server a compute host's agent runs that the database does not know (created after the
+    backup it was restored from, or deleted while its host was down), from the agent's first
+    report until it is destroyed or adopted (states.UNKNOWN_SERVER). What the agent knows of it
+    (name, project, flavor, address...) is kept for the events and for an adoption; its address
+    is held by a port meanwhile, so it is not handed to another server."""
+
+    __tablename__ = "unknown_servers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the server's id
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(32))
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    first_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Network(Base):
     __tablename__ = "networks"
 
