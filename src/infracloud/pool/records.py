@@ -341,5 +341,5 @@ class PoolStore:
             reqs = s.execute(delete(PoolRequest).where(PoolRequest.state.in_(FINAL_REQUEST),
                                                        PoolRequest.state_at < before))
             s.execute(delete(PoolCommand).where(PoolCommand.state.in_(("done", "withdrawn")),
-                                                PoolCommand.created_at < before))
+                                                PoolCommand.done_at < before))
         return sum(int(getattr(r, "rowcount", 0) or 0) for r in (nodes, reqs))

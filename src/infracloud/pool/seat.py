@@ -79,7 +79,7 @@ class Seat:
         self.where = where
         self.clock = clock or Clock()
         self.leases = Leases(db, self.clock, owner)
-        self.inbox = Inbox(db, self.clock)
+        self.inbox = Inbox(db)  # stamps rows with the wall clock, as the records are
         self.lease = lease_name(pool)
         self.heartbeat = process_prefix(pool) + where
         self.make_active = make_active

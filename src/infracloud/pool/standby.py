@@ -17,6 +17,7 @@ from typing import Any
 
 from infracloud.core.errors import NotFound
 from infracloud.ops import context
+from infracloud.pool.commands import WAIT
 from infracloud.pool.images import Uploads
 from infracloud.pool.providers import ProviderRuntime
 from infracloud.pool.service import PoolService
@@ -30,6 +31,7 @@ class StandbyPool(PoolService):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stopping: Callable[[], bool] = lambda: False  # the process stops (the seat's)
+        self.wait_for = WAIT  # seconds a write waits for the active process's answer
         self._refreshed = -1.0e9
         self._refresh_lock = threading.Lock()
         self._seen: dict[str, tuple[str, tuple[str | None, ...]]] = {}
@@ -117,7 +119,7 @@ class StandbyPool(PoolService):
         try:
             # not this face's own stop: a standby that becomes active goes on waiting for the
             # answer, which its new face gives
-            return self.inbox.wait(command, stopping=self.stopping)
+            return self.inbox.wait(command, self.wait_for, stopping=self.stopping)
         finally:
             self.refresh(force=True)  # the caller reads its own write next
 
