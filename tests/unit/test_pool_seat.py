@@ -25,6 +25,7 @@ from infracloud.pool.seat import LEASE_TTL, Seat
 from infracloud.pool.service import PoolService
 from infracloud.pool.standby import StandbyPool
 from infracloud.store import Database
+from infracloud.store.models import PoolNode, PoolRequest
 from tests.servers import wait_for
 from tests.unit.pool_env import pool_config
 
@@ -232,3 +233,46 @@ def test_a_clean_stop_hands_over_at_once(site: Site) -> None:
     status = two.status()
     assert status["active"]["owner"] == "two:2/1" and status["active"]["generation"] == 2
     assert [p["where"] for p in status["processes"]] == ["two:2"]
+
+
+def test_no_server_is_asked_for_before_its_node_is_written(site: Site) -> None:
+    """A process killed between asking a cloud for a server and writing its node would leave
+    a server the next process cannot know, under a node id it hands out again. So the create
+    waits for the write; and a write the database refused is made by the next flush."""
+    one = site.seat("one:1")
+    one.step()
+    one.face.stop()  # a face of the same holding, ticked by hand:
+    assert one.generation is not None
+    fence = one.fence(one.generation)
+    face = PoolService(site.config, PoolStore(site.db, site.config.name, fence), site.cloud,
+                       FakeProber())
+    face.load()
+    refusals: list[Exception] = []
+
+    def flaky(s: Any) -> None:
+        if refusals:
+            raise refusals.pop()
+        assert fence is not None
+        fence(s)
+
+    face.store.fence = flaky
+    until("the provider's catalog", lambda: (face.tick(), face.providers["a"].flavors)[1])
+    refusals.append(RuntimeError("the database went away"))
+    with pytest.raises(RuntimeError):
+        face.create_request(["small"], "zuul")  # the request's own write is refused...
+    face.store.flush()  # ...and made by the next flush
+    (req,) = face.list_requests()
+    with site.db.read() as s:
+        assert s.get(PoolRequest, req["id"]) is not None
+    assert not face.nodes
+    refusals.append(RuntimeError("away again"))
+    with pytest.raises(RuntimeError):
+        face.tick()  # a node is made, its write refused
+    (node,) = face.nodes.values()
+    assert face.store.unwritten(node)
+    face.tick()  # the create must wait: this tick writes the node first
+    assert site.launches() == 0 and not face.store.unwritten(node)
+    with site.db.read() as s:
+        assert s.get(PoolNode, node.id) is not None
+    until("fulfilled", lambda: (face.tick(), state(face, req["id"]))[1] == "fulfilled")
+    assert site.launches() == 1

@@ -267,21 +267,33 @@ class PoolStore:
         self._new = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._dirty = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._events, self._done = [], []
-        with self.db.write() as s:
-            self._fenced(s)
-            for command_id, values in done:
-                s.execute(update(PoolCommand).where(PoolCommand.id == command_id,
-                                                    PoolCommand.state == "taken")
-                          .values(state="done", **values)
-                          .execution_options(synchronize_session=False))
-            if events:
-                s.execute(insert(Event), events)
-            for cls, model in ((NodeRec, PoolNode), (RequestRec, PoolRequest),
-                               (UploadRec, PoolUpload)):
-                if new[cls]:
-                    s.execute(insert(model), [_row(r) for r in new[cls].values()])
-                if dirty[cls]:
-                    s.execute(update(model), [_row(r) for r in dirty[cls].values()])
+        try:
+            with self.db.write() as s:
+                self._fenced(s)
+                for command_id, values in done:
+                    s.execute(update(PoolCommand).where(PoolCommand.id == command_id,
+                                                        PoolCommand.state == "taken")
+                              .values(state="done", **values)
+                              .execution_options(synchronize_session=False))
+                if events:
+                    s.execute(insert(Event), events)
+                for cls, model in ((NodeRec, PoolNode), (RequestRec, PoolRequest),
+                                   (UploadRec, PoolUpload)):
+                    if new[cls]:
+                        s.execute(insert(model), [_row(r) for r in new[cls].values()])
+                    if dirty[cls]:
+                        s.execute(update(model), [_row(r) for r in dirty[cls].values()])
+        except BaseException:  # nothing written (the database went away): the next flush
+            for kind in new:    # writes it all, with what changed meanwhile
+                self._new[kind] = {**new[kind], **self._new[kind]}
+                self._dirty[kind] = {k: r for k, r in {**dirty[kind], **self._dirty[kind]}.items()
+                                     if k not in self._new[kind]}
+            self._events, self._done = events + self._events, done + self._done
+            raise
+
+    def unwritten(self, rec: NodeRec | RequestRec | UploadRec) -> bool:
+        """Whether `rec` was added and is not in the database yet."""
+        return rec.id in self._new[type(rec)]
 
     def set_drained(self, name: str, drained: bool, reason: str | None) -> None:
         with self.db.write() as s:
