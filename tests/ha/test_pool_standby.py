@@ -107,9 +107,6 @@ class Site:
         self.clients.append(c)
         return c
 
-    def roles(self) -> list[str | None]:
-        return [p.role() for p in self.pools]
-
     def active(self) -> PoolProcess:
         return next(p for p in self.pools if p.role() == "active")
 
@@ -367,8 +364,9 @@ def test_killing_the_active_pool_costs_its_requestors_nothing(site: Site) -> Non
     status = site.client(standby.url).status()
     assert status["active"]["owner"] == status["this"]["owner"]
     assert status["active"]["generation"] == 2
-    print(f"requestor calls: {requestors.calls}, failed: 0; requests: {len(nodes)}; "
-          f"servers made: {sum(made.values())} for {len(made)} nodes")
+    retried = sum(c.retries for c in site.clients)
+    print(f"requestor calls: {requestors.calls}, tried again: {retried}, failed: 0; "
+          f"requests: {len(nodes)}; servers made: {sum(made.values())} for {len(made)} nodes")
 
 
 def test_the_standby_serves_and_a_clean_stop_hands_over_at_once(site: Site) -> None:

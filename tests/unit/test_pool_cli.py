@@ -86,6 +86,7 @@ def test_client_tries_a_lost_answer_again_with_the_same_idempotency_key() -> Non
         assert client.create_request(["small"])["id"] == "req-1"
         keys = {key for _, key in seen}
         assert len(seen) == 3 and len(keys) == 1 and None not in keys
+        assert client.retries == 2
         with pytest.raises(Conflict):
             client.cancel_request("req-1")
         assert len(seen) == 4

@@ -90,6 +90,7 @@ class PoolClient:
         self.url = ",".join([first, *others])
         self.timeout = timeout
         self.retry_for, self.retry_wait = retry_for, retry_wait
+        self.retries = 0  # calls tried again, all told (a requestor's figure)
         self.http = http.client("pool-client", base_url=first, also=others,
                                 verify=True if cacert is None else cacert, timeout=timeout,
                                 headers=headers, transport=transport)
@@ -119,6 +120,7 @@ class PoolClient:
                 raise failure
             time.sleep(wait)
             tries += 1
+            self.retries += 1
         try:
             return r.json() if r.content else None
         except ValueError:

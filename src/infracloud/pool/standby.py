@@ -20,7 +20,7 @@ from infracloud.ops import context
 from infracloud.pool.commands import WAIT
 from infracloud.pool.images import Uploads
 from infracloud.pool.providers import ProviderRuntime
-from infracloud.pool.service import PoolService
+from infracloud.pool.service import RELOAD_EVERY, PoolService
 
 REFRESH_EVERY = 0.25  # seconds: how stale a standby's reads may be (plus one engine tick)
 
@@ -63,6 +63,9 @@ class StandbyPool(PoolService):
                 for name, p in self.providers.items():
                     p.drained_reason = (drained[name] or "drained") if name in drained else None
             self._refreshed = self.clock()
+            if self._refreshed - self._last["reload"] >= RELOAD_EVERY:
+                self._last["reload"] = self._refreshed
+                self._maybe_reload()  # the labels a new request may name
 
     def version(self, request_id: str) -> int:
         self.refresh()
