@@ -1,21 +1,24 @@
 """Two pool processes' seats on one database (SQLite and PostgreSQL; tests/ha runs real
 processes): one works, the other stands by and takes over with every request and node; a
 process whose lease was taken writes nothing more; a standby's writes are applied by the
-active one, once; a clean stop hands over at once. The lease's clock is a FakeClock the tests
-move (a lease that runs out), the clouds are in memory and shared, as two processes share a
-real cloud."""
+active one, once; a clean stop hands over at once; /readyz tells the role. The lease's clock
+is a FakeClock the tests move (a lease that runs out); the clouds are in memory and shared,
+as two processes share a real cloud."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
+import httpx
 import pytest
 
 from infracloud.core.clock import FakeClock
 from infracloud.core.errors import Conflict, NotFound, ServiceUnavailable
+from infracloud.pool.auth import Open
 from infracloud.pool.commands import Inbox
 from infracloud.pool.config import PoolConfig, Provider
 from infracloud.pool.fakecloud import FakeCloud
@@ -24,9 +27,10 @@ from infracloud.pool.records import Fence, LeaseLost, PoolStore
 from infracloud.pool.seat import LEASE_TTL, Seat
 from infracloud.pool.service import PoolService
 from infracloud.pool.standby import StandbyPool
+from infracloud.processes.pool_server import create_pool_app
 from infracloud.store import Database
 from infracloud.store.models import PoolNode, PoolRequest
-from tests.servers import wait_for
+from tests.servers import free_port, wait_for
 from tests.unit.pool_env import pool_config
 
 
@@ -276,3 +280,29 @@ def test_no_server_is_asked_for_before_its_node_is_written(site: Site) -> None:
         assert s.get(PoolNode, node.id) is not None
     until("fulfilled", lambda: (face.tick(), state(face, req["id"]))[1] == "fulfilled")
     assert site.launches() == 1
+
+
+def test_readiness_says_the_role_and_whether_the_database_answers(site: Site) -> None:
+    """What HAProxy checks: 200 with the role while the process reaches the database (both
+    roles serve), 503 with why when it does not."""
+    one, two = site.seat("one:1"), site.seat("two:2")
+    one.step()
+    two.step()
+    away = StandbyPool(site.config, PoolStore(Database(
+        f"postgresql+psycopg://pool@127.0.0.1:{free_port()}/pool"), site.config.name),
+        site.cloud, FakeProber())
+
+    async def ready(face: PoolService, seat: Seat | None) -> httpx.Response:
+        app = create_pool_app(face, Open(), seat)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://pool") as client:
+            return await client.get("/readyz")
+
+    for seat, role in ((one, "active"), (two, "standby")):
+        r = asyncio.run(ready(seat.face, seat))
+        assert (r.status_code, r.json()) == (200, {"status": "ready", "role": role})
+    r = asyncio.run(ready(away, None))
+    assert r.status_code == 503
+    assert r.json()["role"] == "standby" and r.json()["reason"].startswith(
+        "database unreachable")
+    away.stop()
