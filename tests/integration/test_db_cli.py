@@ -12,7 +12,7 @@ from tests.servers import infracloud, start_controller, write_controller_config
 
 FUTURE = "0999_from_a_newer_infracloud"
 NEWER = (f"infracloud: error: the database's schema is at revision '{FUTURE}', newer than this "
-         f"infracloud knows (its newest is '0011'): a newer version upgraded it; run that "
+         f"infracloud knows (its newest is '0012'): a newer version upgraded it; run that "
          f"version or a newer one\n")
 
 
@@ -21,21 +21,21 @@ def test_status_then_upgrade_then_status(tmp_path: Path) -> None:
     pending = infracloud("db", "status", "--config", str(path))
     assert (pending.returncode, pending.stderr) == (1, "")
     assert pending.stdout.splitlines() == [
-        "database: none (empty)", "code:     0011",
-        "pending:  11 migrations: 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010, "
-        "0011 "
+        "database: none (empty)", "code:     0012",
+        "pending:  12 migrations: 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008, 0009, 0010, "
+        "0011, 0012 "
         "(run `infracloud db upgrade --config FILE`)"]
     upgrade = infracloud("db", "upgrade", "--config", str(path))
     assert (upgrade.returncode, upgrade.stderr) == (0, "")
     lines = upgrade.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == [f"applied {n:04}" for n in range(1, 12)]
-    assert lines[-1] == ("applied 0011: leases: one owner at a time for each background duty, "
-                         "controller heartbeats")
+    assert [line.split(":")[0] for line in lines] == [f"applied {n:04}" for n in range(1, 13)]
+    assert lines[-1] == ("applied 0012: cache generations: a counter per kind of cached data, "
+                         "so every controller sees another's changes")
     again = infracloud("db", "upgrade", "--config", str(path))
     assert (again.returncode, again.stdout) == (
-        0, "up to date: the database is at 0011, this infracloud's newest\n")
+        0, "up to date: the database is at 0012, this infracloud's newest\n")
     status = infracloud("db", "status", "--config", str(path))
-    assert (status.returncode, status.stdout) == (0, "database: 0011\ncode:     0011\n"
+    assert (status.returncode, status.stdout) == (0, "database: 0012\ncode:     0012\n"
                                                      "up to date\n")
 
 
@@ -61,7 +61,7 @@ def test_without_auto_upgrade_a_controller_waits_for_db_upgrade(tmp_path: Path) 
     refused = infracloud("controller", "--config", str(path), timeout=60)
     assert (refused.returncode, refused.stderr) == (2, (
         "infracloud: error: the database's schema is at revision none (an empty database), "
-        "behind this infracloud's '0011', and database.auto_upgrade is false: run "
+        "behind this infracloud's '0012', and database.auto_upgrade is false: run "
         "`infracloud db upgrade --config FILE` first\n"))
     assert infracloud("db", "upgrade", "--config", str(path)).returncode == 0
     controller = start_controller(path, base_url, verify=False)

@@ -40,10 +40,11 @@ def test_status_and_migrate_tell_the_pending_revisions_oldest_first(empty_url: s
         revisions = [rev for rev, _ in before.pending]
         head = revisions[-1]  # the newest, whichever branch added it
         assert (before.current, before.known, before.head) == (None, True, head)
-        assert revisions[:11] == [f"{n:04}" for n in range(1, 12)]
+        assert revisions[:12] == [f"{n:04}" for n in range(1, 13)]
         assert revisions == sorted(revisions)  # oldest first
-        assert dict(before.pending)["0011"] == ("leases: one owner at a time for each "
-                                                "background duty, controller heartbeats")
+        assert dict(before.pending)["0012"] == ("cache generations: a counter per kind of "
+                                                "cached data, so every controller sees "
+                                                "another's changes")
         assert all("\n" not in doc for _, doc in before.pending)  # one line each
         with pytest.raises(SchemaError, match=r"at revision none \(an empty database\), behind "
                                               rf"this infracloud's '{head}', and "
@@ -103,7 +104,7 @@ def test_a_controller_that_does_not_upgrade_starts_only_on_the_head(tmp_path: Pa
 # --- the rule: migrations are additive; removals come a release later, marked -------------
 
 # scripts allowed to break the rule without a marker, each with why (none so far: every
-# upgrade() of 0001-0011 only creates tables, indexes and nullable columns, or widens one)
+# upgrade() of 0001-0012 only creates tables, indexes and nullable columns, or widens one)
 ALLOWED: dict[str, str] = {}
 MARKER = "# removal:"
 

@@ -1,6 +1,7 @@
 """Flavors. The configured ones (ci.8g: 8 GB / 8 vCPU / 80 GB, ...) exist on every start;
 admins add more. A flavor that servers still use cannot be deleted (nodepool looks every
-server's flavor up)."""
+server's flavor up). Flavors are cached by id; a change through any controller empties every
+controller's cache (store.generations)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import FlavorConfig
 from infracloud.store import Database
+from infracloud.store.generations import FLAVORS, Cache
 from infracloud.store.models import Flavor, Instance
 
 
@@ -20,12 +22,13 @@ class FlavorService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self._cache: dict[str, Flavor] = {}
+        self._cache: Cache[str, Flavor] = Cache(db.generations, FLAVORS)
 
     def ensure(self, flavors: list[FlavorConfig]) -> None:
         with self.db.write() as s:
             for f in flavors:
                 if s.scalar(select(Flavor.id).where(Flavor.name == f.name)) is None:
+                    self.db.generations.touch(s, FLAVORS)
                     s.add(Flavor(id=f.name,
                                  name=f.name, vcpus=f.vcpus, ram_mb=f.ram_mb,
                                  disk_gb=f.disk_gb, created_at=self.clock.now()))
@@ -38,14 +41,14 @@ class FlavorService:
             return list(s.scalars(q))
 
     def get(self, flavor_id: str) -> Flavor:
-        found = self._cache.get(flavor_id)
+        found = self._cache.get(flavor_id, self._load)
         if found is None:
-            with self.db.read() as s:
-                found = s.get(Flavor, flavor_id)
-            if found is None:
-                raise NotFound(f"Flavor {flavor_id} could not be found.")
-            self._cache[flavor_id] = found
+            raise NotFound(f"Flavor {flavor_id} could not be found.")
         return found
+
+    def _load(self, flavor_id: str) -> Flavor | None:
+        with self.db.read() as s:
+            return s.get(Flavor, flavor_id)
 
     def create(self, caller: Caller, *, name: str, vcpus: int, ram_mb: int, disk_gb: int,
                flavor_id: str | None = None, ephemeral_gb: int = 0, swap_mb: int = 0,
@@ -61,6 +64,7 @@ class FlavorService:
                 raise Conflict(f"Flavor with name {name} already exists.")
             if s.get(Flavor, flavor_id) is not None:
                 raise Conflict(f"Flavor with ID {flavor_id} already exists.")
+            self.db.generations.touch(s, FLAVORS)
             flavor = Flavor(id=flavor_id, name=name, vcpus=vcpus, ram_mb=ram_mb,
                             disk_gb=disk_gb, ephemeral_gb=ephemeral_gb, swap_mb=swap_mb,
                             is_public=is_public, description=description,
@@ -81,5 +85,5 @@ class FlavorService:
             if used:
                 raise Conflict(f"Flavor {flavor.name} is used by {used} servers and cannot be "
                                f"deleted.")
+            self.db.generations.touch(s, FLAVORS)
             s.delete(flavor)
-        self._cache.pop(flavor_id, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 
 def utcnow() -> dt.datetime:
@@ -13,6 +14,10 @@ class Clock:
     def now(self) -> dt.datetime:
         return utcnow()
 
+    def monotonic(self) -> float:
+        """Seconds for measuring intervals (never goes back)."""
+        return time.monotonic()
+
 
 class FakeClock(Clock):
     def __init__(self, start: dt.datetime | None = None) -> None:
@@ -20,6 +25,9 @@ class FakeClock(Clock):
 
     def now(self) -> dt.datetime:
         return self._now
+
+    def monotonic(self) -> float:
+        return self._now.timestamp()
 
     def advance(self, seconds: float) -> None:
         self._now += dt.timedelta(seconds=seconds)

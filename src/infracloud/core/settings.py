@@ -58,6 +58,11 @@ class DatabaseConfig(_Section):
     auto_upgrade: bool = Field(
         True, description="apply pending schema migrations at start; false: refuse to start "
         "until `infracloud db upgrade` has run (several controllers on PostgreSQL)")
+    cache_check_seconds: float = Field(
+        1.0, ge=0, le=60, description="how often a controller asks the database whether "
+        "another controller changed what it caches (flavors, tokens' users, projects, roles "
+        "and revocations, token keys): the most seconds a change made through one controller "
+        "goes unseen by another; 0: ask on every use")
 
     @field_validator("url")
     @classmethod

@@ -17,6 +17,7 @@ from infracloud.core.ids import new_id
 from infracloud.identity.auth import Authenticator, Named, TokenInfo
 from infracloud.identity.passwords import Hasher
 from infracloud.store import Database
+from infracloud.store.generations import IDENTITY
 from infracloud.store.models import ApplicationCredential, ApplicationCredentialRole, Role
 
 
@@ -96,8 +97,8 @@ class AppCreds:
             cred = s.get(ApplicationCredential, cred_id)
             if cred is None or cred.user_id != user_id:
                 raise NotFound(f"Could not find Application Credential: {cred_id}.")
+            self.db.generations.touch(s, IDENTITY)
             s.delete(cred)
-        self.auth.invalidate_cache()
 
     def _pick_roles(self, caller: TokenInfo, wanted: list[dict[str, str]] | None) -> list[Named]:
         """Roles default to all of the caller's; asked-for roles must be ones the caller holds."""

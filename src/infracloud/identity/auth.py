@@ -2,7 +2,9 @@
 
 Validation reads the user, project and roles afresh (so disabling a user or removing a role takes
 effect at once) unless this controller validated the same token less than
-`validation_cache_seconds` ago; any identity change made on this controller empties that cache.
+`validation_cache_seconds` ago. Any identity change empties that cache and the role
+implications: on the controller that made it at once, on the others within
+`database.cache_check_seconds` (store.generations).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from infracloud.identity.policy import Caller
 from infracloud.identity.throttle import LoginThrottle
 from infracloud.identity.tokens import KeyRing, TokenPayload, new_audit_id
 from infracloud.store import Database
+from infracloud.store.generations import IDENTITY, TOKEN_KEYS
 from infracloud.store.models import (
     DEFAULT_DOMAIN,
     ApplicationCredential,
@@ -121,7 +124,9 @@ class Authenticator:
         self._cache: OrderedDict[str, tuple[TokenInfo, float]] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._implied: dict[str, list[Named]] | None = None
+        self._epoch = 0  # moved by every emptying: what was loaded before is not kept
         self.throttle = LoginThrottle(config.login_limit)
+        db.generations.watch((IDENTITY, TOKEN_KEYS), self.invalidate_cache)
 
     # ---- issuing -------------------------------------------------------------------------
 
@@ -194,7 +199,13 @@ class Authenticator:
     # ---- validating ----------------------------------------------------------------------
 
     def cached(self, token: str) -> TokenInfo | None:
-        """The token's recent validation, if this controller has one (no I/O)."""
+        """The token's recent validation, if this controller has one and the caches need no
+        check against other controllers' changes now (no I/O)."""
+        if not self.db.generations.fresh():
+            return None
+        return self._hit(token)
+
+    def _hit(self, token: str) -> TokenInfo | None:
         hit = self._cache.get(token)
         if hit is None or hit[1] <= time.monotonic():
             return None
@@ -203,23 +214,25 @@ class Authenticator:
         return hit[0]
 
     def validate(self, token: str) -> TokenInfo:
-        hit = self.cached(token)
+        self.db.generations.check()
+        epoch = self._epoch
+        hit = self._hit(token)
         if hit is not None:
             return hit
         payload = self.keys.decrypt(token)
         if payload.expires_at <= self.clock.now():
             raise Unauthorized(UNAUTHORIZED)
         info = self._load(token, payload)
-        self._remember(info)
+        self._remember(info, epoch)
         return info
 
     def revoke(self, info: TokenInfo) -> None:
         """Revoke a token and every token rescoped from it."""
         with self.db.write() as s:
+            self.db.generations.touch(s, IDENTITY)
             s.add(RevocationEvent(audit_id=info.payload.audit_ids[0],
                                   issued_before=self.clock.now(),
                                   expires_at=info.payload.expires_at))
-        self.invalidate_cache()
 
     def revoke_user(self, s: Session, user_id: str) -> None:
         """Revoke every token of a user issued until now (password change, disable)."""
@@ -232,6 +245,7 @@ class Authenticator:
         with self._cache_lock:
             self._cache.clear()
             self._implied = None
+            self._epoch += 1
 
     def purge_revocations(self) -> int:
         """Events outlive every token they could match by at most one token lifetime."""
@@ -247,11 +261,14 @@ class Authenticator:
         return {"issued_before": now,
                 "expires_at": now + dt.timedelta(seconds=self.config.token_expiration)}
 
-    def _remember(self, info: TokenInfo) -> None:
+    def _remember(self, info: TokenInfo, epoch: int) -> None:
+        """Keep a validation made under `epoch` (not if the cache was emptied meanwhile)."""
         ttl = self.config.validation_cache_seconds
         if ttl <= 0:
             return
         with self._cache_lock:
+            if epoch != self._epoch:
+                return
             self._cache[info.token] = (info, time.monotonic() + ttl)
             if len(self._cache) > _CACHE_MAX:
                 self._cache.popitem(last=False)
@@ -380,12 +397,15 @@ class Authenticator:
         return sorted(seen.values(), key=lambda r: r.name)
 
     def implications(self, s: Session | Connection) -> dict[str, list[Named]]:
-        implied = self._implied
+        self.db.generations.check(s)
+        implied, epoch = self._implied, self._epoch
         if implied is None:
             implied = {}
             rows = s.execute(select(RoleImplication.prior_role_id, Role.id, Role.name).join(
                 Role, Role.id == RoleImplication.implied_role_id)).all()
             for prior, rid, name in rows:
                 implied.setdefault(prior, []).append(Named(rid, name, None))
-            self._implied = implied
+            with self._cache_lock:
+                if epoch == self._epoch:
+                    self._implied = implied
         return implied

@@ -1,5 +1,6 @@
 """Projects, users, roles and role assignments: the plain Python API the HTTP layer and the CLI
-both call. Changes that must end sessions (disable, password change) add revocation events."""
+both call. Changes that must end sessions (disable, password change) add revocation events, and
+every change empties the token validations every controller caches (store.generations)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from infracloud.identity.auth import Authenticator, resolve_domain
 from infracloud.identity.passwords import Hasher
 from infracloud.identity.policy import BUILTIN_ROLES
 from infracloud.store import Database
+from infracloud.store.generations import IDENTITY
 from infracloud.store.models import DEFAULT_DOMAIN, Assignment, Project, Role, User
 
 _UNSET: Any = object()
@@ -42,15 +44,15 @@ class Directory:
 
     @contextmanager
     def _change(self, what: str) -> Iterator[Session]:
-        """A write transaction; a unique-key clash becomes 409, and validated tokens are
-        looked at afresh afterwards."""
+        """A write transaction; a unique-key clash becomes 409, and once it commits validated
+        tokens are looked at afresh (here at once, on other controllers within
+        `database.cache_check_seconds`)."""
         try:
             with self.db.write() as s:
+                self.db.generations.touch(s, IDENTITY)
                 yield s
         except IntegrityError:
             raise Conflict(f"Conflict occurred attempting to store {what}.") from None
-        finally:
-            self.auth.invalidate_cache()
 
     # ---- projects ------------------------------------------------------------------------
 

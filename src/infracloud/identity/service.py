@@ -18,6 +18,7 @@ from infracloud.identity.passwords import Hasher
 from infracloud.identity.policy import BUILTIN_ROLES, IMPLIED_ROLES
 from infracloud.identity.tokens import KeyRing
 from infracloud.store import Database
+from infracloud.store.generations import IDENTITY
 from infracloud.store.models import Project, Role, RoleImplication, User
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,13 @@ class IdentityService:
                 if name not in existing:
                     existing[name] = Role(id=new_id(), name=name)
                     s.add(existing[name])
+                    self.db.generations.touch(s, IDENTITY)
             s.flush()
             for prior, implied in IMPLIED_ROLES:
                 key = (existing[prior].id, existing[implied].id)
                 if s.get(RoleImplication, key) is None:
                     s.add(RoleImplication(prior_role_id=key[0], implied_role_id=key[1]))
-        self.auth.invalidate_cache()
+                    self.db.generations.touch(s, IDENTITY)
 
     def ensure_account(self, user: str, password: str, project: str, role: str,
                        *, reset_password: bool = True) -> Account:

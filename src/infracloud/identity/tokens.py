@@ -4,7 +4,8 @@ A token is a Fernet-encrypted compact JSON payload: who, which project, which me
 expires and its audit ids. Nothing is stored per token; revocation events are. The keys live in
 the database so every controller of a site shares them, encrypted with the site's secret key file
 (a copy of the database alone cannot forge a token); the newest key encrypts, every kept key
-decrypts, so rotation never invalidates a live token.
+decrypts, so rotation never invalidates a live token. A rotation through one controller reaches
+the others within `database.cache_check_seconds` (store.generations).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from infracloud.core.clock import Clock, as_utc
 from infracloud.core.errors import Unauthorized
 from infracloud.core.secrets import SecretBox
 from infracloud.store import Database
+from infracloud.store.generations import TOKEN_KEYS
 from infracloud.store.models import FernetKey
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,8 @@ def new_audit_id() -> str:
 
 
 class KeyRing:
-    """The Fernet keys of a site, loaded from the database and reloaded when a token names a key
-    this controller has not seen yet (another controller rotated)."""
+    """The Fernet keys of a site, loaded from the database and reloaded when they change (on any
+    controller) or when a token names a key this controller has not seen yet."""
 
     RELOAD_INTERVAL = 1.0
 
@@ -89,6 +91,19 @@ class KeyRing:
         self._lock = threading.Lock()
         self._fernet: MultiFernet | None = None
         self._loaded_at = 0.0
+        self._stale = False
+        db.generations.watch((TOKEN_KEYS,), self._changed)
+
+    def _changed(self) -> None:
+        self._stale = True
+
+    def _current(self) -> MultiFernet:
+        """The keys, reloaded first when another controller (or this one) changed them."""
+        self.db.generations.check()
+        if self._stale:
+            self.load()
+        assert self._fernet is not None, "KeyRing.load() first"
+        return self._fernet
 
     def _new_key(self) -> FernetKey:
         return FernetKey(key=self.box.encrypt(Fernet.generate_key().decode()),
@@ -104,12 +119,15 @@ class KeyRing:
             clear = [row for row in rows if len(row.key) == CLEAR_KEY_LENGTH]
             for row in clear:
                 row.key = self.box.encrypt(row.key)
+            if clear or not rows:
+                self.db.generations.touch(s, TOKEN_KEYS)
         if clear:
             log.warning("token keys stored in clear are now encrypted with the site's secret "
                         "key file", extra={"event": "identity.keys.sealed", "count": len(clear)})
         self.load()
 
     def load(self) -> None:
+        self._stale = False  # a change while this reads marks it stale again
         with self.db.read() as s:
             keys = s.scalars(select(FernetKey.key).order_by(FernetKey.id.desc())).all()
         if not keys:
@@ -122,6 +140,7 @@ class KeyRing:
     def rotate(self) -> int:
         """Add a new primary key and prune the oldest beyond max_active_keys. Returns the count."""
         with self.db.write() as s:
+            self.db.generations.touch(s, TOKEN_KEYS)
             s.add(self._new_key())
             s.flush()
             keep = s.scalars(
@@ -144,20 +163,19 @@ class KeyRing:
         return True
 
     def encrypt(self, payload: TokenPayload) -> str:
-        assert self._fernet is not None, "KeyRing.load() first"
-        return self._fernet.encrypt(payload.to_json()).decode().rstrip("=")
+        return self._current().encrypt(payload.to_json()).decode().rstrip("=")
 
     def decrypt(self, token: str) -> TokenPayload:
-        assert self._fernet is not None, "KeyRing.load() first"
+        fernet = self._current()
         raw = (token + "=" * (-len(token) % 4)).encode()
         try:
-            data = self._fernet.decrypt(raw)
+            data = fernet.decrypt(raw)
         except (InvalidToken, ValueError, TypeError):
             if time.monotonic() - self._loaded_at < self.RELOAD_INTERVAL:
                 raise Unauthorized("The request you have made requires authentication.") from None
             self.load()
             try:
-                data = self._fernet.decrypt(raw)
+                data = self._current().decrypt(raw)
             except (InvalidToken, ValueError, TypeError):
                 raise Unauthorized(
                     "The request you have made requires authentication."

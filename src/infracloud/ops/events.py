@@ -21,6 +21,7 @@ from infracloud.core.clock import Clock, isoformat
 from infracloud.core.states import HOST, IMAGE, INSTANCE, PROVISION, Machine
 from infracloud.ops import context, metrics
 from infracloud.store import Database
+from infracloud.store.generations import FLAVORS, Cache
 from infracloud.store.models import (
     Event,
     Flavor,
@@ -108,7 +109,7 @@ class EventLog:
         self.clock = clock
         self.retention = dt.timedelta(days=retention_days)
         self._hosts: dict[str, str] = {}
-        self._flavors: dict[str, str] = {}
+        self._flavors: Cache[str, str] = Cache(db.generations, FLAVORS)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -227,12 +228,11 @@ class EventLog:
         return name
 
     def _flavor_name(self, s: Session, flavor_id: str) -> str:
-        name = self._flavors.get(flavor_id)
-        if name is None:
-            name = s.connection().execute(select(Flavor.name).where(Flavor.id == flavor_id)
-                                          ).scalar() or flavor_id
-            self._flavors[flavor_id] = name
-        return name
+        """Its name (cached: an id deleted and made again may name another flavor)."""
+        conn = s.connection()
+        name = self._flavors.get(flavor_id, lambda i: conn.execute(
+            select(Flavor.name).where(Flavor.id == i)).scalar(), conn)
+        return name or flavor_id
 
     def _where(self, s: Session, obj: Any) -> tuple[str | None, str | None, str | None, str]:
         """(project, host, name, id) of a tracked object."""

@@ -98,7 +98,8 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                    migrate: bool = True) -> Services:
     clock = clock or Clock()
     db = Database(config.database.url, pool_size=config.database.pool_size,
-                  echo=config.database.echo)
+                  echo=config.database.echo,
+                  cache_check_seconds=config.database.cache_check_seconds)
     if migrate and config.database.auto_upgrade:
         db.migrate()
     elif migrate:  # the operator runs `infracloud db upgrade`; start only on its result

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from infracloud.core.errors import ConfigError
+from infracloud.store.generations import Generations, bump_touched
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,11 @@ def after_commit(session: Session, fn: Callable[[], object]) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False,
+                 cache_check_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """`cache_check_seconds`: how often the caches built on this database ask it whether
+        another controller changed what they hold (store.generations); 0: on every use."""
         self.url = normalise_url(url)
         parsed = make_url(self.url)
         self.backend = parsed.get_backend_name()
@@ -118,6 +124,8 @@ class Database:
         self._write = sessionmaker(
             bind=self.engine.execution_options(infracloud_write=True), expire_on_commit=False
         )
+        event.listen(self._write, "before_commit", bump_touched)
+        self.generations = Generations(self, cache_check_seconds, monotonic)
 
     def on_flush(self, hook: Callable[..., None]) -> None:
         """Run `hook(session, flush_context, instances)` before every flush of a write

@@ -171,6 +171,18 @@ class FernetKey(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class CacheGeneration(Base):
+    """A counter per kind of data that controllers cache (flavors, identity, token keys), moved
+    by the transaction that changes such data; every controller reads them all to know when to
+    empty a cache (store.generations)."""
+
+    __tablename__ = "cache_generations"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[dt.datetime]
+
+
 class RevocationEvent(Base):
     """Tokens matching an event and issued at or before `issued_before` are invalid."""
 

@@ -1,7 +1,7 @@
 """pool commands (a standby pool's writes for the active one), pool requests' idempotency keys
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-08 00:14:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = '0014'
-down_revision = '0011'  # 0012 and 0013 land beside it: re-point when they are merged
+down_revision = '0012'  # 0013 lands beside it: re-point when both are merged
 branch_labels = None
 depends_on = None
 
