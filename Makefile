@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/compute.py
 	$(BIN)/python bench/hardware.py
 	$(BIN)/python bench/pool.py
+	$(BIN)/python bench/pool_failover.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/caches.py
 	$(BIN)/python bench/libvirt.py

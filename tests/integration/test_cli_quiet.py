@@ -79,6 +79,7 @@ ERRORS: dict[tuple[str, ...], tuple[list[str], str]] = {
     ("pool", "drain"): (["p1"], NO_POOL),
     ("pool", "undrain"): (["p1"], NO_POOL),
     ("pool", "cancel"): (["r1"], NO_POOL),
+    ("pool", "status"): ([], NO_POOL),
     ("report", "usage"): (["--by", "nothing"],
                           "infracloud: error: --by must be one of project, flavor, host, "
                           "user, not 'nothing'"),

@@ -215,6 +215,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/pool/v1/providers"): "reader",
     ("POST", "/pool/v1/providers/{name}/drain"): "admin",
     ("POST", "/pool/v1/providers/{name}/undrain"): "admin",
+    ("GET", "/pool/v1/status"): "reader",
     ("GET", "/pool/v1/alerts"): "open: the pool's alerts, like /metrics: counts, no project data",
     ("GET", "/pool/v1/events"): "reader",
     ("GET", "/node-list"): "reader",  # open only with the pool's public-lists

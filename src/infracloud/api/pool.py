@@ -1,5 +1,7 @@
 """The node pool's HTTP API (`/pool/v1`, token in X-Auth-Token; the pool's rules of the policy
-table, a caller sees its own project's requests, nodes and events unless it is an admin) and
+table, a caller sees its own project's requests, nodes and events unless it is an admin;
+`Idempotency-Key` on a new request makes a retry of it safe; `/pool/v1/status` says which of
+several pool processes is active) and
 nodepool's read-only status lists (`/node-list`, `/request-list`, `/label-list`, `/image-list`,
 JSON, as nodepool's web app serves them: the node and request lists with a token and scoped
 alike, or open to anyone with the pool's `public-lists`). Served by `infracloud pool` and, in
@@ -29,6 +31,7 @@ from infracloud.pool.service import PoolService
 router = APIRouter(route_class=JSONRoute)
 WAIT_POLL = 0.1  # seconds between looks at a request someone waits on
 MAX_WAIT = 60.0
+MAX_KEY = 255  # characters of an Idempotency-Key
 
 
 def get_pool(request: Request) -> PoolService:
@@ -85,14 +88,21 @@ def version(pool: PoolDep) -> dict[str, Any]:
 
 @router.post("/pool/v1/requests", status_code=201,
              dependencies=[policy("pool:request:create")])
-def create_request(pool: PoolDep, caller: CallerDep, body: NewRequest) -> dict[str, Any]:
+def create_request(pool: PoolDep, caller: CallerDep, body: NewRequest,
+                   idempotency_key: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    """With `Idempotency-Key: KEY` (any text up to 255 characters, new for each request the
+    client means), the same key again answers with the request the first call made."""
     requestor = caller.requestor
     if body.requestor and body.requestor != caller.requestor:
         if not caller.admin:
             raise Forbidden(f"Only an admin may request nodes for {body.requestor}; "
                             f"this token's requestor is {caller.requestor}.")
         requestor = body.requestor
-    return {"request": pool.create_request(body.labels, requestor, body.priority)}
+    if idempotency_key is not None and not (
+            0 < len(idempotency_key) <= MAX_KEY and idempotency_key.isprintable()):
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY} printable characters.")
+    return {"request": pool.create_request(body.labels, requestor, body.priority,
+                                           idempotency_key)}
 
 
 @router.get("/pool/v1/requests", dependencies=[policy("pool:request:get")])
@@ -102,21 +112,25 @@ def list_requests(pool: PoolDep, caller: CallerDep, history: bool = False
 
 
 @router.get("/pool/v1/requests/{request_id}", dependencies=[policy("pool:request:get")])
-async def show_request(pool: PoolDep, caller: CallerDep, request_id: str,
+async def show_request(request: Request, pool: PoolDep, caller: CallerDep, request_id: str,
                        wait: Seconds = 0) -> dict[str, Any]:
     """With `wait=SECONDS` (at most 60), answers as soon as the request changes (its state,
     or nodes allocated to it) or is final, or when the time is up."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, MAX_WAIT)
-    version = pool.store.version(request_id)
+    version = await run_in_threadpool(pool.version, request_id)
     view = await run_in_threadpool(pool.get_request, request_id, caller.owner())
     seen = (view["state"], view["node_ids"])
     while view["state"] not in ("fulfilled", "failed", "cancelled") and \
             loop.time() < deadline and not lifecycle.stopping.is_set():
         await asyncio.sleep(WAIT_POLL)
-        if pool.store.version(request_id) == version:
+        pool = get_pool(request)  # this process may have changed role meanwhile
+        # the active face counts in memory; a standby's count reads the database
+        latest = pool.version(request_id) if pool.role == "active" else \
+            await run_in_threadpool(pool.version, request_id)
+        if latest == version:
             continue  # unchanged: no need to take the engine's lock
-        version = pool.store.version(request_id)
+        version = latest
         view = await run_in_threadpool(pool.get_request, request_id, caller.owner())
         if (view["state"], view["node_ids"]) != seen:
             break
@@ -168,6 +182,19 @@ def drain_provider(pool: PoolDep, name: str, body: Drain | None = None) -> dict[
              dependencies=[policy("pool:provider:update")])
 def undrain_provider(pool: PoolDep, name: str) -> dict[str, Any]:
     return {"provider": pool.drain(name, None, drained=False)}
+
+
+@router.get("/pool/v1/status", dependencies=[policy("pool:status:get")])
+def status(request: Request, pool: PoolDep) -> dict[str, Any]:
+    """Which pool process is active and which stand by (several on one database), and this
+    one's role; a pool run alone (the demo's) is active by itself."""
+    seat = getattr(request.app.state, "pool_seat", None)
+    if seat is not None:
+        return {"status": seat.status()}
+    return {"status": {"pool": pool.config.name,
+                       "this": {"owner": None, "where": None, "role": pool.role,
+                                "since": None},
+                       "active": None, "processes": [], "commands_waiting": 0}}
 
 
 @router.get("/pool/v1/alerts")

@@ -1,7 +1,8 @@
 """`infracloud pool`: run the node pool (`--config pool.yaml`), or use one through its HTTP API
-(request, list, release and hold test nodes; drain providers). The pool's URL and token come
-from --url/--token or INFRACLOUD_POOL_URL/INFRACLOUD_POOL_TOKEN; --os-cloud (or
-INFRACLOUD_POOL_CLOUD) logs in to a clouds.yaml cloud for a Keystone token instead."""
+(request, list, release and hold test nodes; drain providers; which process is active). The
+pool's URL (or its processes' URLs, comma-separated) and token come from --url/--token or
+INFRACLOUD_POOL_URL/INFRACLOUD_POOL_TOKEN; --os-cloud (or INFRACLOUD_POOL_CLOUD) logs in to a
+clouds.yaml cloud for a Keystone token instead."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ pool_app = typer.Typer(help="Run the node pool (--config), or request, list and 
                        "test nodes.", invoke_without_command=True)
 
 Url = Annotated[str | None, typer.Option(
-    "--url", envvar="INFRACLOUD_POOL_URL", help="the pool's base URL")]
+    "--url", envvar="INFRACLOUD_POOL_URL",
+    help="the pool's base URL, or its processes' URLs, comma-separated")]
 Token = Annotated[str | None, typer.Option(
     "--token", envvar="INFRACLOUD_POOL_TOKEN",
     help="the pool's static token, or any Keystone token")]
@@ -451,6 +453,39 @@ def undrain(provider: Annotated[str, typer.Argument(metavar="PROVIDER", help="pr
     with connect(url, token, cloud, cacert) as client:
         p = client.undrain(provider)
     typer.echo(_provider_line(p))
+
+
+def _ago(stamp: str | None) -> str:
+    return "-" if not stamp else f"{age(stamp)} ago"
+
+
+@pool_app.command("status")
+def status(output: Format = "table", url: Url = None, token: Token = None,
+           cloud: OsCloud = None, cacert: CaCert = None) -> None:
+    """Which pool process is active, which stand by (several on one database)."""
+    _check_format(output)
+    with connect(url, token, cloud, cacert) as client:
+        st = client.status()
+    if output == "json":
+        _json(st)
+        return
+    this, active = st["this"], st.get("active")
+    if this.get("owner") is None:
+        typer.echo(f"pool {st['pool']}: one process, {this['role']} (no other can take over)")
+        return
+    if active is None:
+        typer.echo(f"pool {st['pool']}: no process is active now (a standby takes over "
+                   f"within seconds)")
+    else:
+        typer.echo(f"pool {st['pool']}: active process {active['owner']} since "
+                   f"{_ago(active['since'])} (lease generation {active['generation']})")
+    table = Table("Process", "Where", "Role", "Since", "Seen")
+    for p in st["processes"]:
+        table.add_row(p["owner"], p["where"], p["role"], _ago(p.get("since")),
+                      _ago(p.get("seen_at")))
+    _print(table)
+    typer.echo(f"answered by {this['owner']} ({this['role']}); "
+               f"{st['commands_waiting']} writes waiting for the active process")
 
 
 @pool_app.command("cancel")

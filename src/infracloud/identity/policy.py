@@ -116,6 +116,7 @@ RULES: dict[str, str] = {
     "pool:provider:update": "admin",  # drain, undrain
     "pool:event:get": "reader",
     "pool:status_list": "reader",  # /node-list, /request-list unless pool `public-lists`
+    "pool:status:get": "reader",  # which pool process is active, which stand by
 }
 ROLE_RULES = {"reader": READER_ROLE, "member": MEMBER_ROLE}
 

@@ -2,10 +2,20 @@
 `infracloud pool ...`. Every method returns the JSON object the API answers with (the node,
 request or provider dicts of `infracloud.pool.service`); an HTTP error raises the matching
 `infracloud.core.errors` error with the server's message, and a pool that cannot be reached
-raises `infracloud.clients.cloud.ClientError`."""
+raises `infracloud.clients.cloud.ClientError`.
+
+Several pool processes (one active, others standing by) are reached through one load-balanced
+URL or a list of them ("URL,URL": each call goes to the first that takes it, staying with the
+one that answered). A call is tried again, for up to `retry_for` seconds, when its answer was
+lost (the connection broke after it was sent, a proxy's 502/504) or the pool said 503 (a
+process that just lost its seat, honouring Retry-After); a call that reached no pool at all is
+tried again for `CONNECT_RETRY_FOR` seconds. A new request carries an Idempotency-Key, the same
+on every try, so a retry never makes a second request."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +28,11 @@ from infracloud.core import errors
 from infracloud.core.errors import InfracloudError
 
 MAX_WAIT = 60.0  # the API's cap on `wait`
+RETRY_FOR = 30.0  # seconds a call whose answer was lost is tried again (a takeover: < 15 s)
+CONNECT_RETRY_FOR = 5.0  # seconds a call that reached no pool at all is tried again
+RETRY_WAIT = 0.5  # seconds before the first retry, doubled up to MAX_RETRY_WAIT
+MAX_RETRY_WAIT = 2.0
+RETRY_STATUSES = frozenset({502, 503, 504})
 ERRORS: dict[int, type[InfracloudError]] = {
     400: errors.BadRequest, 401: errors.Unauthorized, 403: errors.Forbidden,
     404: errors.NotFound, 409: errors.Conflict, 503: errors.ServiceUnavailable}
@@ -54,28 +69,58 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def _retry_after(r: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(r.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
 class PoolClient:
-    """`cacert`: a CA file to trust (default: the system's CAs); False: do not verify (a
-    cloud's `verify: false`)."""
+    """`url`: the pool's URL, or several ("URL,URL"); `cacert`: a CA file to trust (default:
+    the system's CAs); False: do not verify (a cloud's `verify: false`). `retry_for`: seconds
+    a call whose answer was lost is tried again (0: never)."""
 
     def __init__(self, url: str, token: str | None = None,
                  cacert: str | Path | bool | None = None, timeout: float = 30, *,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, retry_for: float = RETRY_FOR,
+                 retry_wait: float = RETRY_WAIT) -> None:
         headers = {"X-Auth-Token": token} if token else {}
-        self.url = url.rstrip("/")
+        first, *others = http.split_urls(url)
+        self.url = ",".join([first, *others])
         self.timeout = timeout
-        self.http = http.client("pool-client", base_url=self.url,
+        self.retry_for, self.retry_wait = retry_for, retry_wait
+        self.retries = 0  # calls tried again, all told (a requestor's figure)
+        self.http = http.client("pool-client", base_url=first, also=others,
                                 verify=True if cacert is None else cacert, timeout=timeout,
                                 headers=headers, transport=transport)
 
     def call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
              ) -> Any:
-        try:
-            r = self.http.request(method, path, timeout=timeout or self.timeout, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach the pool at {self.url}: {exc}") from None
-        if r.status_code >= 400:
-            raise error_for(r.status_code, _message(r))
+        start = time.monotonic()
+        tries = 0
+        while True:
+            wait = min(self.retry_wait * 2 ** tries, MAX_RETRY_WAIT)
+            try:
+                r = self.http.request(method, path, timeout=timeout or self.timeout, **kwargs)
+            except httpx.HTTPError as exc:
+                failure: InfracloudError = ClientError(
+                    f"cannot reach the pool at {self.url}: {exc}")
+                reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                limit = self.retry_for if reached else min(self.retry_for, CONNECT_RETRY_FOR)
+            else:
+                if r.status_code < 400:
+                    break
+                failure = error_for(r.status_code, _message(r))
+                if r.status_code not in RETRY_STATUSES:
+                    raise failure
+                wait = _retry_after(r) or wait
+                limit = self.retry_for
+            if time.monotonic() + wait - start > limit:
+                raise failure
+            time.sleep(wait)
+            tries += 1
+            self.retries += 1
         try:
             return r.json() if r.content else None
         except ValueError:
@@ -88,12 +133,19 @@ class PoolClient:
         answer: dict[str, Any] = self.call("GET", "/pool/v1")
         return answer
 
+    def status(self) -> dict[str, Any]:
+        """Which pool process is active, which stand by, and the answering one's role."""
+        return dict(self.call("GET", "/pool/v1/status")["status"])
+
     def create_request(self, labels: list[str], requestor: str | None = None,
-                       priority: int = 0) -> dict[str, Any]:
+                       priority: int = 0, key: str | None = None) -> dict[str, Any]:
+        """`key`: the Idempotency-Key (a new one by default; the same on every retry)."""
         body: dict[str, Any] = {"labels": labels, "priority": priority}
         if requestor:
             body["requestor"] = requestor
-        return dict(self.call("POST", "/pool/v1/requests", json=body)["request"])
+        headers = {"Idempotency-Key": key or uuid.uuid4().hex}
+        return dict(self.call("POST", "/pool/v1/requests", json=body,
+                              headers=headers)["request"])
 
     def get_request(self, request_id: str, wait: float = 0) -> dict[str, Any]:
         """The request; with `wait` (seconds, at most 60), once it is fulfilled, failed or

@@ -218,6 +218,8 @@ class Engine:
     def _advance_launches(self, now: dt.datetime) -> None:
         for node_id, launch in list(self.launches.items()):
             node = self.nodes[node_id]
+            if self.store.unwritten(node):
+                continue  # no server before the database knows its node (launch.py)
             if launch.provider.down and launch.outcome is None:
                 launch.outcome = Outcome("failed", f"provider {node.provider} is unreachable: "
                                          f"{launch.provider.last_error}")
@@ -559,8 +561,10 @@ class Engine:
         node.image_id = image_id
         spec = self._spec(node, image_id)
         assert spec is not None
+        # the create goes out at the next tick, once this one wrote the node (launch.py)
         self.launches[node.id] = Launch(provider, self.prober, spec, clock=self.clock)
         provider.launched_since_limits += 1
+        self.wake()
         return node
 
     def _min_ready(self, waiting_labels: set[str], room: Room) -> None:

@@ -277,6 +277,12 @@ class FakeCloud:
                                         device_id=device_id)
             return port_id
 
+    def build_now(self) -> None:
+        """Every server still building is built at the next server list."""
+        with self._lock:
+            for s in self._servers.values():
+                s.polls_left = 0
+
     def servers_by_id(self) -> dict[str, Server]:
         """The servers as they are now, without a list_servers call's building."""
         with self._lock:

@@ -10,7 +10,13 @@ launch on every tick, so a slow provider only slows its own launches.
     boot     --error-->     console   ERROR, or launch-timeout passed
     scan     --keys-->      done      port open and host keys read within boot-timeout
     scan     --no-ssh-->    console   the console log is fetched for the failure record
-    console  --fetched-->   done"""
+    console  --fetched-->   done
+
+The create call goes out at the first `advance`, not when the launch is made: the engine
+writes the node's record at the end of the tick that made it, so a server never exists whose
+node the database does not know (a process killed mid-tick leaves, at worst, a node with no
+server id: withdrawn by the next process, and its server, if the call got through, deleted as
+a leak). Node ids are therefore never handed out twice, even across processes."""
 
 from __future__ import annotations
 
@@ -73,10 +79,6 @@ class Launch:
         self._future: Future[Any] | None = None
         self._failure = ""
         self._boot_started = 0.0
-        if server_id is None:
-            self._future = provider.submit(
-                provider.cloud.create_server, spec.name, spec.image_id, spec.flavor_id,
-                spec.network, spec.key_name, spec.metadata)
 
     def _go(self, event: str) -> None:
         self.step = STEPS[(self.step, event)]
@@ -93,7 +95,12 @@ class Launch:
         return getattr(self, "_" + self.step)()
 
     def _create(self) -> Outcome | None:
-        assert self._future is not None
+        if self._future is None:  # the node's record is written: ask for the server
+            spec = self.spec
+            self._future = self.provider.submit(
+                self.provider.cloud.create_server, spec.name, spec.image_id, spec.flavor_id,
+                spec.network, spec.key_name, spec.metadata)
+            return None
         if not self._future.done():
             return None
         try:

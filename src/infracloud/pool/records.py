@@ -1,22 +1,47 @@
 """The pool's records in memory (the engine's working state) and their rows in the database.
 The engine owns them; every change is written through (`PoolStore.flush`) in one
-transaction per engine tick or API call."""
+transaction per engine tick or API call. With several pool processes on one database, each of
+those transactions first checks that this process still holds the pool's lease (`fence`), and
+writes nothing when it does not (`LeaseLost`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
 
+from infracloud.core.errors import ServiceUnavailable
 from infracloud.core.states import POOL_NODE, POOL_REQUEST, Machine
 from infracloud.ops import context
 from infracloud.ops.events import transition_name
 from infracloud.store import Database
-from infracloud.store.models import Event, PoolNode, PoolProvider, PoolRequest, PoolUpload
+from infracloud.store.models import (
+    Event,
+    PoolCommand,
+    PoolNode,
+    PoolProvider,
+    PoolRequest,
+    PoolUpload,
+)
 
 FINAL_REQUEST = ("fulfilled", "failed", "cancelled")
+RETRY_AFTER = "2"  # seconds a client waits before it asks again (another pool process)
+
+
+class LeaseLost(ServiceUnavailable):
+    """This process no longer holds the pool's lease: it wrote nothing, and another process
+    (the new active one) answers instead."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": RETRY_AFTER})
+
+
+Fence = Callable[[Session], None]  # raises LeaseLost inside a write transaction
 
 
 @dataclass
@@ -71,6 +96,7 @@ class RequestRec:
     state_at: dt.datetime
     created_at: dt.datetime
     reason: str | None = None
+    idempotency_key: str | None = None
 
     def move(self, event: str, now: dt.datetime) -> None:
         self.state = POOL_REQUEST.next(self.state, event)
@@ -128,9 +154,12 @@ class PoolStore:
     Every state change of a node or request is an event (the `events` table of the pool's
     database), written in the same transaction as the record."""
 
-    def __init__(self, db: Database, site: str = "pool") -> None:
+    def __init__(self, db: Database, site: str = "pool", fence: Fence | None = None) -> None:
         self.db = db
         self.site = site
+        self.fence = fence
+        self._held = 0  # inside `batch`: flushes wait for its end
+        self._done: list[tuple[int, dict[str, Any]]] = []  # commands answered, by id
         self._new: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._dirty: dict[type, dict[str, Any]] = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self.versions: dict[str, int] = {}
@@ -211,26 +240,64 @@ class PoolStore:
         """How often a request has changed: watchers compare it without taking any lock."""
         return self.versions.get(request_id, 0)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Flushes inside the block write nothing yet: the caller's next flush writes all of
+        it in one transaction (a command's changes with its answer)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+
+    def answered(self, command_id: int, values: dict[str, Any]) -> None:
+        """A command taken by this process is answered in the next flush, with its records."""
+        self._done.append((command_id, values))
+
+    def _fenced(self, s: Session) -> None:
+        if self.fence is not None:
+            self.fence(s)
+
     def flush(self) -> None:
         """Write every added and changed record in one transaction."""
-        if not any(self._new.values()) and not any(self._dirty.values()):
+        if self._held or (not any(self._new.values()) and not any(self._dirty.values())
+                          and not self._done):
             return
-        new, dirty, events = self._new, self._dirty, self._events
+        new, dirty, events, done = self._new, self._dirty, self._events, self._done
         self._new = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
         self._dirty = {NodeRec: {}, RequestRec: {}, UploadRec: {}}
-        self._events = []
-        with self.db.write() as s:
-            if events:
-                s.execute(insert(Event), events)
-            for cls, model in ((NodeRec, PoolNode), (RequestRec, PoolRequest),
-                               (UploadRec, PoolUpload)):
-                if new[cls]:
-                    s.execute(insert(model), [_row(r) for r in new[cls].values()])
-                if dirty[cls]:
-                    s.execute(update(model), [_row(r) for r in dirty[cls].values()])
+        self._events, self._done = [], []
+        try:
+            with self.db.write() as s:
+                self._fenced(s)
+                for command_id, values in done:
+                    s.execute(update(PoolCommand).where(PoolCommand.id == command_id,
+                                                        PoolCommand.state == "taken")
+                              .values(state="done", **values)
+                              .execution_options(synchronize_session=False))
+                if events:
+                    s.execute(insert(Event), events)
+                for cls, model in ((NodeRec, PoolNode), (RequestRec, PoolRequest),
+                                   (UploadRec, PoolUpload)):
+                    if new[cls]:
+                        s.execute(insert(model), [_row(r) for r in new[cls].values()])
+                    if dirty[cls]:
+                        s.execute(update(model), [_row(r) for r in dirty[cls].values()])
+        except BaseException:  # nothing written (the database went away): the next flush
+            for kind in new:    # writes it all, with what changed meanwhile
+                self._new[kind] = {**new[kind], **self._new[kind]}
+                self._dirty[kind] = {k: r for k, r in {**dirty[kind], **self._dirty[kind]}.items()
+                                     if k not in self._new[kind]}
+            self._events, self._done = events + self._events, done + self._done
+            raise
+
+    def unwritten(self, rec: NodeRec | RequestRec | UploadRec) -> bool:
+        """Whether `rec` was added and is not in the database yet."""
+        return rec.id in self._new[type(rec)]
 
     def set_drained(self, name: str, drained: bool, reason: str | None) -> None:
         with self.db.write() as s:
+            self._fenced(s)
             row = s.get(PoolProvider, name)
             if row is None:
                 s.add(PoolProvider(name=name, drained=drained, reason=reason))
@@ -253,11 +320,38 @@ class PoolStore:
             row = s.get(PoolRequest, request_id)
             return None if row is None else _request(row)
 
+    def find_request(self, requestor: str, key: str) -> RequestRec | None:
+        """The request `requestor` made with idempotency key `key`, if any."""
+        with self.db.read() as s:
+            row = s.scalars(select(PoolRequest).where(PoolRequest.requestor == requestor,
+                                                      PoolRequest.idempotency_key == key)
+                            .order_by(PoolRequest.created_at).limit(1)).first()
+            return None if row is None else _request(row)
+
+    def snapshot(self) -> tuple[list[NodeRec], list[RequestRec], list[UploadRec],
+                                dict[str, str | None]]:
+        """What another process wrote, read only: live nodes, open requests, uploads and
+        drained providers (name -> reason; a standby's view)."""
+        with self.db.read() as s:
+            nodes = [_node(row) for row in s.scalars(
+                select(PoolNode).where(PoolNode.state != "deleted"))]
+            requests = [_request(row) for row in s.scalars(select(PoolRequest).where(
+                PoolRequest.state.not_in(FINAL_REQUEST)))]
+            uploads = [UploadRec(**{n: getattr(row, n) for n in _names(UploadRec)})
+                       for row in s.scalars(select(PoolUpload).where(
+                           PoolUpload.state != "deleted"))]
+            drained = {row.name: row.reason for row in s.scalars(
+                select(PoolProvider).where(PoolProvider.drained.is_(True)))}
+        return nodes, requests, uploads, drained
+
     def prune(self, before: dt.datetime) -> int:
         """Forget deleted nodes and finished requests older than `before`."""
         with self.db.write() as s:
+            self._fenced(s)
             nodes = s.execute(delete(PoolNode).where(PoolNode.state == "deleted",
                                                      PoolNode.state_at < before))
             reqs = s.execute(delete(PoolRequest).where(PoolRequest.state.in_(FINAL_REQUEST),
                                                        PoolRequest.state_at < before))
+            s.execute(delete(PoolCommand).where(PoolCommand.state.in_(("done", "withdrawn")),
+                                                PoolCommand.done_at < before))
         return sum(int(getattr(r, "rowcount", 0) or 0) for r in (nodes, reqs))

@@ -1,6 +1,8 @@
 """The pool service: the engine on its own thread, plus what the API asks of it (requests,
 nodes, release, hold, drain) and the views the API and the CLI print. Every API change is
-written to the database before the call returns."""
+written to the database before the call returns. With several pool processes (pool/seat.py)
+this is the active one's face: it also applies the writes the standby processes received
+(pool/commands.py), before each tick, and runs only while `may_work` says it holds the lease."""
 
 from __future__ import annotations
 
@@ -16,20 +18,21 @@ from typing import Any
 import httpx
 
 from infracloud.core.clock import Clock
-from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from infracloud.core.errors import BadRequest, Conflict, Forbidden, InfracloudError, NotFound
 from infracloud.core.settings import validate_file
 from infracloud.ops import context
 from infracloud.ops.events import EventLog
 from infracloud.pool.alerts import PoolAlerts
 from infracloud.pool.cleanup import LeakCleaner
 from infracloud.pool.cloud import Cloud
+from infracloud.pool.commands import Command, Inbox, answer
 from infracloud.pool.config import PoolConfig, Provider
 from infracloud.pool.engine import Engine
 from infracloud.pool.fairshare import FairQueue, Waiting
 from infracloud.pool.images import Uploads
 from infracloud.pool.probe import Probe
 from infracloud.pool.providers import ProviderRuntime
-from infracloud.pool.records import Entry, NodeRec, PoolStore, RequestRec
+from infracloud.pool.records import Entry, LeaseLost, NodeRec, PoolStore, RequestRec
 from infracloud.pool.stats import Stats, nodepool_state
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,8 @@ def node_view(node: NodeRec) -> dict[str, Any]:
 
 
 class PoolService(Engine):
+    role = "active"  # what /readyz and `pool status` say of this face (StandbyPool: standby)
+
     def __init__(self, config: PoolConfig, store: PoolStore,
                  make_cloud: Callable[[Provider], Cloud], prober: Probe,
                  stats: Stats | None = None, config_file: Path | None = None,
@@ -76,6 +81,11 @@ class PoolService(Engine):
         self._loaded = False
         self._stop = threading.Event()
         self._last = {"gauges": 0.0, "prune": 0.0, "reload": clock()}
+        # set by the seat (several pool processes): the standbys' writes, this holding's
+        # lease generation, and whether the lease is still held now
+        self.inbox: Inbox | None = None
+        self.generation: int | None = None
+        self.may_work: Callable[[], bool] = lambda: True
 
     # ---- running ----------------------------------------------------------------------------
 
@@ -101,8 +111,13 @@ class PoolService(Engine):
             self.woken.clear()
             if self._stop.is_set():
                 break
+            if not self.may_work():
+                continue  # the lease is not held now: the seat stops this engine
             try:
                 self.tick()
+            except LeaseLost as exc:  # another process took over: do nothing more
+                log.warning("pool engine stops: %s", exc.message)
+                break
             except Exception:  # the loop must go on; the next tick tries again
                 log.exception("pool engine tick failed")
                 time.sleep(1)
@@ -116,6 +131,48 @@ class PoolService(Engine):
             p.close()
         self.prober.close()
         self.alerts.close()
+
+    def tick(self) -> None:
+        self.apply_commands()
+        super().tick()
+
+    def version(self, request_id: str) -> int:
+        """How often a request changed (long-polls compare it without taking the lock)."""
+        return self.store.version(request_id)
+
+    # ---- the standbys' writes -----------------------------------------------------------
+
+    def apply_commands(self) -> None:
+        """Apply the writes standby processes received, oldest first: each one's records
+        and its answer in one transaction."""
+        if self.inbox is None or self.generation is None:
+            return
+        for command in self.inbox.take(self.generation, self.store.fence):
+            with context.acting(command.actor or "system:pool"), self.store.batch():
+                try:
+                    values = answer(200, result=self._command(command), now=self.now())
+                except InfracloudError as exc:
+                    values = answer(exc.status, message=exc.message, now=self.now())
+                except Exception as exc:  # answered, so the standby does not wait in vain
+                    log.exception("pool command %s (%s) failed", command.id, command.kind)
+                    values = answer(500, message=f"{type(exc).__name__}: {exc}"[:500],
+                                    now=self.now())
+            self.store.answered(command.id, values)
+            self.store.flush()
+
+    def _command(self, command: Command) -> dict[str, Any]:
+        a = command.args
+        if command.kind == "create":
+            return self.create_request(list(a["labels"]), a["requestor"], a.get("priority", 0),
+                                       a.get("key"))
+        if command.kind == "cancel":
+            return self.cancel_request(a["request_id"], a.get("requestor"))
+        if command.kind == "release":
+            return self.release(a["node_id"], a.get("requestor"))
+        if command.kind == "hold":
+            return self.hold(a["node_id"], a["reason"], a.get("requestor"))
+        assert command.kind == "drain", command.kind
+        return self.drain(a["name"], a.get("reason"), bool(a.get("drained", True)))
 
     def current_upload(self, provider: str, diskimage: str) -> str | None:
         return self.uploads.current(provider, diskimage)
@@ -193,8 +250,7 @@ class PoolService(Engine):
 
     # ---- requests -----------------------------------------------------------------------------
 
-    def create_request(self, labels: list[str], requestor: str, priority: int = 0
-                       ) -> dict[str, Any]:
+    def check_labels(self, labels: list[str]) -> None:
         if not labels:
             raise BadRequest("A request needs at least one label.")
         if len(labels) > MAX_NODES_PER_REQUEST:
@@ -203,11 +259,26 @@ class PoolService(Engine):
         if unknown:
             raise BadRequest(f"Unknown label {', '.join(unknown)}; this pool has "
                              f"{', '.join(label.name for label in self.config.labels)}.")
+
+    def _same(self, requestor: str, key: str) -> RequestRec | None:
+        """The request made before with this idempotency key, if any."""
+        found = next((r for r in self.requests.values()
+                      if r.idempotency_key == key and r.requestor == requestor), None)
+        return found or self.store.find_request(requestor, key)
+
+    def create_request(self, labels: list[str], requestor: str, priority: int = 0,
+                       key: str | None = None) -> dict[str, Any]:
+        """`key`: the client's idempotency key; asked again with the same one (a retry
+        whose first answer was lost), the request made the first time is the answer."""
+        self.check_labels(labels)
         with self.lock:
+            same = self._same(requestor, key) if key else None
+            if same is not None:
+                return self.request_view(same)
             now = self.now()
             req = RequestRec(id=self.new_request_id(), requestor=requestor, priority=priority,
                              entries=[Entry(label) for label in labels], state="requested",
-                             state_at=now, created_at=now)
+                             state_at=now, created_at=now, idempotency_key=key)
             self.requests[req.id] = req
             self.store.added(req)
             why = next((w for w in map(self.why_impossible, labels) if w), None)

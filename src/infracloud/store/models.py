@@ -549,7 +549,8 @@ class PoolRequest(Base):
     """A node request: one entry per node wanted ({label, node, failures, avoid})."""
 
     __tablename__ = "pool_requests"
-    __table_args__ = (Index("ix_pool_requests_state", "state"),)
+    __table_args__ = (Index("ix_pool_requests_state", "state"),
+                      Index("ix_pool_requests_idempotency", "requestor", "idempotency_key"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     requestor: Mapped[str] = mapped_column(String(255))
@@ -559,6 +560,31 @@ class PoolRequest(Base):
     state_at: Mapped[dt.datetime]
     created_at: Mapped[dt.datetime]
     reason: Mapped[str | None] = mapped_column(Text)
+    # the client's Idempotency-Key: the same key (of the same requestor) is the same request
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+
+
+class PoolCommand(Base):
+    """A write sent to a standby pool process (pool/commands.py): queued until the active
+    process takes it (`generation`: the pool lease's, when taken) and applies it with the
+    records it changes, answering `status` and `result` (the API's answer) or `message`.
+    `withdrawn`: the standby gave up waiting before any active process took it."""
+
+    __tablename__ = "pool_commands"
+    __table_args__ = (Index("ix_pool_commands_state", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))  # queued, taken, done, withdrawn
+    generation: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+    done_at: Mapped[dt.datetime | None]
 
 
 class PoolUpload(Base):
