@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -37,6 +36,7 @@ from infracloud.api.tls import ensure_certificates
 from infracloud.core.errors import NotFound
 from infracloud.pool.client import PoolClient
 from tests.conftest import create_pg_database
+from tests.integration.test_haproxy import haproxy_config
 from tests.servers import (
     Running,
     free_port,
@@ -56,15 +56,6 @@ TOKEN = "ha-pool-token-0123456789"
 POOL = "ha-pool"
 PROVIDER = "infracloud"
 TAKEOVER_WITHIN = 15.0  # seconds: the bound for a standby to take over
-
-
-def haproxy_config(text: str, folder: Path, port: int, servers: list[int]) -> str:
-    text, bases = re.subn(r"(?m)^(\s*(?:crt|ca)-base) /etc/haproxy$", rf"\1 {folder}", text)
-    text, binds = re.subn(r"(?m)^(\s*bind) :8450 ", rf"\1 127.0.0.1:{port} ", text)
-    lines = [f"    server pool{i + 1} 127.0.0.1:{p}" for i, p in enumerate(servers)]
-    text, count = re.subn(r"(?m)^    server pool\d .*\n", "", text)
-    assert (bases, binds, count) == (2, 1, 2), "the shipped file changed shape"
-    return text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -160,7 +151,8 @@ def site(demo: Running, tmp_path: Path, pg_admin_url: str) -> Iterator[Site]:
         assert [p.role() for p in pools] == ["active", "standby"]
         front = free_port()
         (tmp_path / "haproxy.cfg").write_text(haproxy_config(
-            CONFIG.read_text(), tmp_path, front, [int(p.url.rsplit(":", 1)[1]) for p in pools]))
+            CONFIG.read_text(), tmp_path, front, [int(p.url.rsplit(":", 1)[1]) for p in pools],
+            listen=8450, name="pool", shipped=2))
         log = tmp_path / "haproxy.log"
         with log.open("wb") as out:
             proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")],

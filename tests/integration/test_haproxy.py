@@ -33,12 +33,15 @@ LOGIN = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
     "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
 
 
-def haproxy_config(text: str, folder: Path, port: int, servers: list[int]) -> str:
+def haproxy_config(text: str, folder: Path, port: int, servers: list[int], *,
+                   listen: int = 8443, name: str = "controller", shipped: int = 3) -> str:
+    """A shipped HAProxy file (deploy/) for this test: its certificate folder, its front
+    port on loopback, and `servers` in place of the `shipped` example `name` lines."""
     text, bases = re.subn(r"(?m)^(\s*(?:crt|ca)-base) /etc/haproxy$", rf"\1 {folder}", text)
-    text, binds = re.subn(r"(?m)^(\s*bind) :8443 ", rf"\1 127.0.0.1:{port} ", text)
-    lines = [f"    server controller{i + 1} 127.0.0.1:{p}" for i, p in enumerate(servers)]
-    text, count = re.subn(r"(?m)^    server controller\d .*\n", "", text)
-    assert (bases, binds, count) == (2, 1, 3), "the shipped file changed shape"
+    text, binds = re.subn(rf"(?m)^(\s*bind) :{listen} ", rf"\1 127.0.0.1:{port} ", text)
+    lines = [f"    server {name}{i + 1} 127.0.0.1:{p}" for i, p in enumerate(servers)]
+    text, count = re.subn(rf"(?m)^    server {name}\d .*\n", "", text)
+    assert (bases, binds, count) == (2, 1, shipped), "the shipped file changed shape"
     return text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 

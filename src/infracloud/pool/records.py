@@ -149,6 +149,20 @@ _KINDS: dict[type, tuple[str, Machine]] = {NodeRec: ("pool-node", POOL_NODE),
                                            RequestRec: ("pool-request", POOL_REQUEST)}
 
 
+def _live(s: Session) -> tuple[list[NodeRec], list[RequestRec], list[UploadRec],
+                              dict[str, str | None]]:
+    """Live nodes, open requests, uploads and drained providers (name -> reason)."""
+    nodes = [_node(row) for row in s.scalars(
+        select(PoolNode).where(PoolNode.state != "deleted"))]
+    requests = [_request(row) for row in s.scalars(select(PoolRequest).where(
+        PoolRequest.state.not_in(FINAL_REQUEST)))]
+    uploads = [UploadRec(**{n: getattr(row, n) for n in _names(UploadRec)})
+               for row in s.scalars(select(PoolUpload).where(PoolUpload.state != "deleted"))]
+    drained = {row.name: row.reason for row in s.scalars(
+        select(PoolProvider).where(PoolProvider.drained.is_(True)))}
+    return nodes, requests, uploads, drained
+
+
 class PoolStore:
     """Loads the pool's live records at start and writes changed ones back, in batches.
     Every state change of a node or request is an event (the `events` table of the pool's
@@ -171,15 +185,7 @@ class PoolStore:
         """Live nodes, open requests, uploads, drained providers (name -> reason) and the
         next node and request numbers."""
         with self.db.read() as s:
-            nodes = [_node(row) for row in s.scalars(
-                select(PoolNode).where(PoolNode.state != "deleted"))]
-            requests = [_request(row) for row in s.scalars(select(PoolRequest).where(
-                PoolRequest.state.not_in(FINAL_REQUEST)))]
-            uploads = [UploadRec(**{n: getattr(row, n) for n in _names(UploadRec)})
-                       for row in s.scalars(select(PoolUpload).where(
-                           PoolUpload.state != "deleted"))]
-            drained = {row.name: row.reason for row in s.scalars(
-                select(PoolProvider).where(PoolProvider.drained.is_(True)))}
+            nodes, requests, uploads, drained = _live(s)
             self._states.update({n.id: n.state for n in nodes})
             self._states.update({r.id: r.state for r in requests})
             node_ids = [int(i) for i in s.scalars(select(PoolNode.id)) if i.isdigit()]
@@ -333,16 +339,7 @@ class PoolStore:
         """What another process wrote, read only: live nodes, open requests, uploads and
         drained providers (name -> reason; a standby's view)."""
         with self.db.read() as s:
-            nodes = [_node(row) for row in s.scalars(
-                select(PoolNode).where(PoolNode.state != "deleted"))]
-            requests = [_request(row) for row in s.scalars(select(PoolRequest).where(
-                PoolRequest.state.not_in(FINAL_REQUEST)))]
-            uploads = [UploadRec(**{n: getattr(row, n) for n in _names(UploadRec)})
-                       for row in s.scalars(select(PoolUpload).where(
-                           PoolUpload.state != "deleted"))]
-            drained = {row.name: row.reason for row in s.scalars(
-                select(PoolProvider).where(PoolProvider.drained.is_(True)))}
-        return nodes, requests, uploads, drained
+            return _live(s)
 
     def prune(self, before: dt.datetime) -> int:
         """Forget deleted nodes and finished requests older than `before`."""
