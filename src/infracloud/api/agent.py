@@ -30,7 +30,9 @@ from infracloud.site.services import Services
 from infracloud.store.models import Instance
 
 MAX_WAIT = 30.0
-RECHECK = 5.0  # re-read the generation this often while waiting (changes by other controllers)
+# re-read the generation this often while waiting: the fallback for a change no one signalled
+# (another controller's, heard of through PostgreSQL's NOTIFY unless its listener was away)
+RECHECK = 5.0
 
 
 AgentToken = Annotated[str | None, Header(alias="X-Agent-Token")]
@@ -194,15 +196,15 @@ async def desired(services: ServicesDep, host_id: str, agent: AgentDep,
     hosts = services.hosts
     await run_in_threadpool(hosts.heartbeat, host_id)
     deadline = time.monotonic() + min(wait, MAX_WAIT)
-    while True:
-        event = services.signals.event(host_id)
-        event.clear()
-        gen = await run_in_threadpool(hosts.generation, host_id)
-        left = deadline - time.monotonic()
-        if gen != generation or left <= 0 or services.signals.closed:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), min(RECHECK, left))
+    with services.signals.waiting(host_id) as event:
+        while True:
+            event.clear()
+            gen = await run_in_threadpool(hosts.generation, host_id)
+            left = deadline - time.monotonic()
+            if gen != generation or left <= 0 or services.signals.closed:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(RECHECK, left))
     if services.signals.closed:  # back off and come back to the next controller run
         raise ServiceUnavailable("The controller is stopping.")
     gen, rows, removing = await run_in_threadpool(hosts.desired, host_id)

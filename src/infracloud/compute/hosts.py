@@ -34,6 +34,7 @@ from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.db import after_commit
 from infracloud.store.models import Host, Instance
+from infracloud.store.wakeups import wake
 
 log = logging.getLogger(__name__)
 PRESENT = ("spawning", "active")
@@ -212,9 +213,8 @@ class HostService:
                 changed |= self.unknown.observe(s, host, unknown, now)
             if changed:
                 host.generation += 1
+                wake(s, host_id, self.notify)
             generation = host.generation
-        if changed:
-            self.notify(host_id)
         return int(generation)
 
     def _apply(self, s: Session, inst: Instance, item: Report, now: dt.datetime) -> bool:
@@ -300,8 +300,8 @@ class HostService:
                 s.execute(update(Host).where(Host.id.in_(touched))
                           .values(generation=Host.generation + 1)
                           .execution_options(synchronize_session=False))
-        for host_id in touched:
-            self.notify(host_id)
+            for host_id in sorted(touched):
+                wake(s, host_id, self.notify)
         return counts
 
     # ---- operators ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.db import after_commit
 from infracloud.store.models import Host, Instance
+from infracloud.store.wakeups import wake
 
 log = logging.getLogger(__name__)
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
@@ -147,8 +148,6 @@ class ServerService:
                 continue
         else:
             raise BadRequest("Could not allocate an address; try again.")
-        if instance.host_id:
-            self.notify(instance.host_id)
         log.info("server created", extra={"instance_id": instance.id, "event":
                                           "server.create", "host_id": instance.host_id,
                                           "state": instance.state, "project_id":
@@ -214,6 +213,7 @@ class ServerService:
                     inst.ip_address, inst.mac_address = port.ip_address, port.mac_address
                     inst.network_name = self.network.config.name
                     self._to(inst, "networked", now)
+                    wake(s, host.id, self.notify)  # its agent, on any controller
             s.add(inst)
         return inst
 
@@ -298,19 +298,16 @@ class ServerService:
                 host = s.get(Host, inst.host_id) if inst.host_id else None
                 if host is None or host.state != "up":
                     self.remove(s, inst)
-                    host_id = None
                 else:
                     self._to(inst, "delete", now)
                     s.execute(update(Host).where(Host.id == host.id)
                               .values(generation=Host.generation + 1)
                               .execution_options(synchronize_session=False))
-                    host_id = host.id
+                    wake(s, host.id, self.notify)
         except StaleDataError:
             # its host's agent removed it meanwhile (the instance is not locked here: reports
             # lock the host first, then the instance, and the opposite order could deadlock)
             raise NotFound(f"Instance {server_id} could not be found.") from None
-        if host_id:
-            self.notify(host_id)
         log.info("server deleted", extra={"instance_id": server_id, "event": "server.delete",
                                           "user_id": caller.user_id})
 

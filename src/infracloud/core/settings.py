@@ -67,6 +67,10 @@ class DatabaseConfig(_Section):
         "another controller changed what it caches (flavors, tokens' users, projects, roles "
         "and revocations, token keys): the most seconds a change made through one controller "
         "goes unseen by another; 0: ask on every use")
+    host_wakeups: bool = Field(
+        True, description="PostgreSQL: LISTEN for changes made through other controllers "
+        "to the hosts whose agents long-poll this one, so they hear of them at once (false: "
+        "within 5 s, as on a connection pooler that cannot LISTEN)")
 
     @field_validator("url")
     @classmethod

@@ -16,6 +16,7 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import NotFound
 from infracloud.store import Database
 from infracloud.store.models import Host, Instance
+from infracloud.store.wakeups import wake
 
 log = logging.getLogger(__name__)
 FENCED = "fenced: "
@@ -88,7 +89,6 @@ class Drainer:
             s.execute(update(Host).where(Host.id == host.id)
                       .values(generation=Host.generation + 1)
                       .execution_options(synchronize_session=False))
-            host_id = host.id
-        self.hosts.notify(host_id)
+            wake(s, host.id, self.hosts.notify)
         log.error("host fenced", extra={"host": host_name, "lost": lost, "event": "host.fence"})
         return lost

@@ -33,7 +33,7 @@ from infracloud.site.alerts import SiteAlerts, event_recorder
 from infracloud.site.backups import Backups
 from infracloud.site.duties import Duties, Duty
 from infracloud.site.usage import UsageReports
-from infracloud.store import Database
+from infracloud.store import Database, wakeups
 from infracloud.store.leases import Leases
 
 MAINTENANCE_SECONDS = 60.0
@@ -64,6 +64,8 @@ class Services:
     backups: Backups
     leases: Leases  # owned by this controller process (its owner id is unique to it)
     duties: Duties = field(init=False)
+    # hears of other controllers' changes to hosts (PostgreSQL; store.wakeups)
+    wakeups: wakeups.Listener | None = None
 
     def __post_init__(self) -> None:
         self.duties = Duties(self.leases, self.clock, self.config.duties, self.background())
@@ -117,11 +119,15 @@ class Services:
         self.simulation.install()
         self.conductor.gate = lambda: self.duties.holds("conductor")
         self.conductor.start()
+        if self.wakeups is not None:
+            self.wakeups.start()
 
     def close(self) -> None:
         self.duties.stop()  # the duties' leases go first: a survivor takes them at once
         self.conductor.stop()  # its work in progress frees its nodes
         self.duties.release_heartbeat()
+        if self.wakeups is not None:
+            self.wakeups.close()
         self.simulation.close()
         self.image_data.close()
         self.alerts.close()
@@ -184,7 +190,10 @@ def build_services(config: ControllerConfig, clock: Clock | None = None,
                                       base_url=config.base_url(),
                                       record_event=event_recorder(events),
                                       backups=backups),
-                    backups=backups, leases=Leases(db, clock, owner))
+                    backups=backups, leases=Leases(db, clock, owner),
+                    wakeups=wakeups.listener(db, signals.watched, signals.notify_many,
+                                             signals.wake_all)
+                    if config.database.host_wakeups else None)
 
 
 def _agent_token(config: ControllerConfig) -> str | None:
