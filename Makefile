@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/pool_failover.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/caches.py
+	$(BIN)/python bench/hostwake.py
 	$(BIN)/python bench/libvirt.py
 	$(BIN)/python bench/drill.py
 
