@@ -49,6 +49,7 @@ from infracloud.store.models import (
     UnknownServer,
     UsageRecord,
 )
+from infracloud.store.wakeups import wake
 
 log = logging.getLogger(__name__)
 HELD = "compute:unknown"  # device_owner of the port that holds an unknown server's address
@@ -209,8 +210,8 @@ class UnknownServers:
                 s.execute(update(Host).where(Host.id.in_(touched))
                           .values(generation=Host.generation + 1)
                           .execution_options(synchronize_session=False))
-        for host_id in touched:
-            self.notify(host_id)
+            for host_id in sorted(touched):  # their agents, on any controller
+                wake(s, host_id, self.notify)
         return counts
 
     def _adopt(self, s: Session, row: UnknownServer, now: dt.datetime) -> str | None:
