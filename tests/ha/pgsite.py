@@ -55,6 +55,10 @@ class Controller:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def errors(self) -> list[str]:
+        """The lines this controller logged at level error (tracebacks included)."""
+        return [line for line in self.lines if '"level":"error"' in line]
+
     def output(self, last: int = 30) -> str:
         return "".join(self.lines[-last:])
 

@@ -123,7 +123,8 @@ def test_standby_promoted_under_churn_loses_no_commit(tmp_path: Path) -> None:
               f"({ledger.dropped} with no answer); "
               f"the first write {first:.1f} s after the promotion")
         assert ledger.errors == []
-        assert {s for s in tally.answers if s >= 500} <= {503}, tally.summary()
+        assert {s for s in tally.answers if s >= 500} <= {503}, (
+            tally.summary() + "\n" + "".join(e for c in site.controllers for e in c.errors()))
         assert tally.bad_503s == []
         assert all(c.running() for c in site.controllers)
 
