@@ -169,6 +169,8 @@ def bench(args: argparse.Namespace, pg_admin: str, folder: Path) -> int:
                           + ("never" if took is None else f"{took:.1f} s"), flush=True)
                 tally = churn.stop()
                 print(f"    churn meanwhile: {tally.summary()}")
+                for failure in tally.failures[:10]:
+                    print(f"      failed, then made again: {failure}")
     base = rates["1 controller, SQLite"]
     print(f"\nchurn through HAProxy ({args.clients} clients, create -> ACTIVE -> delete), "
           f"{load()}")
@@ -306,6 +308,8 @@ def soak(args: argparse.Namespace, pg_admin: str, folder: Path) -> int:
         print(f"\nsoak over {args.minutes:g} min (3 controllers on PostgreSQL, 2 pools), "
               f"{load()}")
         print(f"  churn: {tally.summary()}")
+        for failure in tally.failures[:10]:
+            print(f"    failed, then made again: {failure}")
         print(f"  servers made for the churn: {len(made)}, named in a create's answer: "
               f"{len(answered & made)}; made by a create whose answer was lost and deleted: "
               f"{f.cleaned}")
