@@ -310,6 +310,10 @@ def soak(args: argparse.Namespace, pg_admin: str, folder: Path) -> int:
         print(f"  churn: {tally.summary()}")
         for failure in tally.failures[:10]:
             print(f"    failed, then made again: {failure}")
+        for r in site.logged_requests():
+            if r.status >= 500 and r.status != 503:
+                print(f"    HAProxy logged {r.status} ({r.termination}) from {r.server}: "
+                      f"{r.method} {r.path}")
         print(f"  servers made for the churn: {len(made)}, named in a create's answer: "
               f"{len(answered & made)}; made by a create whose answer was lost and deleted: "
               f"{f.cleaned}")
