@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/hostwake.py
 	$(BIN)/python bench/libvirt.py
 	$(BIN)/python bench/drill.py
+	$(BIN)/python bench/ha.py
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(TOOLS) var build *.egg-info src/*.egg-info
