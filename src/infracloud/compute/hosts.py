@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from infracloud.compute.servers import ServerService, fault
@@ -34,7 +34,7 @@ from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.db import after_commit
 from infracloud.store.models import Host, Instance
-from infracloud.store.wakeups import wake
+from infracloud.store.wakeups import bump, wake
 
 log = logging.getLogger(__name__)
 PRESENT = ("spawning", "active")
@@ -295,13 +295,7 @@ class HostService:
                 touched.add(inst.host_id or "")
                 self.servers.remove(s, inst)
                 counts["deleted"] += 1
-            touched.discard("")
-            if touched:
-                s.execute(update(Host).where(Host.id.in_(touched))
-                          .values(generation=Host.generation + 1)
-                          .execution_options(synchronize_session=False))
-            for host_id in sorted(touched):
-                wake(s, host_id, self.notify)
+            bump(s, touched, self.notify)
         return counts
 
     # ---- operators ---------------------------------------------------------------------------

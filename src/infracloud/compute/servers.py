@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -32,7 +32,7 @@ from infracloud.ops import metrics
 from infracloud.store import Database
 from infracloud.store.db import after_commit
 from infracloud.store.models import Host, Instance
-from infracloud.store.wakeups import wake
+from infracloud.store.wakeups import bump, wake
 
 log = logging.getLogger(__name__)
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
@@ -300,10 +300,7 @@ class ServerService:
                     self.remove(s, inst)
                 else:
                     self._to(inst, "delete", now)
-                    s.execute(update(Host).where(Host.id == host.id)
-                              .values(generation=Host.generation + 1)
-                              .execution_options(synchronize_session=False))
-                    wake(s, host.id, self.notify)
+                    bump(s, [host.id], self.notify)
         except StaleDataError:
             # its host's agent removed it meanwhile (the instance is not locked here: reports
             # lock the host first, then the instance, and the opposite order could deadlock)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from infracloud.compute import scheduler
@@ -49,7 +49,7 @@ from infracloud.store.models import (
     UnknownServer,
     UsageRecord,
 )
-from infracloud.store.wakeups import wake
+from infracloud.store.wakeups import bump
 
 log = logging.getLogger(__name__)
 HELD = "compute:unknown"  # device_owner of the port that holds an unknown server's address
@@ -206,12 +206,7 @@ class UnknownServers:
                 counts["reaped"] += 1
                 log.warning("unknown server reaped", extra={"instance_id": row.id,
                                                             "event": "server.unknown.reap"})
-            if touched:
-                s.execute(update(Host).where(Host.id.in_(touched))
-                          .values(generation=Host.generation + 1)
-                          .execution_options(synchronize_session=False))
-            for host_id in sorted(touched):  # their agents, on any controller
-                wake(s, host_id, self.notify)
+            bump(s, touched, self.notify)  # their agents, on any controller
         return counts
 
     def _adopt(self, s: Session, row: UnknownServer, now: dt.datetime) -> str | None:

@@ -45,10 +45,11 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import text
+from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from infracloud.store.db import after_commit
+from infracloud.store.models import Host
 
 if TYPE_CHECKING:
     from infracloud.store.db import Database
@@ -82,6 +83,19 @@ def wake(session: Session, host_id: str, local: Callable[[str], None]) -> None:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(_NOTIFY, {"channel": CHANNEL, "host": host_id})
     after_commit(session, functools.partial(local, host_id))
+
+
+def bump(session: Session, host_ids: Iterable[str], local: Callable[[str], None]) -> None:
+    """The hosts' desired state changed in this write transaction: move their generations
+    (what an agent's long-poll compares) and `wake` each one's agent, on any controller."""
+    ids = sorted({h for h in host_ids if h})
+    if not ids:
+        return
+    session.execute(update(Host).where(Host.id.in_(ids))
+                    .values(generation=Host.generation + 1)
+                    .execution_options(synchronize_session=False))
+    for host_id in ids:
+        wake(session, host_id, local)
 
 
 class Channel(Protocol):
