@@ -17,7 +17,12 @@ import psycopg.errors
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, event
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    IntegrityError,
+    OperationalError,
+    PendingRollbackError,
+    ProgrammingError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
@@ -60,6 +65,25 @@ def test_a_standby_and_a_pool_that_never_frees_are_unavailable_too() -> None:
         "the database is read-only (a standby, not the primary)"
     assert unavailable(PoolTimeout("QueuePool limit of size 5 overflow 5 reached")) == (
         "no database connection came free in time (the database is slow or unreachable)")
+
+
+def test_an_error_raised_while_handling_an_outage_is_the_outage() -> None:
+    """A rollback on the connection the outage broke raises an error of its own: the
+    request still met the outage (503), not a bug; an error raised from a bug stays one."""
+    lost = wrapped(psycopg.OperationalError("server closed the connection unexpectedly"))
+    try:
+        try:
+            raise lost
+        except OperationalError:
+            raise PendingRollbackError("Can't reconnect until invalid transaction is rolled "
+                                       "back") from None
+    except PendingRollbackError as during:
+        assert during.__cause__ is None and during.__context__ is lost
+        assert unavailable(during) == "database unavailable: server closed the connection " \
+                                      "unexpectedly"
+    bug = ValueError("a bug")
+    bug.__context__ = ValueError("another")
+    assert unavailable(bug) is None
 
 
 @pytest.mark.parametrize("error", [

@@ -23,8 +23,25 @@ _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
 
 
 def unavailable(exc: BaseException) -> str | None:
-    """One line saying why the database cannot be used now, when `exc` says that; None for
-    any other error (a bug, a constraint, SQLite's own errors: those stay 500s)."""
+    """One line saying why the database cannot be used now, when `exc` or what it was raised
+    from or while handling says that (a rollback that fails on the connection the outage
+    broke raises its own error); None for any other error (a bug, a constraint, SQLite's own
+    errors: those stay 500s)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 8:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        reason = _unavailable(e)
+        if reason is not None:
+            return reason
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+def _unavailable(exc: BaseException) -> str | None:
     if isinstance(exc, PoolTimeout):
         return "no database connection came free in time (the database is slow or unreachable)"
     if not isinstance(exc, DBAPIError):
