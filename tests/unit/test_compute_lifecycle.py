@@ -691,3 +691,27 @@ def test_delete_racing_the_agents_absent_report(pg_db: Database, clock: FakeCloc
         env.servers.delete(ZUUL, s.id)
     assert started and gone(env, s.id)
     assert env.host_row("h").used_vcpus == 0 and env.ports() == []
+
+
+@pytest.mark.pg
+def test_delete_and_the_agents_report_do_not_deadlock(pg_db: Database,
+                                                       clock: FakeClock) -> None:
+    """An agent's report locks its host's row, then its servers'; a DELETE that wrote the
+    server's row before moving its host's generation took them in the other order, and the
+    two deadlocked (PostgreSQL ended one: a 500 seen under churn). The report runs as soon as
+    the DELETE has written the server's row; both must succeed."""
+    env = Env(pg_db, clock)
+    h = env.host("h")
+    s = env.boot(name="s")
+    failed: list[BaseException] = []
+
+    def report() -> None:
+        try:
+            env.hosts.report(h.id, [Report(s.id, "running")])
+        except BaseException as exc:
+            failed.append(exc)
+
+    with interleave(pg_db, "UPDATE instances SET", report):
+        env.servers.delete(ZUUL, s.id)
+    assert failed == []
+    assert env.servers.get(ZUUL, s.id).state == "deleting"

@@ -65,6 +65,9 @@ def test_a_standby_and_a_pool_that_never_frees_are_unavailable_too() -> None:
         "the database is read-only (a standby, not the primary)"
     assert unavailable(PoolTimeout("QueuePool limit of size 5 overflow 5 reached")) == (
         "no database connection came free in time (the database is slow or unreachable)")
+    deadlock = psycopg.errors.DeadlockDetected("deadlock detected")
+    assert unavailable(wrapped(deadlock)) == ("the database broke a deadlock by ending this "
+                                              "transaction; try again")
 
 
 def test_an_error_raised_while_handling_an_outage_is_the_outage() -> None:

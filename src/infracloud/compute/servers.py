@@ -299,11 +299,13 @@ class ServerService:
                 if host is None or host.state != "up":
                     self.remove(s, inst)
                 else:
-                    self._to(inst, "delete", now)
+                    # the host's row first, then the instance's (written at the commit): the
+                    # order an agent's report locks them in; the other order deadlocks with it
                     bump(s, [host.id], self.notify)
+                    self._to(inst, "delete", now)
         except StaleDataError:
-            # its host's agent removed it meanwhile (the instance is not locked here: reports
-            # lock the host first, then the instance, and the opposite order could deadlock)
+            # its host's agent removed it meanwhile (the instance is not locked before the
+            # host: reports lock the host first, then the instance)
             raise NotFound(f"Instance {server_id} could not be found.") from None
         log.info("server deleted", extra={"instance_id": server_id, "event": "server.delete",
                                           "user_id": caller.user_id})

@@ -20,6 +20,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 # (57P01 admin, 57P02 crash, 57P03 cannot connect now: starting up or shutting down), too many
 # connections (53300), and a read-only transaction (25006: a standby, not the primary)
 _UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
+# a deadlock PostgreSQL broke by ending one of the transactions (40P01): the work was not
+# done, and trying again succeeds; answered 503 with Retry-After, as Nova's API retries these
+_DEADLOCK = "40P01"
 
 
 def unavailable(exc: BaseException) -> str | None:
@@ -55,10 +58,12 @@ def _unavailable(exc: BaseException) -> str | None:
     # no SQLSTATE: the client's side of a connection (refused, closed, timed out)
     client_side = state is None and isinstance(orig, psycopg.OperationalError)
     if not (exc.connection_invalidated or client_side or (state or "").startswith("08")
-            or state in _UNAVAILABLE_STATES):
+            or state in _UNAVAILABLE_STATES or state == _DEADLOCK):
         return None
     if state == "25006":
         return "the database is read-only (a standby, not the primary)"
+    if state == _DEADLOCK:
+        return "the database broke a deadlock by ending this transaction; try again"
     return _line(orig)
 
 
