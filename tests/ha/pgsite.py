@@ -166,6 +166,12 @@ class Site:
         assert rc != -signal.SIGKILL, f"controller{c.number} did not stop:\n{c.output()}"
         return rc
 
+    def wait_proxy_ready(self, deadline: float) -> None:
+        """What a client waits on before it tries a failed call again: HAProxy has a ready
+        controller (one that reaches the database) to send it to."""
+        wait_for("a controller ready behind HAProxy", self._proxy_ready,
+                 max(1.0, deadline - time.monotonic()))
+
     def _proxy_ready(self) -> bool:
         assert self.proxy is not None
         assert self.proxy.poll() is None, "haproxy exited:\n" + self.haproxy_log()
@@ -391,7 +397,6 @@ class Churn:
     def _call(self, what: str, fn: Callable[[], Any], deadline: float) -> Any:
         from openstack import exceptions
 
-        pause = 0.2
         while True:
             with self.tally.lock:
                 self.tally.calls += 1
@@ -406,8 +411,7 @@ class Churn:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{what} still failing at the cycle's deadline: "
                                          f"{exc!r}") from exc
-                time.sleep(pause)  # a client's pause before it tries again
-                pause = min(pause * 2, 2.0)
+                self.site.wait_proxy_ready(deadline)
 
     def _cycle(self, conn: Any, name: str) -> None:
         deadline = time.monotonic() + self.cycle_timeout
@@ -434,7 +438,7 @@ class Churn:
                     self._delete(conn, found.id, deadline)
                     with self.tally.lock:
                         self.tally.cleaned += 1
-                time.sleep(0.2)
+                self.site.wait_proxy_ready(deadline)
         for watcher in self.watchers:
             watcher(server.id)
         while True:

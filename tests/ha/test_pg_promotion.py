@@ -64,7 +64,7 @@ class Ledger:
                             break
                         assert status in (0, 503), status
                         self.failed += 1
-                        time.sleep(0.2)  # a client's pause before it tries again
+                        self.site.wait_proxy_ready(time.monotonic() + 60)
                     self.acked.append(name)
                     self.acked_at.append(time.monotonic())
                     n += 1

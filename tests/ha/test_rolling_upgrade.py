@@ -53,7 +53,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise NotImplementedError
+    op.drop_column("instances", "upgrade_note")
 '''
 
 
