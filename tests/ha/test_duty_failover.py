@@ -29,7 +29,7 @@ import pytest
 from infracloud.api.tls import ensure_certificates
 from infracloud.hardware.bmc.fake import JOURNAL_ENV
 from tests.conftest import create_pg_database
-from tests.integration.test_haproxy import CONFIG, LOGIN, haproxy_config
+from tests.integration.test_haproxy import CONFIG, admin_through, haproxy_config
 from tests.servers import (
     BIN,
     Running,
@@ -150,17 +150,7 @@ def node_body() -> dict[str, Any]:
 def test_the_duty_holder_killed_mid_deploy_every_duty_moves_and_the_deploy_ends_once(
         site: Site) -> None:
     with site.client() as client:
-        def ready() -> bool:
-            assert site.proxy.poll() is None, "haproxy exited"
-            try:
-                return client.get("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("HAProxy to see a ready controller", ready)
-        r = client.post("/identity/v3/auth/tokens", json=LOGIN)
-        assert r.status_code == 201, r.text
-        token = {"X-Auth-Token": r.headers["X-Subject-Token"]}
+        token = admin_through(client, site.proxy)
 
         def status() -> dict[str, Any]:
             got = client.get("/ops/v1/status")

@@ -45,6 +45,22 @@ def haproxy_config(text: str, folder: Path, port: int, servers: list[int], *,
     return text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
 
 
+def admin_through(client: httpx.Client, proxy: subprocess.Popen[bytes]) -> dict[str, str]:
+    """Once HAProxy (`proxy`, the `client`'s address) sees a ready controller: the admin's
+    token header, logged in through it."""
+    def ready() -> bool:
+        assert proxy.poll() is None, "haproxy exited"
+        try:
+            return client.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for("HAProxy to see a ready controller", ready)
+    r = client.post("/identity/v3/auth/tokens", json=LOGIN)
+    assert r.status_code == 201, r.text
+    return {"X-Auth-Token": r.headers["X-Subject-Token"]}
+
+
 @dataclass
 class Site:
     public: str  # HAProxy's address
@@ -53,8 +69,6 @@ class Site:
     proxy: subprocess.Popen[bytes]
     log: Path
 
-    def haproxy_up(self) -> None:
-        assert self.proxy.poll() is None, "haproxy exited:\n" + self.log.read_text()
 
 
 @pytest.fixture
@@ -96,17 +110,7 @@ def site(tmp_path: Path, pg_admin_url: str) -> Iterator[Site]:
 def test_a_killed_controller_costs_the_clients_nothing(site: Site) -> None:
     public, (c1, c2) = site.public, site.controllers
     with httpx.Client(base_url=public, verify=verify_context(site.ca), timeout=30) as client:
-        def ready() -> bool:
-            site.haproxy_up()
-            try:
-                return client.get("/readyz").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for("HAProxy to see a ready controller", ready)
-        r = client.post("/identity/v3/auth/tokens", json=LOGIN)
-        assert r.status_code == 201, r.text
-        token = {"X-Auth-Token": r.headers["X-Subject-Token"]}
+        token = admin_through(client, site.proxy)
         catalog = client.get("/", headers=token).json()
         assert catalog["services"][0]["url"].startswith(public)  # public_url: HAProxy's
         for _ in range(10):
