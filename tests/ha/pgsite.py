@@ -318,7 +318,7 @@ class Tally:
 
 class Churn:
     """`threads` clients, each: create a server -> ACTIVE -> delete -> gone, again and again
-    until stopped, each call tried again until it succeeds (a pause between tries) as
+    until stopped, each call tried again until it succeeds (once HAProxy has a ready controller) as
     nodepool would: a create that failed is followed by a search for a server it made after
     all (deleted if found). A cycle that does not finish within `cycle_timeout` is an error."""
 

@@ -70,7 +70,6 @@ class Site:
     log: Path
 
 
-
 @pytest.fixture
 def site(tmp_path: Path, pg_admin_url: str) -> Iterator[Site]:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
