@@ -5,6 +5,7 @@ meanwhile, and `adopt` makes a consistent one a server again (or reaps it, sayin
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from typing import Any
 
@@ -152,6 +153,31 @@ def test_nothing_is_destroyed_before_the_grace_and_all_after_it_once(
     assert (events[1].at - events[0].at).total_seconds() == GRACE
     assert env.state(kept.id).state == "active"
     assert_addresses_unique(env)
+
+
+def test_the_events_carry_the_times_the_grace_was_counted_from(
+        db: Database, clock: FakeClock) -> None:
+    """The flush that records an event comes a little after the report or round that decided
+    the change (a slow report: here 3 s). The events say when it was decided, so the first
+    report and the reap in the event log are never less than the grace apart."""
+    flushed = FakeClock(clock.now())
+    EventLog(db, "vanilla", flushed).install()
+    env = make_env(db, clock)
+    h = env.host("h1")
+    (a,) = running(env, h, "after-1")
+    unknown = forget(env, a)
+    seen_at = clock.now()
+    flushed.advance(3)
+    report(env, h, unknown)
+    clock.advance(GRACE)
+    flushed.advance(GRACE)
+    with context.acting("system:reaper"):
+        assert env.hosts.unknown.expire()["reaped"] == 1
+    events = EventLog(db, "vanilla", clock).query(
+        Query(resource_id=a.id, resource_type="unknown-server"))
+    assert [(e.target, e.at) for e in events] == [("seen", seen_at),
+                                                  ("reaping", seen_at + dt.timedelta(
+                                                      seconds=GRACE))]
 
 
 def test_a_server_deleted_while_its_host_was_down_is_destroyed_at_once(

@@ -48,6 +48,9 @@ class _Tracked:
     resource_type: str
     attr: str
     machine: Machine
+    # the row's own time of its last transition, when its code sets it with the time it
+    # decided on (else the event takes the flush's time, a little later)
+    changed_at: str | None = None
 
 
 _TRACKED: dict[type, _Tracked] = {
@@ -55,7 +58,7 @@ _TRACKED: dict[type, _Tracked] = {
     Host: _Tracked("host", "state", HOST),
     Node: _Tracked("node", "provision_state", PROVISION),
     Image: _Tracked("image", "status", IMAGE),
-    UnknownServer: _Tracked("unknown-server", "state", UNKNOWN_SERVER),
+    UnknownServer: _Tracked("unknown-server", "state", UNKNOWN_SERVER, "state_changed_at"),
 }
 # Other changes worth an event: (model, attribute) → action name
 _FLAGS: dict[tuple[type, str], str] = {
@@ -287,10 +290,11 @@ class EventLog:
                 reason: str | None) -> None:
             tracked = _TRACKED[type(obj)]
             project, host, name, rid = self._where(s, obj)
+            at = (getattr(obj, tracked.changed_at, None) if tracked.changed_at else None) or now
             rows.append(self._values(kind="state", resource_type=tracked.resource_type,
                                      action=action, source=source, target=target,
                                      reason=reason, project_id=project, host=host,
-                                     resource_id=rid, resource_name=name, at=now,
+                                     resource_id=rid, resource_name=name, at=at,
                                      detail=None))
             if actor is not context.SYSTEM:
                 actor.touched.append(context.Touched(tracked.resource_type, rid, name,
