@@ -211,3 +211,31 @@ def test_a_conductor_that_lost_its_duty_mid_tick_claims_no_more(site: Site) -> N
     assert site.nodes.get("idle").reservation is None
     site.conductor.gate = lambda: True
     site.settle(lambda: site.state("idle") == "manageable")
+
+
+def test_a_node_moved_on_since_the_dispatcher_read_it_is_not_claimed(site: Site) -> None:
+    """The dispatcher reads its candidates, then claims them one by one; work that ends in
+    between moves its node on (here verifying -> manageable) and frees it. The claim is for
+    the node as it was read: a node moved on is left alone, not taken as work it no longer
+    is (seen in the demo: a node already `available` claimed as provisioning work, the step
+    `available` looked up and the conductor's worker crashing)."""
+    calls: list[str] = []
+    other = Controller(site, "c2#bb", calls)
+    try:
+        site.add("moved")
+        site.nodes.provision("moved", "manage")
+        stale = site.nodes.get("moved")
+        assert stale.provision_state == "verifying"
+        site.settle(lambda: site.state("moved") == "manageable")
+        assert not other.conductor._submit(stale, "provision")
+        site.nodes.power("moved", "power on")
+        wanted = site.nodes.get("moved")
+        assert wanted.target_power_state == "power on"
+        site.settle(lambda: site.nodes.get("moved").target_power_state is None)
+        assert not other.conductor._submit(wanted, "power")
+        node = site.nodes.get("moved")
+        assert (node.provision_state, node.reservation, node.last_error) == \
+            ("manageable", None, None)
+        assert other.conductor.idle() and calls == []
+    finally:
+        other.conductor.stop()

@@ -226,7 +226,10 @@ class Conductor:
             if node.id in self._holds or self.in_flight[protocol] >= \
                     self.config.workers[protocol]:
                 return False
-        hold = self.reservations.claim(node.id, node.reservation)
+        hold = self.reservations.claim(  # as it was read: no other work moved it on since
+            node.id, node.reservation, Node.provision_state == node.provision_state,
+            Node.target_power_state.is_(None) if node.target_power_state is None
+            else Node.target_power_state == node.target_power_state)
         if hold is None:
             return False
         with self._lock:
@@ -340,7 +343,11 @@ class Conductor:
 
     def _provision(self, node: Node, calls: Calls) -> None:
         state = node.provision_state
-        step = getattr(self, "_step_" + state.replace(" ", "_"))
+        step = getattr(self, "_step_" + state.replace(" ", "_"), None)
+        if step is None:  # not provisioning work (any more): nothing to do, it is freed
+            log.warning("node %s is %s: no provisioning step to take", node.id, state,
+                        extra={"node": node.id, "event": "node.no_step"})
+            return
         try:
             event = step(node, calls) or "done"
         except NotYet:

@@ -69,13 +69,16 @@ class Reservations:
                    and_(Node.reservation.is_not(None), over,
                         not_(alive(Node.reservation, now))))
 
-    def claim(self, node_id: str, seen: str | None = None) -> Hold | None:
+    def claim(self, node_id: str, seen: str | None = None, *still: ColumnElement[bool]
+              ) -> Hold | None:
         """Reserve the node if it is free (one statement: of two conductors, one gets it).
-        `seen`: the reservation the caller saw on it (to say whose work is taken over)."""
+        `seen`: the reservation the caller saw on it (to say whose work is taken over);
+        `still`: what the caller saw of it that must still hold (work that ended between the
+        caller's read and this claim may have moved it on, e.g. to `available`)."""
         now = self.clock.now()
         until = now + self.lease
         with self.db.write() as s:
-            done = s.execute(update(Node).where(Node.id == node_id, self.free(now))
+            done = s.execute(update(Node).where(Node.id == node_id, self.free(now), *still)
                              .values(reservation=self.holder, reserved_until=until)
                              .execution_options(synchronize_session=False))
         if not done.rowcount:  # type: ignore[attr-defined]
