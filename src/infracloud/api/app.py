@@ -15,6 +15,7 @@ from infracloud.api import (
     alerts,
     baremetal,
     compute,
+    compute_admin,
     dashboard,
     errors,
     hardware,
@@ -69,6 +70,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity_admin.router)
     app.include_router(image.router)
     app.include_router(compute.router)
+    app.include_router(compute_admin.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)
