@@ -135,6 +135,21 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/compute/v2.1/os-hypervisors/detail"): "admin",
     ("GET", "/compute/v2.1/os-services"): "admin",
     ("PUT", "/compute/v2.1/os-services/{action}"): "admin",
+    # compute admin views (issue 17)
+    ("GET", "/compute/v2.1/os-hypervisors/statistics"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}/uptime"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hostname_pattern}/search"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hostname_pattern}/servers"): "admin",
+    ("GET", "/compute/v2.1/os-availability-zone/detail"): "admin",
+    ("GET", "/compute/v2.1/os-aggregates"): "admin",
+    ("DELETE", "/compute/v2.1/os-quota-sets/{project_id}"): "admin",
+    ("GET", "/compute/v2.1/os-quota-class-sets/{class_name}"): "admin",
+    ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): "admin",
+    ("GET", "/compute/v2.1/os-simple-tenant-usage"): "admin",
+    ("GET", "/compute/v2.1/os-simple-tenant-usage/{project_id}"): "reader",
+    ("GET", "/compute/v2.1/extensions"): "any",
+    ("GET", "/compute/v2.1/extensions/{alias}"): "any",
     # network
     ("GET", "/network"): "open: " + DISCOVERY,
     ("GET", "/network/v2.0"): "open: " + DISCOVERY,
@@ -251,7 +266,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/compute/v2.1/servers/{server_id}/metadata/{key}"): {"meta": {"k": "v"}},
     ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): {"quota_set": {"instances": 10}},
     ("PUT", "/network/v2.0/quotas/{project_id}"): {"quota": {"port": 60}},
-    ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere"},
+    ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere", "binary": "nova-compute"},
+    ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): {
+        "quota_class_set": {"metadata_items": 128}},
     ("POST", "/network/v2.0/ports"): "PORT",
     ("POST", "/pool/v1/requests"): {"labels": ["small"]},
     ("POST", "/pool/v1/nodes/{node_id}/hold"): {"reason": "look at it"},
@@ -363,7 +380,8 @@ def _target(site: Site, param: str, method: str, path: str) -> str:
              "service_id": "x", "endpoint_id": "x", "tag": "t", "key": "k",
              "network_id": ids["network"], "subnet_id": ids["subnet"], "fip_id": "x",
              "volume_id": "x", "ident": "x", "media_file": "x.iso", "host_id": "x",
-             "member_id": ids["beta"]}
+             "member_id": ids["beta"], "hypervisor_id": "1", "hostname_pattern": "x",
+             "class_name": "default", "alias": "os-hypervisors"}
     if param in fixed:
         return fixed[param]
     if param == "name":

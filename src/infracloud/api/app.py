@@ -16,6 +16,9 @@ from infracloud.api import (
     baremetal,
     compute,
     compute_admin,
+    compute_extensions,
+    compute_quotas,
+    compute_usage,
     dashboard,
     errors,
     hardware,
@@ -71,6 +74,9 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(image.router)
     app.include_router(compute.router)
     app.include_router(compute_admin.router)
+    app.include_router(compute_quotas.router)
+    app.include_router(compute_usage.router)
+    app.include_router(compute_extensions.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)

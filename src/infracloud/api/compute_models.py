@@ -122,32 +122,3 @@ class MetadataBody(_Closed):
 
 class MetaItemBody(_Closed):
     meta: Annotated[Metadata, Field(min_length=1, max_length=1)]
-
-
-class QuotaSetIn(_Open):
-    instances: Quota | None = None
-    cores: Quota | None = None
-    ram: Quota | None = None
-    key_pairs: Quota | None = None
-    metadata_items: Quota | None = None
-    injected_files: Quota | None = None
-    injected_file_content_bytes: Quota | None = None
-    injected_file_path_bytes: Quota | None = None
-    server_groups: Quota | None = None
-    server_group_members: Quota | None = None
-    force: bool | None = None
-
-    def limits(self) -> dict[str, int]:
-        return {k: v for k, v in self.model_dump(exclude_unset=True, exclude={"force"}).items()
-                if v is not None}
-
-
-class QuotaSetBody(_Closed):
-    quota_set: QuotaSetIn
-
-
-class ServiceIn(_Closed):
-    host: Name
-    binary: Literal["nova-compute"] = "nova-compute"
-    disabled_reason: Name | None = None
-

@@ -80,6 +80,18 @@ RULES: dict[str, str] = {
     "compute:hypervisor:list": "admin",
     "compute:service:list": "admin",
     "compute:service:update": "admin",
+    # compute admin views (issue 17): Nova's defaults
+    "compute:hypervisor:show": "admin",
+    "compute:hypervisor:statistics": "admin",
+    "compute:hypervisor:servers": "admin",
+    "compute:availability_zone:detail": "admin",
+    "compute:aggregate:list": "admin",
+    "compute:quota:delete": "admin",
+    "compute:quota_class:show": "admin",
+    "compute:quota_class:update": "admin",
+    "compute:usage:list": "admin",
+    "compute:usage:show": "reader",  # the project in the URL must be the caller's
+    "compute:extension:list": "any",
     # image (glance)
     "image:get": "reader",
     "image:create": "member",
