@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.compute import reply
-from infracloud.api.deps import ServicesDep, policy, query_time
+from infracloud.api.deps import ServicesDep, parse_bool, policy, query_time
 from infracloud.core.errors import BadRequest
 from infracloud.site.services import Services
 from infracloud.site.tenant_usage import Period, TenantUsage
@@ -37,7 +37,8 @@ def _usage(services: Services) -> TenantUsage:
 async def list_usage(services: ServicesDep, request: Request) -> JSONResponse:
     usage = _usage(services)
     period = _period(usage, request)
-    detailed = request.query_params.get("detailed", "0") == "1"
+    # Nova reads "1"; openstacksdk sends "True" (and `openstack usage list` counts the rows)
+    detailed = bool(parse_bool(request.query_params.get("detailed")))
     found = await run_in_threadpool(lambda: usage.usages(period, detailed=detailed))
     return reply({"tenant_usages": found})
 
