@@ -125,7 +125,7 @@ def test_services_and_zones(demo: Running, admin: Any) -> None:
         listed = admin_cli(demo, "compute", "service", "list", "--long", "-f", "json")
         (row,) = [s for s in listed if s["Host"] == host]
         assert row["Status"] == "disabled" and row["Disabled Reason"] == "fan noise"
-        zones = admin_cli(demo, "availability", "zone", "list", "--compute", "--long",
+        zones = admin_cli(demo, "availability", "zone", "list", "--long",
                           "-f", "json")
         rows = {z["Host Name"]: z for z in zones}
         assert rows[host]["Service Status"].startswith("disabled")
@@ -170,11 +170,13 @@ def test_quota_sets(demo: Running, admin: Any, zuul: Any, server: Any) -> None:
         assert (out["cores"], out["ram"], out["metadata_items"]) == (cores, -1, 64)
         admin_cli(demo, "quota", "set", "--cores", str(cores + 2), "--instances", "70",
                   project)
-        shown = admin_cli(demo, "quota", "show", "--compute", project, "-f", "json")
+        shown = admin_cli(demo, "quota", "show", project, "-f", "json")
         got = {row["Resource"]: row["Limit"] for row in shown} if isinstance(
             shown, list) else shown
         assert got["cores"] == cores + 2 and got["instances"] == 70
         assert admin.compute.get_quota_set(project).cores == cores + 2
+        admin.compute.update_quota_set(project, server_groups=5)  # openstacksdk's PUT
+        assert admin.compute.get_quota_set(project).server_groups == 5
         # a limit below what is used needs force
         r = call(demo, admin, "PUT", f"{C}/os-quota-sets/{project}",
                  json={"quota_set": {"instances": 0}})
@@ -208,6 +210,13 @@ def test_default_quota_class(demo: Running, admin: Any, zuul: Any) -> None:
              json={"quota_class_set": {"key_pairs": "55"}})
     try:
         assert r.status_code == 200 and r.json()["quota_class_set"]["key_pairs"] == 55
+        admin_cli(demo, "quota", "set", "--class", "--cores", "900", "default")
+        shown = admin_cli(demo, "quota", "show", "--default", "--compute", project, "-f",
+                          "json")
+        got = {row["Resource"]: row["Limit"] for row in shown} if isinstance(
+            shown, list) else shown
+        assert got["cores"] == 900 and got["key-pairs" if "key-pairs" in got else
+                                           "key_pairs"] == 55
         # the new default for every project without its own value
         defaults = call(demo, zuul, "GET", f"{C}/os-quota-sets/{project}/defaults").json()
         assert defaults["quota_set"]["key_pairs"] == 55
@@ -216,7 +225,7 @@ def test_default_quota_class(demo: Running, admin: Any, zuul: Any) -> None:
                     json={"quota_class_set": {"key_pairs": 1}}).status_code == 403
     finally:
         call(demo, admin, "PUT", f"{C}/os-quota-class-sets/default",
-             json={"quota_class_set": {"key_pairs": before}})
+             json={"quota_class_set": {"key_pairs": before, "cores": cls["cores"]}})
 
 
 def test_simple_tenant_usage(demo: Running, admin: Any, zuul: Any, server: Any) -> None:
