@@ -168,6 +168,8 @@ def test_quota_sets(demo: Running, admin: Any, zuul: Any, server: Any) -> None:
         out = r.json()["quota_set"]
         assert "id" not in out and set(out) == QUOTA_KEYS
         assert (out["cores"], out["ram"], out["metadata_items"]) == (cores, -1, 64)
+        absolute = zuul.compute.get_limits().absolute  # /limits says the same
+        assert (absolute.total_cores, absolute.server_meta) == (cores, 64)
         admin_cli(demo, "quota", "set", "--cores", str(cores + 2), "--instances", "70",
                   project)
         shown = admin_cli(demo, "quota", "show", project, "-f", "json")

@@ -321,8 +321,10 @@ def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONRes
         "maxTotalInstances": lim["instances"], "maxTotalCores": lim["cores"],
         "maxTotalRAMSize": lim["ram"], "totalInstancesUsed": used.instances,
         "totalCoresUsed": used.cores, "totalRAMUsed": used.ram,
-        "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
-        "maxPersonalitySize": 10240, "maxTotalKeypairs": lim["key_pairs"],
-        "maxServerGroups": 10, "maxServerGroupMembers": 10, "totalServerGroupsUsed": 0,
+        "maxServerMeta": lim["metadata_items"], "maxImageMeta": 128,
+        "maxPersonality": lim["injected_files"],
+        "maxPersonalitySize": lim["injected_file_content_bytes"],
+        "maxTotalKeypairs": lim["key_pairs"], "maxServerGroups": lim["server_groups"],
+        "maxServerGroupMembers": lim["server_group_members"], "totalServerGroupsUsed": 0,
         "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "totalSecurityGroupsUsed": 0,
         "maxTotalFloatingIps": 0, "totalFloatingIpsUsed": 0}}})
