@@ -45,6 +45,9 @@ def test_a_limit_comes_from_the_project_then_the_class_then_the_config(
         env.quotas.set_class(ZUUL, "default", {"cores": 1})
     with pytest.raises(Forbidden):
         env.quotas.reset(ZUUL, ZUUL.project_id)
+    with pytest.raises(BadRequest):  # the class's rows are no project's
+        env.quotas.reset(ADMIN, "class:default")
+    assert env.quotas.class_limits("default")["instances"] == 1
 
 
 def test_a_limit_below_the_use_needs_force(db: Database, clock: FakeClock) -> None:

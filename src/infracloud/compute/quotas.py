@@ -133,5 +133,7 @@ class Quotas:
         if not caller.is_admin:
             raise Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:delete to be "
                             "performed.")
+        if project_id.startswith(CLASS_PREFIX):  # not a project: the class's rows stay
+            raise BadRequest(f"Project ID {project_id} is not a valid project.")
         with self.db.write() as s:
             s.execute(delete(QuotaLimit).where(QuotaLimit.project_id == project_id))
