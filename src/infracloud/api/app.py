@@ -17,6 +17,7 @@ from infracloud.api import (
     compute,
     dashboard,
     errors,
+    flavor_access,
     hardware,
     identity_admin,
     identity_auth,
@@ -25,6 +26,7 @@ from infracloud.api import (
     network,
     ops,
     reports,
+    server_groups,
     volume,
 )
 from infracloud.api.catalog import Catalog, ServiceEntry
@@ -69,6 +71,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity_admin.router)
     app.include_router(image.router)
     app.include_router(compute.router)
+    app.include_router(server_groups.router)
+    app.include_router(flavor_access.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)

@@ -84,10 +84,10 @@ def _next_link(services: Services, request: Request, path: str, marker: str,
 
 # ---- flavors ------------------------------------------------------------------------------
 
-def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse:
+def _flavors(services: Services, caller: TokenDep, request: Request, detail: bool
+             ) -> JSONResponse:
     q = request.query_params
-    found = services.flavors.list(public=parse_bool(q.get("is_public")) if q.get(
-        "is_public") not in (None, "None") else None)
+    found = services.flavor_access.listing(caller.caller, q.get("is_public"))
     min_ram, min_disk = query_count(request, "minRam"), query_count(request, "minDisk")
     if min_ram is not None:
         found = [f for f in found if f.ram_mb >= min_ram]
@@ -110,25 +110,19 @@ def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse
 
 @router.get("/v2.1/flavors", dependencies=[policy("compute:flavor:get")])
 def list_flavors(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
-    return _flavors(services, request, detail=False)
+    return _flavors(services, caller, request, detail=False)
 
 
 @router.get("/v2.1/flavors/detail", dependencies=[policy("compute:flavor:get")])
 def list_flavors_detail(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
-    return _flavors(services, request, detail=True)
+    return _flavors(services, caller, request, detail=True)
 
 
 @router.get("/v2.1/flavors/{flavor_id}", dependencies=[policy("compute:flavor:get")])
 def show_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> JSONResponse:
-    return reply({"flavor": flavor_view(services.base_url, services.flavors.get(flavor_id))})
-
-
-@router.get("/v2.1/flavors/{flavor_id}/os-extra_specs", dependencies=[policy("compute:flavor:get")])
-def flavor_extra_specs(services: ServicesDep, caller: TokenDep, flavor_id: str
-                       ) -> JSONResponse:
-    services.flavors.get(flavor_id)
-    return reply({"extra_specs": {}})
+    return reply({"flavor": flavor_view(services.base_url,
+                                        services.flavors.get_visible(caller.caller, flavor_id))})
 
 
 @router.post("/v2.1/flavors", dependencies=[policy("compute:flavor:create")])
@@ -195,7 +189,7 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
     rows, marker = services.servers.list_servers(
         caller.caller, name=q.get("name"), status=q.get("status"), limit=limit,
         marker=q.get("marker"), all_projects=all_projects, project_id=q.get("project_id") or
-        q.get("tenant_id"))
+        q.get("tenant_id"), reservation_id=q.get("reservation_id"))
     base = services.base_url
     body: dict[str, Any] = {}
     if detail:
@@ -234,9 +228,12 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
     req = CreateRequest(
         name=s.name, flavor_ref=str(s.flavorRef), image_ref=s.image(), key_name=s.key_name,
         availability_zone=s.availability_zone, metadata=s.metadata or {},
-        user_data=s.user_data, config_drive=True, networks=networks, count=s.count())
-    inst = await run_in_threadpool(services.servers.create, caller.caller, req)
+        user_data=s.user_data, config_drive=True, networks=networks, count=s.count(),
+        min_count=s.min_count, group=body.hints().get("group"))
+    inst = (await run_in_threadpool(services.servers.create_many, caller.caller, req))[0]
     base = services.base_url
+    if s.return_reservation_id:
+        return reply({"reservation_id": inst.reservation_id}, 202)
     out = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
                       "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
                       "adminPass": secrets.token_urlsafe(12)}}
@@ -341,8 +338,9 @@ def availability_zones(services: ServicesDep, caller: TokenDep) -> JSONResponse:
 
 def _quota_set(project_id: str, lim: dict[str, int], used: Any | None) -> dict[str, Any]:
     values = {"instances": lim["instances"], "cores": lim["cores"], "ram": lim["ram"],
-              "key_pairs": lim["key_pairs"], "metadata_items": 128, "server_groups": 10,
-              "server_group_members": 10, "injected_files": 5,
+              "key_pairs": lim["key_pairs"], "metadata_items": 128,
+              "server_groups": lim.get("server_groups", 10),
+              "server_group_members": lim.get("server_group_members", 10), "injected_files": 5,
               "injected_file_content_bytes": 10240, "injected_file_path_bytes": 255}
     if used is None:
         return {"id": project_id, **values}
@@ -370,7 +368,8 @@ def show_quota_defaults(services: ServicesDep, caller: TokenDep, project_id: str
                         ) -> JSONResponse:
     d = services.config.compute.quota
     lim = {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
-           "key_pairs": d.key_pairs}
+           "key_pairs": d.key_pairs, "server_groups": d.server_groups,
+           "server_group_members": d.server_group_members}
     return reply({"quota_set": _quota_set(project_id, lim, None)})
 
 

@@ -16,7 +16,8 @@ from infracloud.core.settings import ComputeQuotaConfig
 from infracloud.store import Database
 from infracloud.store.models import Instance, QuotaLimit
 
-RESOURCES = ("instances", "cores", "ram", "key_pairs", "port")
+RESOURCES = ("instances", "cores", "ram", "key_pairs", "port", "server_groups",
+             "server_group_members")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Quotas:
     def _defaults(self) -> dict[str, int]:
         d = self.defaults
         return {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
-                "key_pairs": d.key_pairs, "port": d.ports}
+                "key_pairs": d.key_pairs, "port": d.ports, "server_groups": d.server_groups,
+                "server_group_members": d.server_group_members}
 
     def limits(self, s: Session, project_id: str) -> dict[str, int]:
         limits = self._defaults()
@@ -71,6 +73,17 @@ class Quotas:
             if limit >= 0 and have + want > limit:
                 raise Forbidden(f"Quota exceeded for {resource}: Requested {want}, but already "
                                 f"used {have} of {limit} {resource}")
+
+    def headroom(self, s: Session, project_id: str, *, cores: int, ram: int) -> int | None:
+        """How many more servers of this size the project's quota allows (None: no bound)."""
+        limits = self.limits(s, project_id)
+        used = self.usage(s, project_id)
+        room: list[int] = []
+        for resource, each, have in (("instances", 1, used.instances),
+                                     ("cores", cores, used.cores), ("ram", ram, used.ram)):
+            if limits[resource] >= 0:
+                room.append(max(limits[resource] - have, 0) // max(each, 1))
+        return min(room) if room else None
 
     def show(self, project_id: str) -> tuple[dict[str, int], Usage]:
         with self.db.read() as s:
