@@ -183,3 +183,18 @@ def test_multi_create_that_cannot_be_placed_whole_is_not_placed(env: Env) -> Non
     assert env.ports() == []
     two = env.servers.create_many(ZUUL, _req("ok", count=2, group=g.id))
     assert len({m.host_id for m in two}) == 2 and None not in {m.host_id for m in two}
+
+
+def test_multi_create_counts_the_ports_each_server_needs(db: Database, clock: FakeClock
+                                                         ) -> None:
+    """As nova asks Neutron: max_count shrinks to the ports the project may still make."""
+    env = Env(db, clock, ComputeConfig(quota=ComputeQuotaConfig(instances=-1, cores=-1,
+                                                                ram_mb=-1, ports=3)))
+    env.host("h0")
+    env.host("h1")
+    with pytest.raises(Forbidden, match="Maximum number of ports exceeded"):
+        env.servers.create_many(ZUUL, _req("p", count=5))  # min_count is max_count: 5
+    assert env.instances() == [] and env.ports() == []
+    made = env.servers.create_many(ZUUL, _req("p", count=5, min_count=2))
+    assert [m.name for m in made] == ["p-1", "p-2", "p-3"]
+    assert len(env.ports()) == 3

@@ -14,7 +14,7 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Forbidden
 from infracloud.core.settings import ComputeQuotaConfig
 from infracloud.store import Database
-from infracloud.store.models import Instance, QuotaLimit
+from infracloud.store.models import Instance, Port, QuotaLimit
 
 RESOURCES = ("instances", "cores", "ram", "key_pairs", "port", "server_groups",
              "server_group_members")
@@ -75,12 +75,16 @@ class Quotas:
                                 f"used {have} of {limit} {resource}")
 
     def headroom(self, s: Session, project_id: str, *, cores: int, ram: int) -> int | None:
-        """How many more servers of this size the project's quota allows (None: no bound)."""
+        """How many more servers of this size the project's quota allows, its ports' included
+        (each server has one; None: no bound)."""
         limits = self.limits(s, project_id)
         used = self.usage(s, project_id)
+        ports = int(s.scalar(select(func.count()).select_from(Port).where(
+            Port.project_id == project_id)) or 0) if limits["port"] >= 0 else 0
         room: list[int] = []
         for resource, each, have in (("instances", 1, used.instances),
-                                     ("cores", cores, used.cores), ("ram", ram, used.ram)):
+                                     ("cores", cores, used.cores), ("ram", ram, used.ram),
+                                     ("port", 1, ports)):
             if limits[resource] >= 0:
                 room.append(max(limits[resource] - have, 0) // max(each, 1))
         return min(room) if room else None
