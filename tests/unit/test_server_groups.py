@@ -114,6 +114,10 @@ def test_group_quotas_and_who_sees_a_group(db: Database, clock: FakeClock) -> No
     with pytest.raises(Forbidden, match="Quota exceeded, too many server groups."):
         sg.create(ZUUL, "c", "affinity")
     sg.create(CI, "theirs", "affinity")  # another project has its own quota
+    env.quotas.set(ADMIN, "p-ci", {"server_groups": 0})  # os-quota-sets sets it per project
+    with pytest.raises(Forbidden, match="too many server groups"):
+        sg.create(CI, "more", "affinity")
+    assert sg.count("p-zuul") == 2
     env.boot(name="m1", group=g.id)
     with pytest.raises(Forbidden, match="too many servers in group"):
         env.boot(name="m23", group=g.id, count=2)

@@ -324,7 +324,9 @@ def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONRes
         "totalCoresUsed": used.cores, "totalRAMUsed": used.ram,
         "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
         "maxPersonalitySize": 10240, "maxTotalKeypairs": lim["key_pairs"],
-        "maxServerGroups": 10, "maxServerGroupMembers": 10, "totalServerGroupsUsed": 0,
+        "maxServerGroups": lim["server_groups"],
+        "maxServerGroupMembers": lim["server_group_members"],
+        "totalServerGroupsUsed": services.server_groups.count(project),
         "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "totalSecurityGroupsUsed": 0,
         "maxTotalFloatingIps": 0, "totalFloatingIpsUsed": 0}}})
 

@@ -90,6 +90,11 @@ class ServerGroupService:
             members = self._members(s, [g.id for g in groups])
         return [(g, members.get(g.id, [])) for g in groups]
 
+    def count(self, project_id: str) -> int:
+        with self.db.read() as s:
+            return int(s.scalar(select(func.count()).select_from(ServerGroup).where(
+                ServerGroup.project_id == project_id)) or 0)
+
     @staticmethod
     def _members(s: Session, group_ids: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
