@@ -133,9 +133,18 @@ def test_return_reservation_id_and_quota_all_or_nothing(demo: Running) -> None:
         assert r.status_code == 403 and "Quota exceeded for" in r.json()["forbidden"]["message"]
         assert c.get(f"/compute/v2.1/servers?name=^{name}y",
                      headers=headers).json()["servers"] == []
+        for counts in ({"min_count": 3, "max_count": 2}, {"min_count": 2, "max_count": 1}):
+            r = c.post("/compute/v2.1/servers", headers=headers, json={"server": {
+                **body["server"], **counts}})
+            assert r.status_code == 400
+            assert r.json()["badRequest"]["message"] == "min_count must be <= max_count"
+        # min_count alone: max_count is the same (nova's default)
         r = c.post("/compute/v2.1/servers", headers=headers, json={"server": {
-            **body["server"], "min_count": 3, "max_count": 2}})
-        assert r.status_code == 400
+            "name": name + "m", "flavorRef": "ci.small", "imageRef": image, "min_count": 2}})
+        assert r.status_code == 202
+        made += [s["id"] for s in c.get(f"/compute/v2.1/servers?name=^{name}m",
+                                        headers=headers).json()["servers"]]
+        assert len(made) == 6
     _delete_all(conn, [conn.compute.get_server(i) for i in made])
 
 

@@ -69,7 +69,7 @@ def test_extra_specs_keys_and_values_as_nova_validates_them(env: Env) -> None:
         with pytest.raises(BadRequest):
             access.set_specs(ADMIN, "ci.8g", bad)
     access.delete_spec(ADMIN, "ci.8g", "n")
-    with pytest.raises(NotFound, match="Flavor ci.8g has no extra specs with key n."):
+    with pytest.raises(NotFound, match=r"Flavor ci\.8g has no extra specs with key n\."):
         access.spec(ADMIN, "ci.8g", "n")
     with pytest.raises(NotFound, match="has no extra specs with key n"):
         access.delete_spec(ADMIN, "ci.8g", "n")

@@ -111,7 +111,7 @@ def test_group_quotas_and_who_sees_a_group(db: Database, clock: FakeClock) -> No
     sg = groups(env)
     g = sg.create(ZUUL, "a", "anti-affinity")
     sg.create(ZUUL, "b", "affinity")
-    with pytest.raises(Forbidden, match="Quota exceeded, too many server groups."):
+    with pytest.raises(Forbidden, match=r"Quota exceeded, too many server groups\."):
         sg.create(ZUUL, "c", "affinity")
     sg.create(CI, "theirs", "affinity")  # another project has its own quota
     env.quotas.set(ADMIN, "p-ci", {"server_groups": 0})  # os-quota-sets sets it per project

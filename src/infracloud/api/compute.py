@@ -228,7 +228,8 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
     req = CreateRequest(
         name=s.name, flavor_ref=str(s.flavorRef), image_ref=s.image(), key_name=s.key_name,
         availability_zone=s.availability_zone, metadata=s.metadata or {},
-        user_data=s.user_data, config_drive=True, networks=networks, count=s.count(),
+        user_data=s.user_data, config_drive=True, networks=networks,
+        count=s.max_count if "max_count" in s.model_fields_set else s.min_count,
         min_count=s.min_count, group=body.hints().get("group"))
     inst = (await run_in_threadpool(services.servers.create_many, caller.caller, req))[0]
     base = services.base_url
