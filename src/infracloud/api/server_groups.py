@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.compute import HEADERS, reply
-from infracloud.api.deps import ServicesDep, TokenDep, parse_bool, policy
+from infracloud.api.deps import ServicesDep, TokenDep, policy
 from infracloud.api.limits import query_count
 from infracloud.core.errors import Forbidden
 from infracloud.store.models import ServerGroup
@@ -40,7 +40,7 @@ def group_view(group: ServerGroup, members: list[str]) -> dict[str, Any]:
 @router.get("/os-server-groups", dependencies=[policy("compute:server_group:get")])
 def list_groups(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
     q = request.query_params
-    every = bool(parse_bool(q.get("all_projects")))
+    every = "all_projects" in q  # any value, as nova reads it
     if every and not caller.caller.is_admin:
         raise Forbidden("Policy doesn't allow os_compute_api:os-server-groups:index:"
                         "all_projects to be performed.")

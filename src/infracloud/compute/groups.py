@@ -116,15 +116,20 @@ class ServerGroupService:
             s.delete(group)
 
 
-def placement(s: Session, quotas: Quotas, caller: Caller, group_id: str, adding: int
-              ) -> Placement:
-    """In the creating transaction: lock the group, check its member quota for `adding` more
-    servers, and say where its members are."""
+def check_hint(group_id: str) -> None:
+    """The hint's schema: a uuid (checked before anything else, as nova's schema is)."""
     try:
         uuid.UUID(group_id)
     except ValueError:
         raise BadRequest(f"Invalid input for field/attribute group. Value: {group_id}. "
                          f"'{group_id}' is not a 'uuid'") from None
+
+
+def placement(s: Session, quotas: Quotas, caller: Caller, group_id: str, adding: int
+              ) -> Placement:
+    """In the creating transaction: lock the group, check its member quota for `adding` more
+    servers, and say where its members are."""
+    check_hint(group_id)
     group = s.get(ServerGroup, group_id, with_for_update=True)
     if group is None or not (caller.is_admin or group.project_id == caller.project_id):
         raise BadRequest(f"Instance group {group_id} could not be found.")

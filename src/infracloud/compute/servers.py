@@ -114,6 +114,8 @@ class ServerService:
             raise BadRequest("min_count and max_count must be at least 1.")
         if low > req.count:
             raise BadRequest("min_count must be <= max_count")
+        if req.group is not None:
+            groups.check_hint(req.group)
         meta = check_metadata(req.metadata)
         if req.user_data is not None:
             if not isinstance(req.user_data, str) or len(req.user_data) > 65535:
