@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.unit.api_env import Api, api  # noqa: F401
+from tests.unit import api_env
+from tests.unit.api_env import Api
+
+api = api_env.api  # the fixture
 
 G = "/compute/v2.1/os-server-groups"
 
