@@ -44,6 +44,13 @@ def test_server_group_crud_and_all_projects(api: Api) -> None:
     assert r.status_code == 403 and "index:all_projects" in r.json()["forbidden"]["message"]
     admin_group = api.client.post(G, headers=api.admin, json={"server_group": {
         "name": "admins", "policies": ["affinity"]}}).json()["server_group"]
+    zuul = api.services.identity.directory.find_project("zuul").id
+    detail = api.client.get(f"/compute/v2.1/os-quota-sets/{zuul}/detail",
+                            headers=api.member).json()["quota_set"]
+    assert detail["server_groups"] == {"limit": 10, "in_use": 1, "reserved": 0}
+    absolute = api.client.get("/compute/v2.1/limits", headers=api.member).json()[
+        "limits"]["absolute"]
+    assert (absolute["maxServerGroups"], absolute["totalServerGroupsUsed"]) == (10, 1)
     mine = api.client.get(G, headers=api.member).json()["server_groups"]
     assert [g["id"] for g in mine] == [group["id"]]
     every = api.client.get(f"{G}?all_projects", headers=api.admin).json()["server_groups"]

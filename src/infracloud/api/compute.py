@@ -362,7 +362,9 @@ def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> JSON
 def show_quota_detail(services: ServicesDep, caller: TokenDep, project_id: str
                       ) -> JSONResponse:
     lim, used = services.quotas.show(project_id)
-    return reply({"quota_set": _quota_set(project_id, lim, used)})
+    body = _quota_set(project_id, lim, used)
+    body["server_groups"]["in_use"] = services.server_groups.count(project_id)
+    return reply({"quota_set": body})
 
 
 @router.get("/v2.1/os-quota-sets/{project_id}/defaults",
