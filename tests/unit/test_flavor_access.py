@@ -46,6 +46,19 @@ def test_a_private_flavor_is_its_projects_only(env: Env) -> None:
         env.boot(name="y", flavor="gpu")
 
 
+def test_a_deleted_flavors_access_list_goes_with_it(env: Env) -> None:
+    access = FlavorAccess(env.flavors)
+    env.flavors.create(ADMIN, name="once", vcpus=1, ram_mb=64, disk_gb=1, flavor_id="once",
+                       is_public=False)
+    access.add(ADMIN, "once", "p-zuul")
+    env.flavors.delete(ADMIN, "once")
+    env.flavors.create(ADMIN, name="once", vcpus=1, ram_mb=64, disk_gb=1, flavor_id="once",
+                       is_public=False)  # the same id again: a new flavor, nobody's yet
+    assert access.access(ADMIN, "once") == []
+    with pytest.raises(NotFound):
+        env.flavors.get_visible(ZUUL, "once")
+
+
 def test_admins_list_public_by_default_private_on_request_all_with_none(env: Env) -> None:
     access = FlavorAccess(env.flavors)
     env.flavors.create(ADMIN, name="hidden", vcpus=1, ram_mb=64, disk_gb=1, is_public=False)
