@@ -23,6 +23,9 @@ G = "/compute/v2.1/os-server-groups"
     {"server_group": {"name": "g", "policy": "affinity"}},  # 2.64 and later
     {"server_group": {"policies": ["affinity"]}},
     {"server_group": {"name": "", "policies": ["affinity"]}},
+    {"server_group": {"name": " padded", "policies": ["affinity"]}},
+    {"server_group": {"name": "tab\tin", "policies": ["affinity"]}},
+    {"server_group": {"name": "x" * 256, "policies": ["affinity"]}},
     {"server_group": {"name": "g", "policies": ["affinity"], "rules": {}}},
     {"name": "g", "policies": ["affinity"]},
 ])
@@ -30,6 +33,16 @@ def test_a_bad_server_group_body_is_a_400(api: Api, body: Any) -> None:
     r = api.client.post(G, headers=api.member, json=body)
     assert r.status_code == 400, r.text
     assert r.json()["badRequest"]["code"] == 400
+    message = r.json()["badRequest"]["message"]
+    assert message.startswith("Invalid input for field/attribute") or message.endswith(
+        "is a required property"), message
+
+
+def test_a_padded_group_name_in_novas_words(api: Api) -> None:
+    r = api.client.post(G, headers=api.member, json={"server_group": {
+        "name": "job ", "policies": ["affinity"]}})
+    assert r.status_code == 400
+    assert "Can not start or end with whitespace." in r.json()["badRequest"]["message"]
 
 
 def test_server_group_crud_and_all_projects(api: Api) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
@@ -25,6 +25,15 @@ class ServerGroupIn(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=255)]
     policies: Annotated[list[Literal["anti-affinity", "affinity"]],
                         Field(min_length=1, max_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, name: str) -> str:
+        """Nova's `name` format."""
+        if name != name.strip() or not name.isprintable():
+            raise ValueError("An invalid 'name' value was provided. The name must be: "
+                             "printable characters. Can not start or end with whitespace.")
+        return name
 
 
 class ServerGroupBody(BaseModel):
