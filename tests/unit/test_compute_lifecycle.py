@@ -458,7 +458,8 @@ def test_bad_requests_leave_nothing_behind(env: Env) -> None:
         (ZUUL, {"image_ref": "fat"}),
         (ZUUL, {"name": ""}),
         (ZUUL, {"name": "x" * 256}),
-        (ZUUL, {"count": 2}),
+        (ZUUL, {"count": 2, "min_count": 3}),  # min_count must be <= max_count
+        (ZUUL, {"count": 0}),
         (ZUUL, {"key_name": "nope"}),
         (ZUUL, {"availability_zone": "mars"}),
         (Caller("u-unscoped", None, frozenset()), {}),

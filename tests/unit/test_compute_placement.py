@@ -263,7 +263,7 @@ def test_project_quota_overrides_defaults(db: Database, clock: FakeClock) -> Non
     env.boot(name="s3", flavor="ci.small")
     assert env.quotas.show("p-zuul") == (
         {"instances": -1, "cores": 100, "ram": -1, "key_pairs": 100, "port": 50,
-         **SHOWN_ONLY}, Usage(4, 4, 4096))
+         "server_groups": 10, "server_group_members": 10, **SHOWN_ONLY}, Usage(4, 4, 4096))
     with pytest.raises(BadRequest):
         env.quotas.set(ADMIN, "p-zuul", {"cores": -2})
 

@@ -150,6 +150,17 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/compute/v2.1/os-simple-tenant-usage/{project_id}"): "reader",
     ("GET", "/compute/v2.1/extensions"): "any",
     ("GET", "/compute/v2.1/extensions/{alias}"): "any",
+    # compute: server groups, flavor access lists, flavor extra specs
+    ("GET", "/compute/v2.1/os-server-groups"): "reader",
+    ("POST", "/compute/v2.1/os-server-groups"): "member",
+    ("GET", "/compute/v2.1/os-server-groups/{group_id}"): "reader",
+    ("DELETE", "/compute/v2.1/os-server-groups/{group_id}"): "member",
+    ("GET", "/compute/v2.1/flavors/{flavor_id}/os-flavor-access"): "admin",
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): "admin",
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs"): "admin",
+    ("GET", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "reader",
+    ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "admin",
+    ("DELETE", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "admin",
     # network
     ("GET", "/network"): "open: " + DISCOVERY,
     ("GET", "/network/v2.0"): "open: " + DISCOVERY,
@@ -269,6 +280,11 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere", "binary": "nova-compute"},
     ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): {
         "quota_class_set": {"metadata_items": 128}},
+    ("POST", "/compute/v2.1/os-server-groups"): lambda: {"server_group": {
+        "name": _name(), "policies": ["anti-affinity"]}},
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): "TENANT",
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs"): {"extra_specs": {"k": "v"}},
+    ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): {"k": "v"},
     ("POST", "/network/v2.0/ports"): "PORT",
     ("POST", "/pool/v1/requests"): {"labels": ["small"]},
     ("POST", "/pool/v1/nodes/{node_id}/hold"): {"reason": "look at it"},
@@ -405,6 +421,10 @@ def _target(site: Site, param: str, method: str, path: str) -> str:
         "flavor_id": lambda: str(site.made("admin", "POST", "/compute/v2.1/flavors", json={
             "flavor": {"name": _name(), "vcpus": 1, "ram": 64, "disk": 1}})["flavor"]["id"]),
         "server_id": lambda: _server(site),
+        "group_id": lambda: str(site.made("member", "POST", "/compute/v2.1/os-server-groups",
+                                          json={"server_group": {
+                                              "name": _name(), "policies": ["affinity"]}})
+                                ["server_group"]["id"]),
         "port_id": lambda: str(site.made("member", "POST", "/network/v2.0/ports", json={
             "port": {"network_id": ids["network"]}})["port"]["id"]),
         "request_id": lambda: str(site.made("member", "POST", "/pool/v1/requests", json={
@@ -445,6 +465,8 @@ def _body(site: Site, key: tuple[str, str]) -> Any:
     if body == "SERVER":
         return {"server": {"name": "s", "flavorRef": "ci.small",
                            "imageRef": site.ids["public_image"]}}
+    if body == "TENANT":
+        return {"addTenantAccess": {"tenant": site.ids["beta"]}}
     if body == "PORT":
         return {"port": {"network_id": site.ids["network"]}}
     return body

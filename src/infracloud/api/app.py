@@ -21,6 +21,7 @@ from infracloud.api import (
     compute_usage,
     dashboard,
     errors,
+    flavor_access,
     hardware,
     identity_admin,
     identity_auth,
@@ -29,6 +30,7 @@ from infracloud.api import (
     network,
     ops,
     reports,
+    server_groups,
     volume,
 )
 from infracloud.api.catalog import Catalog, ServiceEntry
@@ -77,6 +79,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(compute_quotas.router)
     app.include_router(compute_usage.router)
     app.include_router(compute_extensions.router)
+    app.include_router(server_groups.router)
+    app.include_router(flavor_access.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)

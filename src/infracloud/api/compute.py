@@ -80,10 +80,10 @@ def _next_link(services: Services, request: Request, path: str, marker: str,
 
 # ---- flavors ------------------------------------------------------------------------------
 
-def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse:
+def _flavors(services: Services, caller: TokenDep, request: Request, detail: bool
+             ) -> JSONResponse:
     q = request.query_params
-    found = services.flavors.list(public=parse_bool(q.get("is_public")) if q.get(
-        "is_public") not in (None, "None") else None)
+    found = services.flavor_access.listing(caller.caller, q.get("is_public"))
     min_ram, min_disk = query_count(request, "minRam"), query_count(request, "minDisk")
     if min_ram is not None:
         found = [f for f in found if f.ram_mb >= min_ram]
@@ -106,25 +106,19 @@ def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse
 
 @router.get("/v2.1/flavors", dependencies=[policy("compute:flavor:get")])
 def list_flavors(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
-    return _flavors(services, request, detail=False)
+    return _flavors(services, caller, request, detail=False)
 
 
 @router.get("/v2.1/flavors/detail", dependencies=[policy("compute:flavor:get")])
 def list_flavors_detail(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
-    return _flavors(services, request, detail=True)
+    return _flavors(services, caller, request, detail=True)
 
 
 @router.get("/v2.1/flavors/{flavor_id}", dependencies=[policy("compute:flavor:get")])
 def show_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> JSONResponse:
-    return reply({"flavor": flavor_view(services.base_url, services.flavors.get(flavor_id))})
-
-
-@router.get("/v2.1/flavors/{flavor_id}/os-extra_specs", dependencies=[policy("compute:flavor:get")])
-def flavor_extra_specs(services: ServicesDep, caller: TokenDep, flavor_id: str
-                       ) -> JSONResponse:
-    services.flavors.get(flavor_id)
-    return reply({"extra_specs": {}})
+    return reply({"flavor": flavor_view(services.base_url,
+                                        services.flavors.get_visible(caller.caller, flavor_id))})
 
 
 @router.post("/v2.1/flavors", dependencies=[policy("compute:flavor:create")])
@@ -191,7 +185,7 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
     rows, marker = services.servers.list_servers(
         caller.caller, name=q.get("name"), status=q.get("status"), limit=limit,
         marker=q.get("marker"), all_projects=all_projects, project_id=q.get("project_id") or
-        q.get("tenant_id"))
+        q.get("tenant_id"), reservation_id=q.get("reservation_id"))
     base = services.base_url
     body: dict[str, Any] = {}
     if detail:
@@ -230,9 +224,13 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
     req = CreateRequest(
         name=s.name, flavor_ref=str(s.flavorRef), image_ref=s.image(), key_name=s.key_name,
         availability_zone=s.availability_zone, metadata=s.metadata or {},
-        user_data=s.user_data, config_drive=True, networks=networks, count=s.count())
-    inst = await run_in_threadpool(services.servers.create, caller.caller, req)
+        user_data=s.user_data, config_drive=True, networks=networks,
+        count=s.max_count if "max_count" in s.model_fields_set else s.min_count,
+        min_count=s.min_count, group=body.hints().get("group"))
+    inst = (await run_in_threadpool(services.servers.create_many, caller.caller, req))[0]
     base = services.base_url
+    if s.return_reservation_id:
+        return reply({"reservation_id": inst.reservation_id}, 202)
     out = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
                       "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
                       "adminPass": secrets.token_urlsafe(12)}}
@@ -325,6 +323,7 @@ def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONRes
         "maxPersonality": lim["injected_files"],
         "maxPersonalitySize": lim["injected_file_content_bytes"],
         "maxTotalKeypairs": lim["key_pairs"], "maxServerGroups": lim["server_groups"],
-        "maxServerGroupMembers": lim["server_group_members"], "totalServerGroupsUsed": 0,
+        "maxServerGroupMembers": lim["server_group_members"],
+        "totalServerGroupsUsed": services.server_groups.count(project),
         "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "totalSecurityGroupsUsed": 0,
         "maxTotalFloatingIps": 0, "totalFloatingIpsUsed": 0}}})

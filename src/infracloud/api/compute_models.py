@@ -92,6 +92,7 @@ class ServerIn(_Open):
     security_groups: list[SecurityGroup] | None = None
     description: Annotated[str, Field(max_length=255)] | None = None
     adminPass: str | None = None
+    return_reservation_id: bool = False
 
     def image(self) -> str | None:
         """imageRef, or the image a boot-from-image block device names."""
@@ -102,8 +103,18 @@ class ServerIn(_Open):
         return self.max_count if self.max_count > 1 else self.min_count
 
 
+class SchedulerHints(_Open):
+    group: str | None = None
+
+
 class ServerBody(_Open):
     server: ServerIn
+    scheduler_hints: SchedulerHints | None = Field(None, alias="os:scheduler_hints")
+    scheduler_hints_old: SchedulerHints | None = Field(None, alias="OS-SCH-HNT:scheduler_hints")
+
+    def hints(self) -> dict[str, str]:
+        given = self.scheduler_hints or self.scheduler_hints_old
+        return {"group": given.group} if given is not None and given.group else {}
 
 
 class ConsoleOutputIn(_Open):

@@ -55,7 +55,9 @@ def show_quota(services: ServicesDep, project_id: str) -> JSONResponse:
 def show_quota_detail(services: ServicesDep, project_id: str) -> JSONResponse:
     _known(services, project_id)
     lim, used = services.quotas.show(project_id)
-    return reply({"quota_set": _view(lim, project_id, used)})
+    body = _view(lim, project_id, used)
+    body["server_groups"]["in_use"] = services.server_groups.count(project_id)
+    return reply({"quota_set": body})
 
 
 @router.get("/v2.1/os-quota-sets/{project_id}/defaults",

@@ -16,14 +16,14 @@ from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Forbidden
 from infracloud.core.settings import ComputeQuotaConfig
 from infracloud.store import Database
-from infracloud.store.models import Instance, QuotaLimit
+from infracloud.store.models import Instance, Port, QuotaLimit
 
-RESOURCES = ("instances", "cores", "ram", "key_pairs", "port")
+RESOURCES = ("instances", "cores", "ram", "key_pairs", "port", "server_groups",
+             "server_group_members")
 # Nova 2.1's other quota keys and their defaults: stored and shown, not enforced here
 SHOWN_ONLY = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
-              "injected_file_path_bytes": 255, "server_groups": 10, "server_group_members": 10,
-              "fixed_ips": -1, "floating_ips": -1, "security_groups": -1,
-              "security_group_rules": -1}
+              "injected_file_path_bytes": 255, "fixed_ips": -1, "floating_ips": -1,
+              "security_groups": -1, "security_group_rules": -1}
 STORED = (*RESOURCES, *SHOWN_ONLY)
 CLASS_PREFIX = "class:"  # a quota class's rows, beside the projects' (project ids are hex)
 
@@ -43,7 +43,8 @@ class Quotas:
     def _defaults(self) -> dict[str, int]:
         d = self.defaults
         return {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
-                "key_pairs": d.key_pairs, "port": d.ports, **SHOWN_ONLY}
+                "key_pairs": d.key_pairs, "port": d.ports, "server_groups": d.server_groups,
+                "server_group_members": d.server_group_members, **SHOWN_ONLY}
 
     def limits(self, s: Session, project_id: str) -> dict[str, int]:
         """The configuration's defaults, then the default class's, then the project's."""
@@ -88,6 +89,21 @@ class Quotas:
             if limit >= 0 and have + want > limit:
                 raise Forbidden(f"Quota exceeded for {resource}: Requested {want}, but already "
                                 f"used {have} of {limit} {resource}")
+
+    def headroom(self, s: Session, project_id: str, *, cores: int, ram: int) -> int | None:
+        """How many more servers of this size the project's quota allows, its ports' included
+        (each server has one; None: no bound)."""
+        limits = self.limits(s, project_id)
+        used = self.usage(s, project_id)
+        ports = int(s.scalar(select(func.count()).select_from(Port).where(
+            Port.project_id == project_id)) or 0) if limits["port"] >= 0 else 0
+        room: list[int] = []
+        for resource, each, have in (("instances", 1, used.instances),
+                                     ("cores", cores, used.cores), ("ram", ram, used.ram),
+                                     ("port", 1, ports)):
+            if limits[resource] >= 0:
+                room.append(max(limits[resource] - have, 0) // max(each, 1))
+        return min(room) if room else None
 
     def show(self, project_id: str) -> tuple[dict[str, int], Usage]:
         with self.db.read() as s:

@@ -92,6 +92,14 @@ RULES: dict[str, str] = {
     "compute:usage:list": "admin",
     "compute:usage:show": "reader",  # the project in the URL must be the caller's
     "compute:extension:list": "any",
+    # compute: server groups, private flavors' access lists, flavor extra specs (nova's)
+    "compute:server_group:get": "reader",  # all_projects: admins (checked by the route)
+    "compute:server_group:create": "member",
+    "compute:server_group:delete": "member",
+    "compute:flavor:access": "admin",
+    "compute:flavor:action": "admin",  # addTenantAccess, removeTenantAccess
+    "compute:flavor:extra_specs:set": "admin",
+    "compute:flavor:extra_specs:delete": "admin",
     # image (glance)
     "image:get": "reader",
     "image:create": "member",
