@@ -15,6 +15,8 @@ from infracloud.api import (
     alerts,
     baremetal,
     compute,
+    compute_images,
+    compute_servers,
     dashboard,
     errors,
     hardware,
@@ -69,6 +71,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity_admin.router)
     app.include_router(image.router)
     app.include_router(compute.router)
+    app.include_router(compute_servers.router)
+    app.include_router(compute_images.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)

@@ -3,7 +3,6 @@ limits, availability zones, quota sets."""
 
 from __future__ import annotations
 
-import secrets
 import zlib
 from typing import Any
 
@@ -25,6 +24,8 @@ from infracloud.api.compute_models import (
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
 from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
 from infracloud.api.limits import query_count
+from infracloud.compute import instance_actions, server_filters
+from infracloud.compute import server_checks as checks
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest
@@ -191,11 +192,12 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
              ) -> JSONResponse:
     q = request.query_params
     limit = _limit(request)
-    all_projects = bool(parse_bool(q.get("all_tenants")) or parse_bool(q.get("all_projects")))
+    all_projects = server_filters.all_tenants(caller.caller, q, detail)
     rows, marker = services.servers.list_servers(
         caller.caller, name=q.get("name"), status=q.get("status"), limit=limit,
-        marker=q.get("marker"), all_projects=all_projects, project_id=q.get("project_id") or
-        q.get("tenant_id"))
+        marker=q.get("marker"), all_projects=all_projects, project_id=(q.get(
+            "project_id") or q.get("tenant_id")) if all_projects else None,
+        filters=server_filters.from_query(q, admin=caller.caller.is_admin))
     base = services.base_url
     body: dict[str, Any] = {}
     if detail:
@@ -229,17 +231,23 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
     s = body.server
     if any(b.destination_type == "volume" for b in s.block_device_mapping_v2 or []):
         raise BadRequest("Booting from a volume is not supported.")
+    access_ipv4, access_ipv6 = checks.check_access_ip(s.accessIPv4, 4), checks.check_access_ip(
+        s.accessIPv6, 6)
+    checks.check_counts(s.min_count, s.max_count)
+    checks.check_security_groups(s.security_groups)
     networks = s.networks if isinstance(s.networks, str) or s.networks is None else [
         n.model_dump(exclude_none=True) for n in s.networks]
     req = CreateRequest(
         name=s.name, flavor_ref=str(s.flavorRef), image_ref=s.image(), key_name=s.key_name,
         availability_zone=s.availability_zone, metadata=s.metadata or {},
-        user_data=s.user_data, config_drive=True, networks=networks, count=s.count())
+        user_data=s.user_data, config_drive=True, networks=networks, count=s.count(),
+        access_ipv4=access_ipv4, access_ipv6=access_ipv6)
     inst = await run_in_threadpool(services.servers.create, caller.caller, req)
     base = services.base_url
     out = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
-                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
-                      "adminPass": secrets.token_urlsafe(12)}}
+                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}}
+    if s.adminPass is not None:  # only a password the caller set (none is made up)
+        out["server"]["adminPass"] = s.adminPass
     return reply(out, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
 
 
@@ -265,6 +273,7 @@ async def server_action(services: ServicesDep, caller: TokenDep, body: ServerAct
     if len(actions) != 1:
         raise BadRequest("An action body holds exactly one action.")
     action = actions[0]
+    instance_actions.note_action(server_id, action)
     if action == "os-getConsoleOutput":
         args = body.get_console_output
         length = args.length if args is not None and args.length != -1 else None

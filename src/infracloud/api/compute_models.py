@@ -92,6 +92,8 @@ class ServerIn(_Open):
     security_groups: list[SecurityGroup] | None = None
     description: Annotated[str, Field(max_length=255)] | None = None
     adminPass: str | None = None
+    accessIPv4: str | None = None
+    accessIPv6: str | None = None
 
     def image(self) -> str | None:
         """imageRef, or the image a boot-from-image block device names."""

@@ -22,6 +22,12 @@ from infracloud.compute.flavors import FlavorService
 from infracloud.compute.keypairs import KeypairService
 from infracloud.compute.namefilter import name_filter
 from infracloud.compute.quotas import Quotas
+from infracloud.compute.server_checks import (
+    DEFAULT_METADATA_ITEMS,
+    check_metadata_quota,
+    check_name,
+)
+from infracloud.compute.server_filters import ServerFilters
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Forbidden, NotFound
@@ -36,7 +42,7 @@ from infracloud.store.wakeups import bump, wake
 
 log = logging.getLogger(__name__)
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
-MAX_METADATA = 128
+MAX_METADATA = DEFAULT_METADATA_ITEMS
 
 
 class ImageLookup(Protocol):
@@ -55,6 +61,8 @@ class CreateRequest:
     config_drive: bool = True
     networks: list[dict[str, Any]] | str | None = None
     count: int = 1
+    access_ipv4: str | None = None
+    access_ipv6: str | None = None
 
 
 def fault(code: int, message: str, now: Any) -> dict[str, Any]:
@@ -64,8 +72,7 @@ def fault(code: int, message: str, now: Any) -> dict[str, Any]:
 def check_metadata(meta: Any) -> dict[str, str]:
     if not isinstance(meta, dict):
         raise BadRequest("Invalid input for field/attribute metadata: must be an object.")
-    if len(meta) > MAX_METADATA:
-        raise BadRequest(f"Quota exceeded for metadata_items: at most {MAX_METADATA} items.")
+    check_metadata_quota(len(meta), MAX_METADATA)
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 255 or len(
                 v) > 255:
@@ -94,8 +101,7 @@ class ServerService:
     def create(self, caller: Caller, req: CreateRequest) -> Instance:
         if caller.project_id is None:
             raise BadRequest("Creating a server needs a project-scoped token.")
-        if not req.name or len(req.name) > 255:
-            raise BadRequest("Invalid input for field/attribute name: 1 to 255 characters.")
+        check_name(req.name)
         if req.count != 1:
             raise BadRequest("Creating several servers in one request is not supported; send "
                              "one request per server.")
@@ -186,7 +192,8 @@ class ServerService:
                             state="scheduling", vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
                             disk_gb=flavor.disk_gb, metadata_=meta, user_data=req.user_data,
                             config_drive=req.config_drive, created_at=now, updated_at=now,
-                            state_changed_at=now)
+                            state_changed_at=now, access_ipv4=req.access_ipv4,
+                            access_ipv6=req.access_ipv6)
             host = scheduler.claim(
                 s, scheduler.Request(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, az, pin),
                 now=now,
@@ -240,7 +247,8 @@ class ServerService:
     def list_servers(self, caller: Caller, *, name: str | None = None,
                      status: str | None = None,
              limit: int | None = None, marker: str | None = None, all_projects: bool = False,
-             project_id: str | None = None, host_id: str | None = None
+             project_id: str | None = None, host_id: str | None = None,
+             filters: ServerFilters | None = None
              ) -> tuple[list[Instance], str | None]:
         """A page of servers (newest first) and the marker of the next page, if any."""
         q = select(Instance)
@@ -257,7 +265,9 @@ class ServerService:
             q = q.where(Instance.name.contains(names.literal, autoescape=True))
         if status is not None:
             q = q.where(status_is(status.upper()))
-        exact = names is None
+        if filters is not None:
+            q = filters.where(q)
+        exact = names is None and (filters is None or filters.exact)
         with self.db.read() as s:
             if marker:
                 mark = s.get(Instance, marker)
@@ -270,7 +280,8 @@ class ServerService:
                 q = q.limit(limit + 1)
             rows = []
             for r in s.scalars(q.execution_options(yield_per=500)):
-                if names is None or names.matches(r.name):
+                if (names is None or names.matches(r.name)) and (filters is None
+                                                                 or filters.matches(r)):
                     rows.append(r)
                     if limit is not None and len(rows) > limit:
                         break  # one past the page: there is a next one

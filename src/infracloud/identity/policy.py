@@ -80,6 +80,15 @@ RULES: dict[str, str] = {
     "compute:hypervisor:list": "admin",
     "compute:service:list": "admin",
     "compute:service:update": "admin",
+    # servers' update and smaller reads (nova: update and ips are the project's; an action's
+    # events are shown to administrators only, at 2.1), nova's image proxy
+    "compute:server:update": "member",
+    "compute:server:ips": "reader",
+    "compute:server:password:get": "reader",
+    "compute:server:password:clear": "member",
+    "compute:server:actions:get": "reader",
+    "compute:image:get": "reader",
+    "compute:image:delete": "member",
     # image (glance)
     "image:get": "reader",
     "image:create": "member",

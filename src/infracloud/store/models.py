@@ -392,6 +392,10 @@ class Instance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     launched_at: Mapped[dt.datetime | None]
+    # accessIPv4/accessIPv6 as the owner set them (None: the view shows the fixed address)
+    access_ipv4: Mapped[str | None] = mapped_column(String(45))
+    access_ipv6: Mapped[str | None] = mapped_column(String(45))
+    server_password: Mapped[str | None] = mapped_column(Text)  # os-server-password
 
 
 class UnknownServer(Base):

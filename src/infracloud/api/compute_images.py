@@ -1,0 +1,125 @@
+"""Nova's image proxy (`/compute/v2.1/images`), which older scripts still use: the image
+service's records read in process, in Nova 2.1's shapes (status ACTIVE/SAVING/..., progress,
+minRam, minDisk, metadata, OS-EXT-IMG-SIZE:size), paged by marker and limit as the server
+list is. Filters as Nova passes them to Glance: name, status, minRam, minDisk, server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from infracloud.api.bodies import JSONRoute
+from infracloud.api.compute import HEADERS, MAX_LIMIT, _limit, _next_link, reply
+from infracloud.api.compute_views import C
+from infracloud.api.deps import ServicesDep, TokenDep, policy
+from infracloud.core.clock import isoformat
+from infracloud.core.errors import BadRequest
+from infracloud.images.service import ListQuery
+from infracloud.site.services import Services
+from infracloud.store.models import Image
+
+router = APIRouter(prefix="/compute", route_class=JSONRoute)
+STATUS = {"active": "ACTIVE", "queued": "SAVING", "saving": "SAVING", "importing": "SAVING",
+          "uploading": "SAVING", "deleted": "DELETED", "pending_delete": "DELETED",
+          "killed": "ERROR"}
+PROGRESS = {"queued": 25, "saving": 50, "active": 100}
+# a Nova status filter -> the Glance statuses it stands for
+STATUS_FILTER = {"ACTIVE": "active", "SAVING": "saving", "QUEUED": "queued",
+                 "DELETED": "deleted", "ERROR": "killed"}
+
+
+def _links(base: str, image_id: str) -> list[dict[str, str]]:
+    return [{"rel": "self", "href": f"{base}{C}/images/{image_id}"},
+            {"rel": "bookmark", "href": f"{base}/compute/images/{image_id}"},
+            {"rel": "alternate", "type": "application/vnd.openstack.image",
+             "href": f"{base}/image/images/{image_id}"}]
+
+
+def image_view(base: str, i: Image, detail: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": i.id, "name": i.name, "links": _links(base, i.id)}
+    if not detail:
+        return out
+    props = dict(i.properties or {})
+    out.update({"minRam": int(i.min_ram or 0), "minDisk": int(i.min_disk or 0),
+                "metadata": props, "created": isoformat(i.created_at),
+                "updated": isoformat(i.updated_at), "status": STATUS.get(i.status, "UNKNOWN"),
+                "progress": PROGRESS.get(i.status, 0), "OS-EXT-IMG-SIZE:size": i.size})
+    server = props.get("instance_uuid")
+    if server:
+        out["server"] = {"id": server, "links": [
+            {"rel": "self", "href": f"{base}{C}/servers/{server}"},
+            {"rel": "bookmark", "href": f"{base}/compute/servers/{server}"}]}
+    auto = props.get("auto_disk_config")
+    if auto is not None:
+        out["OS-DCF:diskConfig"] = "AUTO" if auto.strip().lower() in (
+            "1", "t", "true", "on", "y", "yes") else "MANUAL"
+    return out
+
+
+def _wanted(i: Image, min_ram: int | None, min_disk: int | None, server: str | None) -> bool:
+    return ((min_ram is None or (i.min_ram or 0) >= min_ram)
+            and (min_disk is None or (i.min_disk or 0) >= min_disk)
+            and (server is None or (i.properties or {}).get("instance_uuid") == server))
+
+
+def _int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise BadRequest(f"Invalid filter field: {name}.")
+    return int(raw)
+
+
+def _images(services: Services, caller: TokenDep, request: Request, detail: bool
+            ) -> JSONResponse:
+    q = request.query_params
+    limit = _limit(request)
+    status = q.get("status")
+    min_ram, min_disk, server = _int(request, "minRam"), _int(request, "minDisk"), q.get(
+        "server")
+    page = limit if limit is not None else MAX_LIMIT
+    marker = q.get("marker")
+    found: list[Image] = []
+    while len(found) <= page:  # the filters read here may thin a page: read on
+        rows, marker = services.images.list_images(caller.caller, ListQuery(
+            name=[q["name"]] if q.get("name") else None,
+            status=STATUS_FILTER.get(status.upper(), status.lower()) if status else None,
+            limit=page + 1, marker=marker))
+        found.extend(r for r in rows if _wanted(r, min_ram, min_disk, server))
+        if marker is None:
+            break
+    more = len(found) > page
+    found = found[:page]
+    base = services.base_url
+    body: dict[str, Any] = {"images": [image_view(base, i, detail) for i in found]}
+    if more and limit is not None and found:
+        body["images_links"] = _next_link(services, request, "images/detail" if detail
+                                          else "images", found[-1].id, limit)
+    return reply(body)
+
+
+@router.get("/v2.1/images", dependencies=[policy("compute:image:get")])
+def list_images(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
+    return _images(services, caller, request, detail=False)
+
+
+@router.get("/v2.1/images/detail", dependencies=[policy("compute:image:get")])
+def list_images_detail(services: ServicesDep, caller: TokenDep, request: Request
+                       ) -> JSONResponse:
+    return _images(services, caller, request, detail=True)
+
+
+@router.get("/v2.1/images/{image_id}", dependencies=[policy("compute:image:get")])
+def show_image(services: ServicesDep, caller: TokenDep, image_id: str) -> JSONResponse:
+    return reply({"image": image_view(services.base_url,
+                                      services.images.get(caller.caller, image_id))})
+
+
+@router.delete("/v2.1/images/{image_id}", status_code=204,
+               dependencies=[policy("compute:image:delete")])
+def delete_image(services: ServicesDep, caller: TokenDep, image_id: str) -> Response:
+    services.images.delete(caller.caller, image_id)
+    return Response(status_code=204, headers=HEADERS)

@@ -1,0 +1,140 @@
+"""The server list's filters beyond name and status, as Nova 2.1 reads them: `image`, `flavor`,
+`host` (administrators'), `changes-since` in SQL, and `ip`, a regular expression matched (as
+`re.match`) against each server's fixed address, in Python, over the rows the other filters
+left. The expression's cost is bounded before it runs: at most 64 characters, at most four
+repetitions, none inside another and no back-references; anything else is a 400."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import re._parser as sre_parse
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from infracloud.core.clock import parse_time
+from infracloud.core.context import Caller
+from infracloud.core.errors import BadRequest, Forbidden
+from infracloud.store.models import Host, Instance
+
+MAX_IP_PATTERN = 64
+MAX_REPEATS = 4
+_REPEATS = ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
+_REFUSED = ("GROUPREF", "GROUPREF_EXISTS", "GROUPREF_IGNORE", "GROUPREF_LOC_IGNORE",
+            "GROUPREF_UNI_IGNORE")
+
+
+@dataclass(frozen=True)
+class ServerFilters:
+    image: str | None = None
+    flavor: str | None = None
+    host: str | None = None  # a compute host's name (administrators only)
+    changes_since: dt.datetime | None = None
+    ip: re.Pattern[str] | None = None
+
+    def where(self, q: Select[Any]) -> Select[Any]:
+        """The filters SQL can apply."""
+        if self.image is not None:
+            q = q.where(Instance.image_id == self.image)
+        if self.flavor is not None:
+            q = q.where(Instance.flavor_id == self.flavor)
+        if self.host is not None:
+            q = q.where(Instance.host_id.in_(select(Host.id).where(Host.name == self.host)))
+        if self.changes_since is not None:
+            q = q.where(Instance.updated_at >= self.changes_since)
+        return q
+
+    @property
+    def exact(self) -> bool:
+        """True when SQL alone decides (a page can be cut in SQL)."""
+        return self.ip is None
+
+    def matches(self, inst: Instance) -> bool:
+        if self.ip is None:
+            return True
+        return bool(inst.ip_address and self.ip.match(inst.ip_address))
+
+
+def _image_id(ref: str) -> str:
+    """An image's id, or the id at the end of its URL (nova's imageRef form)."""
+    return ref.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _walk(parsed: Any, depth: int, counts: list[int]) -> None:
+    for op, av in parsed:
+        name = str(op)
+        if name in _REFUSED:
+            raise ValueError("back-references are not allowed")
+        children: list[Any] = []
+        if name in _REPEATS:
+            _low, high, sub = av
+            repeats = high > 1
+            if repeats:
+                if depth:
+                    raise ValueError("a repetition inside a repetition")
+                counts[0] += 1
+                if counts[0] > MAX_REPEATS:
+                    raise ValueError(f"more than {MAX_REPEATS} repetitions")
+            _walk(sub, depth + (1 if repeats else 0), counts)
+            continue
+        stack = [av]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, sre_parse.SubPattern):
+                children.append(item)
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+        for child in children:
+            _walk(child, depth, counts)
+
+
+def compile_ip(pattern: str) -> re.Pattern[str]:
+    """The `ip` filter's expression, compiled once its cost is known to be small; a 400
+    otherwise."""
+    if len(pattern) > MAX_IP_PATTERN:
+        raise BadRequest(f"Invalid filter field: ip. The expression is longer than "
+                         f"{MAX_IP_PATTERN} characters.")
+    try:
+        _walk(sre_parse.parse(pattern), 0, [0])
+        return re.compile(pattern)
+    except (re.error, ValueError, RecursionError) as exc:
+        raise BadRequest(f"Invalid filter field: ip. {exc}") from None
+
+
+def parse_changes_since(value: str) -> dt.datetime:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise BadRequest(f"Invalid input for query parameters changes-since. Value: "
+                         f"{value[:80]}. '{value[:80]}' is not a 'date-time'") from None
+
+
+def from_query(params: Any, *, admin: bool) -> ServerFilters:
+    """The filters of a list request's query string (`params`: a mapping). A non-administrator's
+    `host` is ignored, as Nova drops the options a caller may not use."""
+    image = params.get("image")
+    ip = params.get("ip")
+    since = params.get("changes-since")
+    return ServerFilters(
+        image=_image_id(image) if image else None,
+        flavor=_image_id(params["flavor"]) if params.get("flavor") else None,
+        host=params.get("host") or None if admin else None,
+        changes_since=parse_changes_since(since) if since is not None else None,
+        ip=compile_ip(ip) if ip else None)
+
+
+def all_tenants(caller: Caller, params: Any, detail: bool) -> bool:
+    """Nova's `all_tenants` (or openstacksdk's `all_projects`): given with no value it means
+    true; a non-administrator asking for it is refused (403), as Nova's
+    `servers:index:get_all_tenants` rule refuses."""
+    wanted = False
+    for key in ("all_tenants", "all_projects"):
+        if key in params:
+            raw = str(params[key]).strip().lower()
+            wanted = wanted or raw == "" or raw in ("1", "true", "t", "yes", "y", "on")
+    if wanted and not caller.is_admin:
+        rule = "detail:get_all_tenants" if detail else "index:get_all_tenants"
+        raise Forbidden(f"Policy doesn't allow os_compute_api:servers:{rule} to be performed.")
+    return wanted
