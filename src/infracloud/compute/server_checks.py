@@ -33,10 +33,15 @@ def check_name(name: Any, field: str = "name") -> str:
         raise _invalid(field, name, "'' is too short")
     if len(name) > 255:
         raise _invalid(field, name, f"{name!r} is too long")
-    if name[0].isspace() or name[-1].isspace() or any(
-            unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn") for c in name):
+    if name[0].isspace() or name[-1].isspace() or not all(_printable(c) for c in name):
         raise BadRequest(NAME_RULE)
     return name
+
+
+def _printable(char: str) -> bool:
+    """Nova's printable: not an "other" (control, format...), no space but the horizontal."""
+    category = unicodedata.category(char)
+    return not category.startswith("C") and (not category.startswith("Z") or category == "Zs")
 
 
 def check_access_ip(value: Any, version: int) -> str | None:
