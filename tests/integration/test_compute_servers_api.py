@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from openstack.cloud import meta
+from openstack.exceptions import BadRequestException
 
 from infracloud.pool.openstack import _ip as pool_address
 from tests.servers import Running, openstack_cli, sdk, wait_for
@@ -75,7 +76,7 @@ def test_filters_with_the_sdk(demo: Running, pair: tuple[Any, Any, Any]) -> None
     conn.compute.update_server(small, name=small.name + "-renamed")
     changed = ids(conn.compute.servers(changes_since=since.isoformat()))
     assert small.id in changed and big.id not in changed
-    with pytest.raises(Exception) as err:  # noqa: B017 - the SDK's BadRequestException
+    with pytest.raises(BadRequestException) as err:
         list(conn.compute.servers(changes_since="yesterday"))
     assert "changes-since" in str(err.value)
     r = conn.compute.get("/servers?ip=(1%2B)%2B")  # a nested repetition: refused unrun
