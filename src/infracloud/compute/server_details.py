@@ -11,6 +11,7 @@ from infracloud.compute.server_checks import check_access_ip, check_name
 from infracloud.compute.servers import ServerService, api_status
 from infracloud.core.context import Caller
 from infracloud.core.errors import NotFound
+from infracloud.ops import context
 from infracloud.store.models import Instance
 
 UNSET: Any = object()
@@ -33,6 +34,8 @@ def update(servers: ServerService, caller: Caller, server_id: str, *, name: Any 
         if v6 is not UNSET:
             inst.access_ipv6 = v6
         inst.updated_at = servers.clock.now()
+        # the API event names the server (no state changed to name it)
+        context.note(context.Touched("server", inst.id, inst.name, inst.project_id, None))
     return inst
 
 
