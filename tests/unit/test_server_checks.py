@@ -83,14 +83,19 @@ def test_metadata_quota_is_a_403() -> None:
 
 
 @pytest.mark.parametrize("pattern", ["127.100.0.5", r"^127\.100\.", "10.0.0.(1|2)$",
-                                     r"127\.100\.[0-9]+\.[0-9]{1,3}", "1?2?7?"])
+                                     r"127\.100\.[0-9]+\.[0-9]{1,3}", "1?2?7?",
+                                     "(.|.|.|.|.)(.|.|.|.|.)(.|.|.|.|.)(.|.|.|.|.)(.|.|.|.|.)",
+                                     ".*.*.*.*9$"])
 def test_ip_patterns_that_run(pattern: str) -> None:
     compile_ip(pattern)
 
 
 @pytest.mark.parametrize("pattern", [
     "(a+)+$", "(.*)*x", "((1|2)+)+", r"(\d+)\1",  # nested repetition, back-reference
-    ".*.*.*.*.*x",  # five repetitions
+    r"(\d?\d?)*x", r"(\d|\d|\d|.)*x",  # an optional or an alternation inside a repetition
+    ".*.*.*.*.*x", "1?2?7?1?0?",  # five repetitions
+    "(.|.|.)(.|.|.)(.|.|.)(.|.|.)(.|.|.)(.|.|.)(.|.|.)(.|.|.)",  # 3**8 ways
+    "(1|27).*.*.*.*",  # 2 * 3876 ways
     "[", "(", "*1",  # not expressions
     "1" * (MAX_IP_PATTERN + 1),
 ])

@@ -2,11 +2,14 @@
 `host` (administrators'), `changes-since` in SQL, and `ip`, a regular expression matched (as
 `re.match`) against each server's fixed address, in Python, over the rows the other filters
 left. The expression's cost is bounded before it runs: at most 64 characters, at most four
-repetitions, none inside another and no back-references; anything else is a 400."""
+repetitions (`?` included), none inside another, no alternation inside one, no
+back-references, and alternations and repetitions together may try at most MAX_WAYS ways on
+an address; anything else is a 400."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import re._parser as sre_parse
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from infracloud.store.models import Host, Instance
 
 MAX_IP_PATTERN = 64
 MAX_REPEATS = 4
+MAX_WAYS = 4000  # math.comb(15 + 4, 4) = 3876: four unbounded repetitions, no alternation
 _REPEATS = ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT")
 _REFUSED = ("GROUPREF", "GROUPREF_EXISTS", "GROUPREF_IGNORE", "GROUPREF_LOC_IGNORE",
             "GROUPREF_UNI_IGNORE")
@@ -62,23 +66,27 @@ def _image_id(ref: str) -> str:
     return ref.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _walk(parsed: Any, depth: int, counts: list[int]) -> None:
+def _walk(parsed: Any, inside: bool, counts: list[int]) -> None:
+    """Refuse what can backtrack beyond a small polynomial: a repetition (`*`, `+`, `?`,
+    `{m,n}`) or an alternation inside a repetition, more than MAX_REPEATS repetitions in all,
+    back-references. `counts`: [repetitions, product of the alternations' branch counts]."""
     for op, av in parsed:
         name = str(op)
         if name in _REFUSED:
             raise ValueError("back-references are not allowed")
-        children: list[Any] = []
+        if name == "BRANCH":
+            if inside:
+                raise ValueError("an alternation inside a repetition")
+            counts[1] *= max(1, len(av[1]))
         if name in _REPEATS:
-            _low, high, sub = av
-            repeats = high > 1
-            if repeats:
-                if depth:
-                    raise ValueError("a repetition inside a repetition")
-                counts[0] += 1
-                if counts[0] > MAX_REPEATS:
-                    raise ValueError(f"more than {MAX_REPEATS} repetitions")
-            _walk(sub, depth + (1 if repeats else 0), counts)
+            if inside:
+                raise ValueError("a repetition inside a repetition")
+            counts[0] += 1
+            if counts[0] > MAX_REPEATS:
+                raise ValueError(f"more than {MAX_REPEATS} repetitions")
+            _walk(av[2], True, counts)
             continue
+        children: list[Any] = []
         stack = [av]
         while stack:
             item = stack.pop()
@@ -87,7 +95,7 @@ def _walk(parsed: Any, depth: int, counts: list[int]) -> None:
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
         for child in children:
-            _walk(child, depth, counts)
+            _walk(child, inside, counts)
 
 
 def compile_ip(pattern: str) -> re.Pattern[str]:
@@ -97,7 +105,12 @@ def compile_ip(pattern: str) -> re.Pattern[str]:
         raise BadRequest(f"Invalid filter field: ip. The expression is longer than "
                          f"{MAX_IP_PATTERN} characters.")
     try:
-        _walk(sre_parse.parse(pattern), 0, [0])
+        counts = [0, 1]
+        _walk(sre_parse.parse(pattern), False, counts)
+        # the ways a match can be tried on an IPv4 address (15 characters): each repetition
+        # may end at any of its places, each alternation try each branch
+        if counts[1] * math.comb(15 + counts[0], counts[0]) > MAX_WAYS:
+            raise ValueError("too many ways to try (alternations times repetitions)")
         return re.compile(pattern)
     except (re.error, ValueError, RecursionError) as exc:
         raise BadRequest(f"Invalid filter field: ip. {exc}") from None
