@@ -134,3 +134,18 @@ def test_all_tenants() -> None:
     assert all_tenants(MEMBER, {}, True) is False
     with pytest.raises(Forbidden, match="servers:detail:get_all_tenants"):
         all_tenants(MEMBER, {"all_tenants": ""}, True)
+
+
+def test_ip6_is_checked_and_matches_only_ipv6_addresses() -> None:
+    from infracloud.store.models import Instance
+
+    f = from_query({"ip6": "2001:db8::"}, admin=False)
+    assert not f.exact
+    assert f.matches(Instance(ip_address="2001:db8::5"))
+    assert not f.matches(Instance(ip_address="127.100.0.5"))
+    v4 = from_query({"ip": "127"}, admin=False)
+    assert v4.matches(Instance(ip_address="127.100.0.5"))
+    assert not v4.matches(Instance(ip_address="2001:db8::5"))
+    assert not v4.matches(Instance(ip_address=None))
+    with pytest.raises(BadRequest, match="Invalid filter field: ip6"):
+        from_query({"ip6": "(a*)*"}, admin=False)

@@ -37,6 +37,7 @@ class ServerFilters:
     host: str | None = None  # a compute host's name (administrators only)
     changes_since: dt.datetime | None = None
     ip: re.Pattern[str] | None = None
+    ip6: re.Pattern[str] | None = None  # over IPv6 fixed addresses (the network has none yet)
 
     def where(self, q: Select[Any]) -> Select[Any]:
         """The filters SQL can apply."""
@@ -53,12 +54,17 @@ class ServerFilters:
     @property
     def exact(self) -> bool:
         """True when SQL alone decides (a page can be cut in SQL)."""
-        return self.ip is None
+        return self.ip is None and self.ip6 is None
 
     def matches(self, inst: Instance) -> bool:
-        if self.ip is None:
+        """Nova's: one of the server's fixed addresses matches `ip` (IPv4) or `ip6` (IPv6)."""
+        if self.ip is None and self.ip6 is None:
             return True
-        return bool(inst.ip_address and self.ip.match(inst.ip_address))
+        addr = inst.ip_address
+        if not addr:
+            return False
+        pattern = self.ip6 if ":" in addr else self.ip
+        return bool(pattern is not None and pattern.match(addr))
 
 
 def _image_id(ref: str) -> str:
@@ -98,11 +104,11 @@ def _walk(parsed: Any, inside: bool, counts: list[int]) -> None:
             _walk(child, inside, counts)
 
 
-def compile_ip(pattern: str) -> re.Pattern[str]:
-    """The `ip` filter's expression, compiled once its cost is known to be small; a 400
-    otherwise."""
+def compile_ip(pattern: str, field: str = "ip") -> re.Pattern[str]:
+    """The `ip` (or `ip6`) filter's expression, compiled once its cost is known to be small;
+    a 400 otherwise."""
     if len(pattern) > MAX_IP_PATTERN:
-        raise BadRequest(f"Invalid filter field: ip. The expression is longer than "
+        raise BadRequest(f"Invalid filter field: {field}. The expression is longer than "
                          f"{MAX_IP_PATTERN} characters.")
     try:
         counts = [0, 1]
@@ -113,7 +119,7 @@ def compile_ip(pattern: str) -> re.Pattern[str]:
             raise ValueError("too many ways to try (alternations times repetitions)")
         return re.compile(pattern)
     except (re.error, ValueError, RecursionError) as exc:
-        raise BadRequest(f"Invalid filter field: ip. {exc}") from None
+        raise BadRequest(f"Invalid filter field: {field}. {exc}") from None
 
 
 def parse_changes_since(value: str) -> dt.datetime:
@@ -128,14 +134,14 @@ def from_query(params: Any, *, admin: bool) -> ServerFilters:
     """The filters of a list request's query string (`params`: a mapping). A non-administrator's
     `host` is ignored, as Nova drops the options a caller may not use."""
     image = params.get("image")
-    ip = params.get("ip")
+    ip, ip6 = params.get("ip"), params.get("ip6")
     since = params.get("changes-since")
     return ServerFilters(
         image=_image_id(image) if image else None,
         flavor=_image_id(params["flavor"]) if params.get("flavor") else None,
         host=params.get("host") or None if admin else None,
         changes_since=parse_changes_since(since) if since is not None else None,
-        ip=compile_ip(ip) if ip else None)
+        ip=compile_ip(ip) if ip else None, ip6=compile_ip(ip6, "ip6") if ip6 else None)
 
 
 def all_tenants(caller: Caller, params: Any, detail: bool) -> bool:
