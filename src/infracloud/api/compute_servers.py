@@ -50,11 +50,20 @@ class ServerUpdateBody(BaseModel):
     server: ServerUpdateIn
 
 
-def _show(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
+# what nova's update answers at 2.1 leaves out of the server's view (all of it from 2.75 on)
+_NOT_IN_UPDATE = ("OS-EXT-", "OS-SRV-USG:", "os-extended-volumes:", "security_groups",
+                  "key_name", "config_drive")
+
+
+def _updated(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
     inst = services.servers.get(caller.caller, server_id)
     names = services.hosts.names({inst.host_id} if inst.host_id else set())
-    return reply({"server": server_view(services.base_url, inst,
-                                        names.get(inst.host_id or ""), caller.caller.is_admin)})
+    full = server_view(services.base_url, inst, names.get(inst.host_id or ""),
+                       caller.caller.is_admin)
+    out = {k: v for k, v in full.items() if not k.startswith(_NOT_IN_UPDATE)}
+    out["addresses"] = {label: [{"addr": a["addr"], "version": a["version"]} for a in addrs]
+                        for label, addrs in full["addresses"].items()}
+    return reply({"server": out})
 
 
 @router.put(S, dependencies=[policy("compute:server:update")])
@@ -68,7 +77,7 @@ async def update_server(services: ServicesDep, caller: TokenDep, body: ServerUpd
     await run_in_threadpool(lambda: server_details.update(
         services.servers, caller.caller, server_id, name=given.get("name", UNSET),
         access_ipv4=given.get("accessIPv4", UNSET), access_ipv6=given.get("accessIPv6", UNSET)))
-    return _show(services, caller, server_id)
+    return _updated(services, caller, server_id)
 
 
 @router.get(S + "/ips", dependencies=[policy("compute:server:ips")])
