@@ -211,7 +211,8 @@ def test_image_proxy(api: Api, image: str) -> None:
     assert r.status_code == 200 and r.json()["image"]["id"] == image
     r = api.client.delete(f"{C}/images/{pending}", headers=api.member)
     assert r.status_code == 204
-    assert api.client.get(f"{C}/images/{pending}", headers=api.member).status_code == 404
+    r = api.client.get(f"{C}/images/{pending}", headers=api.member)
+    assert message(r, 404) == "Image not found."
     assert api.client.get(f"{C}/images/detail?minRam=x", headers=api.member).status_code == 400
 
 

@@ -15,7 +15,7 @@ from infracloud.api.compute import HEADERS, MAX_LIMIT, _limit, _next_link, reply
 from infracloud.api.compute_views import C
 from infracloud.api.deps import ServicesDep, TokenDep, policy
 from infracloud.core.clock import isoformat
-from infracloud.core.errors import BadRequest
+from infracloud.core.errors import BadRequest, NotFound
 from infracloud.images.service import ListQuery
 from infracloud.site.services import Services
 from infracloud.store.models import Image
@@ -114,12 +114,18 @@ def list_images_detail(services: ServicesDep, caller: TokenDep, request: Request
 
 @router.get("/v2.1/images/{image_id}", dependencies=[policy("compute:image:get")])
 def show_image(services: ServicesDep, caller: TokenDep, image_id: str) -> JSONResponse:
-    return reply({"image": image_view(services.base_url,
-                                      services.images.get(caller.caller, image_id))})
+    try:
+        image = services.images.get(caller.caller, image_id)
+    except NotFound:
+        raise NotFound("Image not found.") from None
+    return reply({"image": image_view(services.base_url, image)})
 
 
 @router.delete("/v2.1/images/{image_id}", status_code=204,
                dependencies=[policy("compute:image:delete")])
 def delete_image(services: ServicesDep, caller: TokenDep, image_id: str) -> Response:
-    services.images.delete(caller.caller, image_id)
+    try:
+        services.images.delete(caller.caller, image_id)
+    except NotFound:
+        raise NotFound("Image not found.") from None
     return Response(status_code=204, headers=HEADERS)
