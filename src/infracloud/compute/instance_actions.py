@@ -81,7 +81,7 @@ def _answered(e: Event) -> bool:
     return (e.target or "").startswith("2")
 
 
-def _visible(servers: ServerService, s: Any, caller: Caller, server_id: str) -> None:
+def _visible(s: Any, caller: Caller, server_id: str) -> None:
     """404 unless the caller may see the server, or (deleted) saw its creation."""
     inst = s.get(Instance, server_id)
     if inst is not None:
@@ -106,7 +106,7 @@ def actions(servers: ServerService, caller: Caller, server_id: str,
             request_id: str | None = None) -> list[Action]:
     """The server's actions, newest first (one, or a 404, when `request_id` is given)."""
     with servers.db.read() as s:
-        _visible(servers, s, caller, server_id)
+        _visible(s, caller, server_id)
         q = select(Event).where(Event.resource_id == server_id, Event.kind == "api")
         if request_id is not None:
             q = q.where(Event.request_id == request_id)
