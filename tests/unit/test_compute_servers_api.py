@@ -207,6 +207,11 @@ def test_image_proxy(api: Api, image: str) -> None:
     assert page["images"][0]["id"] not in {i["id"] for i in rest}
     only = api.client.get(f"{C}/images/detail?minRam=64", headers=api.member).json()["images"]
     assert [i["id"] for i in only] == [image]
+    later = "2999-01-01T00:00:00Z"
+    assert api.client.get(f"{C}/images/detail?changes-since={later}",
+                          headers=api.member).json()["images"] == []
+    assert api.client.get(f"{C}/images?type=snapshot", headers=api.member).json() == {
+        "images": []}
     r = api.client.get(f"{C}/images/{image}", headers=api.member)
     assert r.status_code == 200 and r.json()["image"]["id"] == image
     r = api.client.delete(f"{C}/images/{pending}", headers=api.member)

@@ -1,10 +1,13 @@
 """Nova's image proxy (`/compute/v2.1/images`), which older scripts still use: the image
 service's records read in process, in Nova 2.1's shapes (status ACTIVE/SAVING/..., progress,
 minRam, minDisk, metadata, OS-EXT-IMG-SIZE:size), paged by marker and limit as the server
-list is. Filters as Nova passes them to Glance: name, status, minRam, minDisk, server."""
+list is. Filters as Nova passes them to Glance: name, status, minRam, minDisk, server, type,
+changes-since."""
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,7 +17,8 @@ from infracloud.api.bodies import JSONRoute
 from infracloud.api.compute import HEADERS, MAX_LIMIT, _limit, _next_link, reply
 from infracloud.api.compute_views import C
 from infracloud.api.deps import ServicesDep, TokenDep, policy
-from infracloud.core.clock import isoformat
+from infracloud.compute.server_filters import parse_changes_since
+from infracloud.core.clock import as_utc, isoformat
 from infracloud.core.errors import BadRequest, NotFound
 from infracloud.images.service import ListQuery
 from infracloud.site.services import Services
@@ -58,10 +62,22 @@ def image_view(base: str, i: Image, detail: bool = True) -> dict[str, Any]:
     return out
 
 
-def _wanted(i: Image, min_ram: int | None, min_disk: int | None, server: str | None) -> bool:
-    return ((min_ram is None or (i.min_ram or 0) >= min_ram)
-            and (min_disk is None or (i.min_disk or 0) >= min_disk)
-            and (server is None or (i.properties or {}).get("instance_uuid") == server))
+@dataclass(frozen=True)
+class _Wanted:
+    """The filters Glance's list does not take, applied here."""
+    min_ram: int | None = None
+    min_disk: int | None = None
+    server: str | None = None  # property instance_uuid
+    kind: str | None = None  # `type`: property image_type (snapshot, backup)
+    since: dt.datetime | None = None  # changes-since
+
+    def __call__(self, i: Image) -> bool:
+        props = i.properties or {}
+        return ((self.min_ram is None or (i.min_ram or 0) >= self.min_ram)
+                and (self.min_disk is None or (i.min_disk or 0) >= self.min_disk)
+                and (self.server is None or props.get("instance_uuid") == self.server)
+                and (self.kind is None or props.get("image_type") == self.kind)
+                and (self.since is None or as_utc(i.updated_at) >= self.since))
 
 
 def _int(request: Request, name: str) -> int | None:
@@ -78,8 +94,9 @@ def _images(services: Services, caller: TokenDep, request: Request, detail: bool
     q = request.query_params
     limit = _limit(request)
     status = q.get("status")
-    min_ram, min_disk, server = _int(request, "minRam"), _int(request, "minDisk"), q.get(
-        "server")
+    since = q.get("changes-since")
+    wanted = _Wanted(_int(request, "minRam"), _int(request, "minDisk"), q.get("server"),
+                     q.get("type"), parse_changes_since(since) if since is not None else None)
     page = limit if limit is not None else MAX_LIMIT
     marker = q.get("marker")
     found: list[Image] = []
@@ -88,7 +105,7 @@ def _images(services: Services, caller: TokenDep, request: Request, detail: bool
             name=[q["name"]] if q.get("name") else None,
             status=STATUS_FILTER.get(status.upper(), status.lower()) if status else None,
             limit=page + 1, marker=marker))
-        found.extend(r for r in rows if _wanted(r, min_ram, min_disk, server))
+        found.extend(r for r in rows if wanted(r))
         if marker is None:
             break
     more = len(found) > page
