@@ -231,3 +231,24 @@ def test_keypair_import_checks_the_key(api: Api) -> None:
     r = api.client.post(path, headers=api.member, json={"keypair": {"name": "k2",
                                                                     "public_key": huge}})
     assert "longer than" in message(r)
+
+
+def test_a_projects_own_metadata_items_quota(api: Api, image: str) -> None:
+    """A project with a metadata_items quota of its own (os-quota-sets) is held to it."""
+    from infracloud.store.models import QuotaLimit
+
+    project = api.services.identity.auth.validate(api.member["X-Auth-Token"]).caller.project_id
+    assert project is not None
+    with api.services.db.write() as s:
+        s.add(QuotaLimit(project_id=project, resource="metadata_items", hard_limit=2))
+    try:
+        r = create(api, image, metadata={"a": "1", "b": "2", "c": "3"})
+        assert "limit is 2 metadata_items" in message(r, 403)
+        r = create(api, image, metadata={"a": "1", "b": "2"})
+        assert r.status_code == 202, r.text
+        path = f"{C}/servers/{r.json()['server']['id']}/metadata"
+        r = api.client.post(path, headers=api.member, json={"metadata": {"c": "3"}})
+        assert "Quota exceeded for metadata_items" in message(r, 403)
+    finally:
+        with api.services.db.write() as s:
+            s.delete(s.get(QuotaLimit, (project, "metadata_items")))

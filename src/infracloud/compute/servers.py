@@ -70,9 +70,9 @@ def fault(code: int, message: str, now: Any) -> dict[str, Any]:
 
 
 def check_metadata(meta: Any) -> dict[str, str]:
+    """Keys and values (how many a server may have is its project's quota: metadata_limit)."""
     if not isinstance(meta, dict):
         raise BadRequest("Invalid input for field/attribute metadata: must be an object.")
-    check_metadata_quota(len(meta), MAX_METADATA)
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 255 or len(
                 v) > 255:
@@ -186,6 +186,7 @@ class ServerService:
             self.quotas.lock(s, caller.project_id)
             self.quotas.check(s, caller.project_id, count=1, cores=flavor.vcpus,
                               ram=flavor.ram_mb)
+            check_metadata_quota(len(meta), self.metadata_limit(s, caller.project_id))
             inst = Instance(id=str(uuid.uuid4()), name=req.name, project_id=caller.project_id,
                             user_id=caller.user_id, flavor_id=flavor.id, image_id=image_id,
                             key_name=req.key_name, key_data=key_data, availability_zone=az,
@@ -335,9 +336,14 @@ class ServerService:
             inst = self._owned(s, caller, server_id, lock=True)
             merged = items if replace else {**inst.metadata_, **items}
             check_metadata(merged)
+            check_metadata_quota(len(merged), self.metadata_limit(s, inst.project_id))
             inst.metadata_ = merged
             inst.updated_at = self.clock.now()
             return dict(merged)
+
+    def metadata_limit(self, s: Session, project_id: str) -> int:
+        """The project's metadata_items quota (nova's default, 128, unless it has its own)."""
+        return self.quotas.limits(s, project_id).get("metadata_items", MAX_METADATA)
 
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
         with self.db.write() as s:
