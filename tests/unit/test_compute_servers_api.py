@@ -80,6 +80,12 @@ def test_create_validation(api: Api, image: str, extra: dict[str, Any], wording:
     assert wording in message(create(api, image, **extra))
 
 
+def test_min_count_alone_is_also_the_max_count(api: Api, image: str) -> None:
+    """Whatever multi-create answers, min_count=2 without max_count is not a bad range."""
+    r = create(api, image, min_count=2)
+    assert "min_count must be" not in r.text
+
+
 def test_metadata_over_its_quota_is_a_403(api: Api, image: str) -> None:
     many = {f"k{i}": "v" for i in range(129)}
     assert "Quota exceeded for metadata_items" in message(create(api, image, metadata=many), 403)

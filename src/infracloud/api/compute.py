@@ -233,7 +233,7 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
         raise BadRequest("Booting from a volume is not supported.")
     access_ipv4, access_ipv6 = checks.check_access_ip(s.accessIPv4, 4), checks.check_access_ip(
         s.accessIPv6, 6)
-    checks.check_counts(s.min_count, s.max_count)
+    checks.check_counts(s.min_count, s.max_count if "max_count" in s.model_fields_set else None)
     checks.check_security_groups(s.security_groups)
     networks = s.networks if isinstance(s.networks, str) or s.networks is None else [
         n.model_dump(exclude_none=True) for n in s.networks]
