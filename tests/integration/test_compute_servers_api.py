@@ -92,6 +92,9 @@ def test_administrators_filters(demo: Running, pair: tuple[Any, Any, Any]) -> No
     assert small.id in on_host
     other = admin.compute.get_server(big.id).compute_host
     assert (big.id in on_host) == (other == host)
+    by_cli = cli(demo, "infracloud-admin", "server", "list", "--all-projects", "--host", host,
+                 "-f", "json")
+    assert ids(by_cli) & {small.id, big.id} == on_host & {small.id, big.id}
     r = admin.compute.get("/servers?all_tenants")  # given with no value: true
     assert {small.id, big.id} <= {s["id"] for s in r.json()["servers"]}
     # tenant_id without all_tenants is ignored: the admin's own project's servers
