@@ -258,3 +258,32 @@ def test_a_projects_own_metadata_items_quota(api: Api, image: str) -> None:
     finally:
         with api.services.db.write() as s:
             s.delete(s.get(QuotaLimit, (project, "metadata_items")))
+
+
+def test_image_metadata_proxy(api: Api) -> None:
+    r = api.client.post("/image/v2/images", headers=api.member, json={
+        "name": "meta", "disk_format": "raw", "container_format": "bare", "os_distro": "x"})
+    path = f"{C}/images/{r.json()['id']}/metadata"
+    assert api.client.get(path, headers=api.member).json() == {"metadata": {"os_distro": "x"}}
+    r = api.client.post(path, headers=api.member, json={"metadata": {"k0": "", "k1": "v1"}})
+    assert r.json() == {"metadata": {"os_distro": "x", "k0": "", "k1": "v1"}}
+    r = api.client.put(f"{path}/k1", headers=api.member, json={"meta": {"k1": "v1.1"}})
+    assert r.status_code == 200 and r.json() == {"meta": {"k1": "v1.1"}}
+    assert api.client.get(f"{path}/k1", headers=api.member).json() == {"meta": {"k1": "v1.1"}}
+    assert message(api.client.put(f"{path}/k1", headers=api.member,
+                                  json={"meta": {"k2": "v"}})) == "Request body and URI mismatch"
+    r = api.client.put(path, headers=api.member, json={"metadata": {"only": "this"}})
+    assert r.json() == {"metadata": {"only": "this"}}
+    assert api.client.get(path, headers=api.member).json() == {"metadata": {"only": "this"}}
+    assert api.client.delete(f"{path}/only", headers=api.member).status_code == 204
+    assert api.client.get(path, headers=api.member).json() == {"metadata": {}}
+    assert message(api.client.delete(f"{path}/only", headers=api.member),
+                   404) == "Invalid metadata key"
+    assert api.client.get(f"{path}/only", headers=api.member).status_code == 404
+    r = api.client.post(path, headers=api.member, json={"metadata": {"name": "renamed"}})
+    assert "reserved" in message(r, 403)
+    many = {f"k{i}": "v" for i in range(129)}
+    r = api.client.put(path, headers=api.member, json={"metadata": many})
+    assert message(r, 403) == "Image metadata limit exceeded"
+    r = api.client.get(f"{C}/images/nope/metadata", headers=api.member)
+    assert message(r, 404) == "Image not found."

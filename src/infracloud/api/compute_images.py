@@ -2,7 +2,8 @@
 service's records read in process, in Nova 2.1's shapes (status ACTIVE/SAVING/..., progress,
 minRam, minDisk, metadata, OS-EXT-IMG-SIZE:size), paged by marker and limit as the server
 list is. Filters as Nova passes them to Glance: name, status, minRam, minDisk, server, type,
-changes-since."""
+changes-since. An image's metadata (its properties) is read and written as Nova's image
+metadata proxy does (a write replaces the properties as a whole, purge_props)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.compute import HEADERS, MAX_LIMIT, _limit, _next_link, reply
+from infracloud.api.compute_models import MetadataBody, MetaItemBody
 from infracloud.api.compute_views import C
 from infracloud.api.deps import ServicesDep, TokenDep, policy
 from infracloud.compute.server_filters import parse_changes_since
 from infracloud.core.clock import as_utc, isoformat
-from infracloud.core.errors import BadRequest, NotFound
-from infracloud.images.service import ListQuery
+from infracloud.core.errors import BadRequest, Forbidden, NotFound
+from infracloud.images.service import BASE_FIELDS, READ_ONLY, ListQuery
 from infracloud.site.services import Services
 from infracloud.store.models import Image
 
@@ -145,4 +148,85 @@ def delete_image(services: ServicesDep, caller: TokenDep, image_id: str) -> Resp
         services.images.delete(caller.caller, image_id)
     except NotFound:
         raise NotFound("Image not found.") from None
+    return Response(status_code=204, headers=HEADERS)
+
+
+# ---- an image's metadata (its properties), as Nova's image metadata proxy ---------------------
+
+RESERVED = frozenset(BASE_FIELDS) | READ_ONLY | {"owner"}
+MAX_IMAGE_META = 128  # nova's maxImageMeta (the metadata_items quota)
+
+
+def _properties(services: Services, caller: TokenDep, image_id: str) -> dict[str, str]:
+    try:
+        return dict(services.images.get(caller.caller, image_id).properties or {})
+    except NotFound:
+        raise NotFound("Image not found.") from None
+
+
+def _write(services: Services, caller: TokenDep, image_id: str, new: dict[str, str]
+           ) -> dict[str, str]:
+    """Make the image's properties `new` (nova updates with purge_props)."""
+    for key in new:
+        if key in RESERVED:
+            raise Forbidden(f"Attribute '{key}' is read-only or reserved.")
+    if len(new) > MAX_IMAGE_META:
+        raise Forbidden("Image metadata limit exceeded")
+    old = _properties(services, caller, image_id)
+    changes = {k: v for k, v in new.items() if old.get(k) != v}
+    removed = [k for k in old if k not in new]
+    image = services.images.update(caller.caller, image_id, changes, removed)
+    return dict(image.properties or {})
+
+
+M = "/v2.1/images/{image_id}/metadata"
+
+
+@router.get(M, dependencies=[policy("compute:image:get")])
+def image_metadata(services: ServicesDep, caller: TokenDep, image_id: str) -> JSONResponse:
+    return reply({"metadata": _properties(services, caller, image_id)})
+
+
+@router.post(M, dependencies=[policy("compute:image:metadata:set")])
+async def merge_image_metadata(services: ServicesDep, caller: TokenDep, image_id: str,
+                               body: MetadataBody) -> JSONResponse:
+    merged = await run_in_threadpool(lambda: _write(services, caller, image_id, {
+        **_properties(services, caller, image_id), **body.metadata}))
+    return reply({"metadata": merged})
+
+
+@router.put(M, dependencies=[policy("compute:image:metadata:set")])
+async def replace_image_metadata(services: ServicesDep, caller: TokenDep, image_id: str,
+                                 body: MetadataBody) -> JSONResponse:
+    await run_in_threadpool(_write, services, caller, image_id, dict(body.metadata))
+    return reply({"metadata": body.metadata})
+
+
+@router.get(M + "/{key}", dependencies=[policy("compute:image:get")])
+def image_metadata_item(services: ServicesDep, caller: TokenDep, image_id: str, key: str
+                        ) -> JSONResponse:
+    props = _properties(services, caller, image_id)
+    if key not in props:
+        raise NotFound("The resource could not be found.")
+    return reply({"meta": {key: props[key]}})
+
+
+@router.put(M + "/{key}", dependencies=[policy("compute:image:metadata:set")])
+async def set_image_metadata_item(services: ServicesDep, caller: TokenDep, image_id: str,
+                                  key: str, body: MetaItemBody) -> JSONResponse:
+    if key not in body.meta:
+        raise BadRequest("Request body and URI mismatch")
+    await run_in_threadpool(lambda: _write(services, caller, image_id, {
+        **_properties(services, caller, image_id), **body.meta}))
+    return reply({"meta": body.meta})
+
+
+@router.delete(M + "/{key}", status_code=204,
+               dependencies=[policy("compute:image:metadata:set")])
+def delete_image_metadata_item(services: ServicesDep, caller: TokenDep, image_id: str, key: str
+                               ) -> Response:
+    props = _properties(services, caller, image_id)
+    if key not in props:
+        raise NotFound("Invalid metadata key")
+    _write(services, caller, image_id, {k: v for k, v in props.items() if k != key})
     return Response(status_code=204, headers=HEADERS)

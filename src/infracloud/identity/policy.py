@@ -89,6 +89,7 @@ RULES: dict[str, str] = {
     "compute:server:actions:get": "reader",
     "compute:image:get": "reader",
     "compute:image:delete": "member",
+    "compute:image:metadata:set": "member",
     # image (glance)
     "image:get": "reader",
     "image:create": "member",
