@@ -197,3 +197,25 @@ def test_v2_document(demo: Running) -> None:
         r = c.get(listed["v2.0"]["links"][0]["href"].replace(demo.base_url, ""))
         assert r.status_code == 200 and r.json()["version"]["id"] == "v2.0"
         assert r.headers["x-compute-request-id"] == r.headers["x-openstack-request-id"]
+
+
+def test_image_proxy_metadata_with_the_sdk(demo: Running) -> None:
+    """openstacksdk's compute image calls (as its own functional test_image makes them)."""
+    conn = sdk(demo.clouds_yaml, "infracloud")
+    made = conn.image.create_image(name=f"proxy-{uuid.uuid4().hex[:6]}", disk_format="raw",
+                                   container_format="bare", data=b"bytes")
+    try:
+        assert conn.compute.find_image(made.name, ignore_missing=False).id == made.id
+        image = next(i for i in conn.compute.images() if i.id == made.id)  # the detail list
+        assert conn.compute.get_image(made.id).name == made.name
+        conn.compute.delete_image_metadata(image, list(image.metadata.keys()))
+        assert not conn.compute.fetch_image_metadata(image).metadata
+        conn.compute.set_image_metadata(image, k0="")
+        conn.compute.set_image_metadata(image, k1="v1")
+        conn.compute.set_image_metadata(image, k1="v1.1")
+        assert conn.compute.fetch_image_metadata(image).metadata == {"k0": "", "k1": "v1.1"}
+        assert conn.image.get_image(made.id).properties["k1"] == "v1.1"  # the same record
+        conn.compute.delete_image_metadata(image, ["k0", "k1"])
+        assert not conn.compute.fetch_image_metadata(image).metadata
+    finally:
+        conn.image.delete_image(made)
