@@ -161,6 +161,26 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "reader",
     ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "admin",
     ("DELETE", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "admin",
+    # servers' update and smaller reads, nova's image proxy, the v2.0 version document
+    ("GET", "/compute/v2"): "open: " + DISCOVERY,
+    ("PUT", "/compute/v2.1/servers/{server_id}"): "member",
+    ("GET", "/compute/v2.1/servers/{server_id}/ips"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/ips/{network_label}"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/metadata/{key}"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/os-server-password"): "reader",
+    ("DELETE", "/compute/v2.1/servers/{server_id}/os-server-password"): "member",
+    ("GET", "/compute/v2.1/servers/{server_id}/os-instance-actions"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/os-instance-actions/{request_id}"): "reader",
+    ("GET", "/compute/v2.1/images"): "reader",
+    ("GET", "/compute/v2.1/images/detail"): "reader",
+    ("GET", "/compute/v2.1/images/{image_id}"): "reader",
+    ("DELETE", "/compute/v2.1/images/{image_id}"): "member",
+    ("GET", "/compute/v2.1/images/{image_id}/metadata"): "reader",
+    ("POST", "/compute/v2.1/images/{image_id}/metadata"): "member",
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata"): "member",
+    ("GET", "/compute/v2.1/images/{image_id}/metadata/{key}"): "reader",
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata/{key}"): "member",
+    ("DELETE", "/compute/v2.1/images/{image_id}/metadata/{key}"): "member",
     # network
     ("GET", "/network"): "open: " + DISCOVERY,
     ("GET", "/network/v2.0"): "open: " + DISCOVERY,
@@ -275,7 +295,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/compute/v2.1/servers/{server_id}/metadata"): {"metadata": {"a": "b"}},
     ("POST", "/compute/v2.1/servers/{server_id}/metadata"): {"metadata": {"a": "b"}},
     ("PUT", "/compute/v2.1/servers/{server_id}/metadata/{key}"): {"meta": {"k": "v"}},
-    ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): {"quota_set": {"instances": 10}},
+    ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): {"quota_set": {"instances": 500}},
     ("PUT", "/network/v2.0/quotas/{project_id}"): {"quota": {"port": 60}},
     ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere", "binary": "nova-compute"},
     ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): {
@@ -285,6 +305,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): "TENANT",
     ("POST", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs"): {"extra_specs": {"k": "v"}},
     ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): {"k": "v"},
+    ("PUT", "/compute/v2.1/servers/{server_id}"): {"server": {"name": "renamed"}},
+    ("POST", "/compute/v2.1/images/{image_id}/metadata"): {"metadata": {"a": "b"}},
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata"): {"metadata": {"a": "b"}},
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata/{key}"): {"meta": {"k": "v"}},
     ("POST", "/network/v2.0/ports"): "PORT",
     ("POST", "/pool/v1/requests"): {"labels": ["small"]},
     ("POST", "/pool/v1/nodes/{node_id}/hold"): {"reason": "look at it"},
@@ -398,6 +422,7 @@ def _target(site: Site, param: str, method: str, path: str) -> str:
              "volume_id": "x", "ident": "x", "media_file": "x.iso", "host_id": "x",
              "member_id": ids["beta"], "hypervisor_id": "1", "hostname_pattern": "x",
              "class_name": "default", "alias": "os-hypervisors"}
+    fixed.update(network_label="provider")
     if param in fixed:
         return fixed[param]
     if param == "name":

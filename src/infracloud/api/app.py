@@ -17,7 +17,9 @@ from infracloud.api import (
     compute,
     compute_admin,
     compute_extensions,
+    compute_images,
     compute_quotas,
+    compute_servers,
     compute_usage,
     dashboard,
     errors,
@@ -81,6 +83,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(compute_extensions.router)
     app.include_router(server_groups.router)
     app.include_router(flavor_access.router)
+    app.include_router(compute_servers.router)
+    app.include_router(compute_images.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)

@@ -3,7 +3,6 @@ limits (the admin views: api/compute_admin.py)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -20,8 +19,10 @@ from infracloud.api.compute_models import (
     ServerBody,
 )
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
-from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, policy
 from infracloud.api.limits import query_count
+from infracloud.compute import instance_actions, server_filters
+from infracloud.compute import server_checks as checks
 from infracloud.compute.servers import CreateRequest
 from infracloud.core.errors import BadRequest
 from infracloud.site.services import Services
@@ -181,11 +182,13 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
              ) -> JSONResponse:
     q = request.query_params
     limit = _limit(request)
-    all_projects = bool(parse_bool(q.get("all_tenants")) or parse_bool(q.get("all_projects")))
+    all_projects = server_filters.all_tenants(caller.caller, q, detail)
     rows, marker = services.servers.list_servers(
         caller.caller, name=q.get("name"), status=q.get("status"), limit=limit,
-        marker=q.get("marker"), all_projects=all_projects, project_id=q.get("project_id") or
-        q.get("tenant_id"), reservation_id=q.get("reservation_id"))
+        marker=q.get("marker"), all_projects=all_projects, project_id=(q.get(
+            "project_id") or q.get("tenant_id")) if all_projects else None,
+        reservation_id=q.get("reservation_id"),
+        filters=server_filters.from_query(q, admin=caller.caller.is_admin))
     base = services.base_url
     body: dict[str, Any] = {}
     if detail:
@@ -219,6 +222,10 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
     s = body.server
     if any(b.destination_type == "volume" for b in s.block_device_mapping_v2 or []):
         raise BadRequest("Booting from a volume is not supported.")
+    access_ipv4, access_ipv6 = checks.check_access_ip(s.accessIPv4, 4), checks.check_access_ip(
+        s.accessIPv6, 6)
+    checks.check_counts(s.min_count, s.max_count if "max_count" in s.model_fields_set else None)
+    checks.check_security_groups(s.security_groups)
     networks = s.networks if isinstance(s.networks, str) or s.networks is None else [
         n.model_dump(exclude_none=True) for n in s.networks]
     req = CreateRequest(
@@ -226,14 +233,16 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
         availability_zone=s.availability_zone, metadata=s.metadata or {},
         user_data=s.user_data, config_drive=True, networks=networks,
         count=s.max_count if "max_count" in s.model_fields_set else s.min_count,
-        min_count=s.min_count, group=body.hints().get("group"))
+        min_count=s.min_count, group=body.hints().get("group"),
+        access_ipv4=access_ipv4, access_ipv6=access_ipv6)
     inst = (await run_in_threadpool(services.servers.create_many, caller.caller, req))[0]
     base = services.base_url
     if s.return_reservation_id:
         return reply({"reservation_id": inst.reservation_id}, 202)
     out = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
-                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
-                      "adminPass": secrets.token_urlsafe(12)}}
+                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}}
+    if s.adminPass is not None:  # only a password the caller set (none is made up)
+        out["server"]["adminPass"] = s.adminPass
     return reply(out, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
 
 
@@ -259,6 +268,7 @@ async def server_action(services: ServicesDep, caller: TokenDep, body: ServerAct
     if len(actions) != 1:
         raise BadRequest("An action body holds exactly one action.")
     action = actions[0]
+    instance_actions.note_action(server_id, action)
     if action == "os-getConsoleOutput":
         args = body.get_console_output
         length = args.length if args is not None and args.length != -1 else None

@@ -93,6 +93,8 @@ class ServerIn(_Open):
     description: Annotated[str, Field(max_length=255)] | None = None
     adminPass: str | None = None
     return_reservation_id: bool = False
+    accessIPv4: str | None = None
+    accessIPv6: str | None = None
 
     def image(self) -> str | None:
         """imageRef, or the image a boot-from-image block device names."""

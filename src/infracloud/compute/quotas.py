@@ -20,7 +20,8 @@ from infracloud.store.models import Instance, Port, QuotaLimit
 
 RESOURCES = ("instances", "cores", "ram", "key_pairs", "port", "server_groups",
              "server_group_members")
-# Nova 2.1's other quota keys and their defaults: stored and shown, not enforced here
+# Nova 2.1's other quota keys and their defaults: stored and shown (metadata_items is
+# enforced by compute/servers.py; the others are not enforced here)
 SHOWN_ONLY = {"metadata_items": 128, "injected_files": 5, "injected_file_content_bytes": 10240,
               "injected_file_path_bytes": 255, "fixed_ips": -1, "floating_ips": -1,
               "security_groups": -1, "security_group_rules": -1}

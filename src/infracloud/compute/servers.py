@@ -24,6 +24,13 @@ from infracloud.compute.keypairs import KeypairService
 from infracloud.compute.multicreate import new_reservation_id
 from infracloud.compute.namefilter import name_filter
 from infracloud.compute.quotas import Quotas
+from infracloud.compute.server_checks import (
+    DEFAULT_METADATA_ITEMS,
+    check_counts,
+    check_metadata_quota,
+    check_name,
+)
+from infracloud.compute.server_filters import ServerFilters
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Forbidden, NotFound
@@ -38,7 +45,7 @@ from infracloud.store.wakeups import bump, wake
 
 log = logging.getLogger(__name__)
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
-MAX_METADATA = 128
+MAX_METADATA = DEFAULT_METADATA_ITEMS
 
 
 class ImageLookup(Protocol):
@@ -60,6 +67,8 @@ class CreateRequest:
     min_count: int | None = None  # fewer than this fit the quota: 403, nothing is created
     group: str | None = None  # the scheduler hint `group`: a server group's id
     reservation_id: str | None = None  # given to every server of the request
+    access_ipv4: str | None = None
+    access_ipv6: str | None = None
 
 
 def fault(code: int, message: str, now: Any) -> dict[str, Any]:
@@ -67,10 +76,9 @@ def fault(code: int, message: str, now: Any) -> dict[str, Any]:
 
 
 def check_metadata(meta: Any) -> dict[str, str]:
+    """Keys and values (how many a server may have is its project's quota: metadata_limit)."""
     if not isinstance(meta, dict):
         raise BadRequest("Invalid input for field/attribute metadata: must be an object.")
-    if len(meta) > MAX_METADATA:
-        raise BadRequest(f"Quota exceeded for metadata_items: at most {MAX_METADATA} items.")
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 255 or len(
                 v) > 255:
@@ -107,13 +115,8 @@ class ServerService:
         scheduler fails a request it cannot place whole."""
         if caller.project_id is None:
             raise BadRequest("Creating a server needs a project-scoped token.")
-        if not req.name or len(req.name) > 255:
-            raise BadRequest("Invalid input for field/attribute name: 1 to 255 characters.")
-        low = req.count if req.min_count is None else req.min_count
-        if low < 1 or req.count < 1:
-            raise BadRequest("min_count and max_count must be at least 1.")
-        if low > req.count:
-            raise BadRequest("min_count must be <= max_count")
+        check_name(req.name)
+        low, _ = check_counts(req.count if req.min_count is None else req.min_count, req.count)
         if req.group is not None:
             groups.check_hint(req.group)
         meta = check_metadata(req.metadata)
@@ -204,6 +207,7 @@ class ServerService:
             # fewer than min_count fit: nova's 403 for them (nothing is created)
             self.quotas.check(s, caller.project_id, count=count, cores=flavor.vcpus * count,
                               ram=flavor.ram_mb * count)
+            check_metadata_quota(len(meta), self.metadata_limit(s, caller.project_id))
             group = groups.placement(s, self.quotas, caller, req.group, count) if (
                 req.group) else None
             made = []
@@ -217,7 +221,8 @@ class ServerService:
                     disk_gb=flavor.disk_gb, metadata_=dict(meta), user_data=req.user_data,
                     config_drive=req.config_drive, created_at=now, updated_at=now,
                     state_changed_at=now, reservation_id=req.reservation_id,
-                    server_group_id=group.group_id if group else None))
+                    server_group_id=group.group_id if group else None,
+                    access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6))
             hosts: list[Host] = []
             for _inst in made:
                 host = scheduler.claim(
@@ -289,7 +294,8 @@ class ServerService:
                      status: str | None = None,
              limit: int | None = None, marker: str | None = None, all_projects: bool = False,
              project_id: str | None = None, host_id: str | None = None,
-             reservation_id: str | None = None) -> tuple[list[Instance], str | None]:
+             reservation_id: str | None = None, filters: ServerFilters | None = None
+             ) -> tuple[list[Instance], str | None]:
         """A page of servers (newest first) and the marker of the next page, if any."""
         q = select(Instance)
         if not (caller.is_admin and (all_projects or project_id)):
@@ -307,7 +313,9 @@ class ServerService:
             q = q.where(Instance.name.contains(names.literal, autoescape=True))
         if status is not None:
             q = q.where(status_is(status.upper()))
-        exact = names is None
+        if filters is not None:
+            q = filters.where(q)
+        exact = names is None and (filters is None or filters.exact)
         with self.db.read() as s:
             if marker:
                 mark = s.get(Instance, marker)
@@ -320,7 +328,8 @@ class ServerService:
                 q = q.limit(limit + 1)
             rows = []
             for r in s.scalars(q.execution_options(yield_per=500)):
-                if names is None or names.matches(r.name):
+                if (names is None or names.matches(r.name)) and (filters is None
+                                                                 or filters.matches(r)):
                     rows.append(r)
                     if limit is not None and len(rows) > limit:
                         break  # one past the page: there is a next one
@@ -374,9 +383,14 @@ class ServerService:
             inst = self._owned(s, caller, server_id, lock=True)
             merged = items if replace else {**inst.metadata_, **items}
             check_metadata(merged)
+            check_metadata_quota(len(merged), self.metadata_limit(s, inst.project_id))
             inst.metadata_ = merged
             inst.updated_at = self.clock.now()
             return dict(merged)
+
+    def metadata_limit(self, s: Session, project_id: str) -> int:
+        """The project's metadata_items quota (nova's default, 128, unless it has its own)."""
+        return self.quotas.limits(s, project_id).get("metadata_items", MAX_METADATA)
 
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
         with self.db.write() as s:

@@ -100,6 +100,16 @@ RULES: dict[str, str] = {
     "compute:flavor:action": "admin",  # addTenantAccess, removeTenantAccess
     "compute:flavor:extra_specs:set": "admin",
     "compute:flavor:extra_specs:delete": "admin",
+    # servers' update and smaller reads (nova: update and ips are the project's; an action's
+    # events are shown to administrators only, at 2.1), nova's image proxy
+    "compute:server:update": "member",
+    "compute:server:ips": "reader",
+    "compute:server:password:get": "reader",
+    "compute:server:password:clear": "member",
+    "compute:server:actions:get": "reader",
+    "compute:image:get": "reader",
+    "compute:image:delete": "member",
+    "compute:image:metadata:set": "member",
     # image (glance)
     "image:get": "reader",
     "image:create": "member",

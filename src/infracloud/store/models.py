@@ -418,6 +418,10 @@ class Instance(Base):
     launched_at: Mapped[dt.datetime | None]
     server_group_id: Mapped[str | None] = mapped_column(String(36), index=True)
     reservation_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    # accessIPv4/accessIPv6 as the owner set them (None: the view shows the fixed address)
+    access_ipv4: Mapped[str | None] = mapped_column(String(45))
+    access_ipv6: Mapped[str | None] = mapped_column(String(45))
+    server_password: Mapped[str | None] = mapped_column(Text)  # os-server-password
 
 
 class UnknownServer(Base):
