@@ -28,6 +28,7 @@ from infracloud.api import (
     identity_admin,
     identity_auth,
     image,
+    lifetimes,
     metrics,
     network,
     ops,
@@ -84,6 +85,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(server_groups.router)
     app.include_router(flavor_access.router)
     app.include_router(compute_servers.router)
+    app.include_router(lifetimes.router)
     app.include_router(compute_images.router)
     app.include_router(network.router)
     app.include_router(volume.router)

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, select
 
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
+from infracloud.core.durations import FLAVOR_KEY as MAX_LIFETIME
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import FlavorConfig
 from infracloud.store import Database
@@ -31,7 +32,9 @@ class FlavorService:
                     self.db.generations.touch(s, FLAVORS)
                     s.add(Flavor(id=f.name,
                                  name=f.name, vcpus=f.vcpus, ram_mb=f.ram_mb,
-                                 disk_gb=f.disk_gb, created_at=self.clock.now()))
+                                 disk_gb=f.disk_gb, created_at=self.clock.now(),
+                                 extra_specs={MAX_LIFETIME: f.max_lifetime}
+                                 if f.max_lifetime else None))
 
     def list(self, *, public: bool | None = None) -> list[Flavor]:
         q = select(Flavor).order_by(Flavor.ram_mb, Flavor.name)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from infracloud.compute import groups, scheduler
+from infracloud.compute import groups, reserved_meta, scheduler
 from infracloud.compute.flavors import FlavorService
 from infracloud.compute.keypairs import KeypairService
 from infracloud.compute.multicreate import new_reservation_id
@@ -101,6 +101,8 @@ class ServerService:
         self.network = network
         self.find_image = find_image
         self.notify = notify
+        # called in the create's transaction with the new servers and their flavor
+        self.on_place: Callable[[Session, list[Instance], Any], None] | None = None
 
     # ---- create ------------------------------------------------------------------------------
 
@@ -120,6 +122,7 @@ class ServerService:
         if req.group is not None:
             groups.check_hint(req.group)
         meta = check_metadata(req.metadata)
+        reserved_meta.refuse(meta)
         if req.user_data is not None:
             if not isinstance(req.user_data, str) or len(req.user_data) > 65535:
                 raise BadRequest("User data must be base 64 text of at most 65535 characters.")
@@ -210,7 +213,7 @@ class ServerService:
             check_metadata_quota(len(meta), self.metadata_limit(s, caller.project_id))
             group = groups.placement(s, self.quotas, caller, req.group, count) if (
                 req.group) else None
-            made = []
+            made: list[Instance] = []
             for index in range(count):
                 name = req.name if count == 1 else f"{req.name}-{index + 1}"
                 made.append(Instance(
@@ -236,6 +239,8 @@ class ServerService:
                 hosts.append(host)
                 if group:
                     group.placed(host.id)
+            if self.on_place is not None:  # their lifetimes (compute/lifetimes.py)
+                self.on_place(s, made, flavor)
             if len(hosts) < count:  # as nova: a request placed in part is not placed
                 for host in hosts:
                     scheduler.release(s, host.id, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
@@ -379,11 +384,14 @@ class ServerService:
     def set_metadata(self, caller: Caller, server_id: str, meta: Any, *, replace: bool
                      ) -> dict[str, str]:
         items = check_metadata(meta)
+        reserved_meta.refuse(items)
         with self.db.write() as s:
             inst = self._owned(s, caller, server_id, lock=True)
-            merged = items if replace else {**inst.metadata_, **items}
+            merged = {**reserved_meta.controllers(inst.metadata_), **items} if replace else {
+                **inst.metadata_, **items}
             check_metadata(merged)
-            check_metadata_quota(len(merged), self.metadata_limit(s, inst.project_id))
+            check_metadata_quota(reserved_meta.owners_count(merged),
+                                 self.metadata_limit(s, inst.project_id))
             inst.metadata_ = merged
             inst.updated_at = self.clock.now()
             return dict(merged)
@@ -393,6 +401,7 @@ class ServerService:
         return self.quotas.limits(s, project_id).get("metadata_items", MAX_METADATA)
 
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
+        reserved_meta.refuse([key])
         with self.db.write() as s:
             inst = self._owned(s, caller, server_id, lock=True)
             if key not in inst.metadata_:

@@ -19,7 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from infracloud.core.errors import ConfigError
+from infracloud.core.durations import parse_duration
+from infracloud.core.errors import BadRequest, ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -148,6 +149,18 @@ class FlavorConfig(_Section):
     vcpus: int = Field(ge=1)
     ram_mb: int = Field(ge=64)
     disk_gb: int = Field(ge=0)
+    max_lifetime: str | None = Field(None, description="its servers' maximum lifetime "
+                                     "(extra spec infracloud:max_lifetime), e.g. 24h")
+
+    @field_validator("max_lifetime")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_duration(value, "max_lifetime")
+            except BadRequest as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 DEFAULT_FLAVORS = [
@@ -192,6 +205,18 @@ class NetworkConfig(_Section):
         return str(net)
 
 
+class LifetimesConfig(_Section):
+    """Servers' maximum lifetimes (flavor extra spec / image property infracloud:max_lifetime,
+    a project's limit): the warning before expiry and the duty that deletes expired ones."""
+
+    warn_before: float = Field(3600, ge=0, description="seconds before a server's expiry when "
+                               "a warning event (and the alert webhook) says it is coming; 0: "
+                               "no warning")
+    interval: float = Field(10, gt=0, description="seconds between rounds of the duty that "
+                            "warns and deletes expired servers")
+    page: int = Field(100, ge=1, le=10000, description="servers handled per round at most")
+
+
 class UnknownServersConfig(_Section):
     """Servers a host's agent runs that the database does not know: after a restore from a
     backup, those created since it was taken (their hosts kept running them)."""
@@ -230,6 +255,7 @@ class ComputeConfig(_Section):
     reap_seconds: float = Field(2, gt=0, description="how often timeouts are checked")
     availability_zones: list[str] = ["nova"]
     unknown_servers: UnknownServersConfig = UnknownServersConfig()
+    lifetimes: LifetimesConfig = LifetimesConfig()
 
 
 class SimulationConfig(_Section):

@@ -106,6 +106,12 @@ RULES: dict[str, str] = {
     "compute:server:ips": "reader",
     "compute:server:password:get": "reader",
     "compute:server:password:clear": "member",
+    # servers' lifetimes (api/lifetimes.py): infracloud's, not Nova's
+    "compute:server:lifetime:get": "reader",
+    "compute:server:lifetime:extend": "member",
+    "compute:server:lifetime:exempt": "admin",
+    "compute:lifetime_limits:get": "reader",
+    "compute:lifetime_limits:set": "admin",
     "compute:server:actions:get": "reader",
     "compute:image:get": "reader",
     "compute:image:delete": "member",

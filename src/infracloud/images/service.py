@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
+from infracloud.core.durations import IMAGE_KEY, parse_duration
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound, OverLimit
 from infracloud.core.settings import ImagesConfig
 from infracloud.core.states import IMAGE
@@ -295,6 +296,8 @@ class ImageService:
                                      f"{type(value).__name__}.")
                 if not key or len(key) > 255 or len(value) > 65535:
                     raise BadRequest(f"Property {key[:40]!r} has an invalid name or value.")
+                if key == IMAGE_KEY:  # servers' maximum lifetime (compute/lifetimes.py)
+                    parse_duration(value, IMAGE_KEY)
                 props[key] = value
         if creating and len(props) > MAX_PROPERTIES:
             raise OverLimit(f"Maximum number of image properties ({MAX_PROPERTIES}) exceeded.")

@@ -13,6 +13,7 @@ from infracloud.compute.flavors import FlavorService
 from infracloud.compute.groups import ServerGroupService
 from infracloud.compute.hosts import HostService
 from infracloud.compute.keypairs import KeypairService
+from infracloud.compute.lifetimes import Lifetimes
 from infracloud.compute.quotas import Quotas
 from infracloud.compute.servers import ServerService
 from infracloud.compute.signals import HostSignals
@@ -29,6 +30,7 @@ from infracloud.images.service import ImageService
 from infracloud.images.store import FilesystemStore
 from infracloud.network.service import NetworkService
 from infracloud.ops import context
+from infracloud.ops.alerting import AlertRecord, payload
 from infracloud.ops.events import EventLog
 from infracloud.sim.simulation import Simulation
 from infracloud.site.alerts import SiteAlerts, event_recorder
@@ -70,8 +72,11 @@ class Services:
     wakeups: wakeups.Listener | None = None
     server_groups: ServerGroupService = field(init=False)
     flavor_access: FlavorAccess = field(init=False)
+    lifetimes: Lifetimes = field(init=False)
 
     def __post_init__(self) -> None:
+        self.lifetimes = Lifetimes(self.db, self.config.compute.lifetimes, self.clock,
+                                   self.servers, self.events.record, self.expiry_webhook)
         self.duties = Duties(self.leases, self.clock, self.config.duties, self.background())
         self.server_groups = ServerGroupService(self.db, self.clock, self.quotas)
         self.flavor_access = FlavorAccess(self.flavors)
@@ -88,6 +93,7 @@ class Services:
         return [Duty("maintenance", MAINTENANCE_SECONDS, self.maintenance),
                 Duty("reaper", c.compute.reap_seconds, self.reap),
                 Duty("alerts", c.ops.alerts.interval, self.alerts.tick),
+                Duty("lifetimes", c.compute.lifetimes.interval, self.expire),
                 Duty("conductor", on_gain=self.conductor.wake),  # it asks holds() each tick
                 Duty("keys", MAINTENANCE_SECONDS, self.refresh, singleton=False)]
 
@@ -118,6 +124,17 @@ class Services:
         with context.acting("system:reaper"):
             self.hosts.reap()
             self.hosts.unknown.expire()
+
+    def expire(self) -> None:
+        """Servers' lifetimes: warnings before, deletion at expiry (compute/lifetimes.py)."""
+        with context.acting("system:lifetimes"):
+            self.lifetimes.sweep()
+
+    def expiry_webhook(self, a: AlertRecord) -> None:
+        """A server's expiry warning to the alert webhook, when the site has one."""
+        n = self.alerts.notifier
+        if n.webhook is not None:
+            n.webhook.send(payload(a, site=n.site, source=n.source, dashboard=n.dashboard))
 
     def start_background(self) -> None:
         """Work that needs the API up: the conductor (and machines it boots in simulation),

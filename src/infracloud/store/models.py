@@ -422,6 +422,14 @@ class Instance(Base):
     access_ipv4: Mapped[str | None] = mapped_column(String(45))
     access_ipv6: Mapped[str | None] = mapped_column(String(45))
     server_password: Mapped[str | None] = mapped_column(Text)  # os-server-password
+    # its lifetime (compute/lifetimes.py): when it is deleted (None: when its owner deletes
+    # it), the limit in seconds from its creation and what set it, the expiry a warning was
+    # sent for, and the admin who exempted it
+    expires_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    lifetime_limit: Mapped[int | None] = mapped_column(Integer)
+    lifetime_reason: Mapped[str | None] = mapped_column(String(255))
+    expiry_warned_for: Mapped[dt.datetime | None]
+    exempted_by: Mapped[str | None] = mapped_column(String(255))
 
 
 class UnknownServer(Base):
