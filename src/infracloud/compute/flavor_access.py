@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 
 from infracloud.compute.flavors import FlavorService
 from infracloud.core.context import Caller
-from infracloud.core.durations import FLAVOR_KEY, parse_duration
+from infracloud.core.durations import FLAVOR_INITIAL_KEY, FLAVOR_KEY, parse_duration
 from infracloud.core.errors import BadRequest, Conflict, NotFound
 from infracloud.store.generations import FLAVORS
 from infracloud.store.models import Flavor, FlavorProject
@@ -38,8 +38,8 @@ def spec_value(key: str, value: object) -> str:
     if len(text) > 255:
         raise BadRequest(f"Invalid input for field/attribute {key}. Value: {text}. "
                          f"{text!r} is too long")
-    if key == FLAVOR_KEY:
-        parse_duration(text, FLAVOR_KEY)
+    if key in (FLAVOR_KEY, FLAVOR_INITIAL_KEY):
+        parse_duration(text, key)
     return text
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, select
 
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
-from infracloud.core.durations import FLAVOR_KEY as MAX_LIFETIME
+from infracloud.core.durations import FLAVOR_INITIAL_KEY, FLAVOR_KEY
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import FlavorConfig
 from infracloud.store import Database
@@ -33,8 +33,7 @@ class FlavorService:
                     s.add(Flavor(id=f.name,
                                  name=f.name, vcpus=f.vcpus, ram_mb=f.ram_mb,
                                  disk_gb=f.disk_gb, created_at=self.clock.now(),
-                                 extra_specs={MAX_LIFETIME: f.max_lifetime}
-                                 if f.max_lifetime else None))
+                                 extra_specs=_lifetimes(f) or None))
 
     def list(self, *, public: bool | None = None) -> list[Flavor]:
         q = select(Flavor).order_by(Flavor.ram_mb, Flavor.name)
@@ -105,3 +104,9 @@ class FlavorService:
             self.db.generations.touch(s, FLAVORS)
             s.execute(delete(FlavorProject).where(FlavorProject.flavor_id == flavor_id))
             s.delete(flavor)
+
+
+def _lifetimes(f: FlavorConfig) -> dict[str, str]:
+    """A configured flavor's lifetime extra specs (compute/lifetimes.py)."""
+    return {k: v for k, v in ((FLAVOR_KEY, f.max_lifetime), (FLAVOR_INITIAL_KEY, f.lifetime))
+            if v}

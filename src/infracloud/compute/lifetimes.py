@@ -3,7 +3,9 @@
 A limit may come from the server's flavor (extra spec `infracloud:max_lifetime`), its image
 (property `infracloud_max_lifetime`) and its project (`set_project_limit`, kept beside the
 project's quota rows as resource `max_lifetime`); the shortest applies, measured from the
-server's creation, and none means the server lives until it is deleted. The expiry is stamped
+server's creation, and none means the server lives until it is deleted. A server first lives
+its limit, or less when its flavor says so (extra spec `infracloud:lifetime`): its owner then
+extends it, up to the limit. The expiry is stamped
 in the create's transaction: the `expires_at` column (indexed: the duty's query) and the
 metadata item `infracloud:expires_at` (compute/reserved_meta.py: the owner cannot change it).
 
@@ -29,7 +31,13 @@ from infracloud.compute.reserved_meta import EXPIRES_AT
 from infracloud.compute.servers import ServerService
 from infracloud.core.clock import Clock, as_utc, isoformat
 from infracloud.core.context import ADMIN_ROLE, Caller
-from infracloud.core.durations import FLAVOR_KEY, IMAGE_KEY, describe, parse_duration
+from infracloud.core.durations import (
+    FLAVOR_INITIAL_KEY,
+    FLAVOR_KEY,
+    IMAGE_KEY,
+    describe,
+    parse_duration,
+)
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import LifetimesConfig
 from infracloud.ops.alerting import AlertRecord
@@ -109,10 +117,12 @@ class Lifetimes:
         limit = self.limit_for(s, flavor, made[0].image_id, made[0].project_id)
         if limit is None:
             return
+        first = _spec(flavor.extra_specs, FLAVOR_INITIAL_KEY) or limit.seconds
         for inst in made:
             inst.lifetime_limit = limit.seconds
             inst.lifetime_reason = limit.reason[:255]
-            self._expire_at(inst, as_utc(inst.created_at) + dt.timedelta(seconds=limit.seconds))
+            self._expire_at(inst, as_utc(inst.created_at) + dt.timedelta(
+                seconds=min(first, limit.seconds)))
 
     @staticmethod
     def _expire_at(inst: Instance, when: dt.datetime | None) -> None:

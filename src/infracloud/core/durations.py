@@ -11,6 +11,9 @@ from infracloud.core.errors import BadRequest
 UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _PART = re.compile(r"(\d{1,9})([dhms])")
 FLAVOR_KEY = "infracloud:max_lifetime"  # a flavor's extra spec: its servers' maximum lifetime
+# a flavor's extra spec: how long its servers first live (at most the limit); their owners
+# extend them up to the limit
+FLAVOR_INITIAL_KEY = "infracloud:lifetime"
 IMAGE_KEY = "infracloud_max_lifetime"  # an image's property (Glance's snake_case names)
 MAX_SECONDS = 10 * 365 * 86400  # ten years: anything longer is a mistake
 

@@ -151,8 +151,11 @@ class FlavorConfig(_Section):
     disk_gb: int = Field(ge=0)
     max_lifetime: str | None = Field(None, description="its servers' maximum lifetime "
                                      "(extra spec infracloud:max_lifetime), e.g. 24h")
+    lifetime: str | None = Field(None, description="how long its servers first live "
+                                 "(extra spec infracloud:lifetime; their owners extend them "
+                                 "up to max_lifetime)")
 
-    @field_validator("max_lifetime")
+    @field_validator("max_lifetime", "lifetime")
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         if value is not None:
