@@ -311,6 +311,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs"): {"extra_specs": {"k": "v"}},
     ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): {"k": "v"},
     ("PUT", "/compute/v2.1/servers/{server_id}"): {"server": {"name": "renamed"}},
+    ("POST", "/compute/v2.1/servers/{server_id}/os-lifetime"): {"extend": {"seconds": 60}},
+    ("PUT", "/compute/v2.1/os-lifetime-limits/{project_id}"): {
+        "lifetime_limit": {"max_lifetime": None}},
     ("POST", "/compute/v2.1/images/{image_id}/metadata"): {"metadata": {"a": "b"}},
     ("PUT", "/compute/v2.1/images/{image_id}/metadata"): {"metadata": {"a": "b"}},
     ("PUT", "/compute/v2.1/images/{image_id}/metadata/{key}"): {"meta": {"k": "v"}},

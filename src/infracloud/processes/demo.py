@@ -21,7 +21,7 @@ from infracloud.agent.runner import Agent
 from infracloud.api.tls import ensure_certificates
 from infracloud.clients.cloud import Client
 from infracloud.compute.hosts import Registration
-from infracloud.core.settings import ControllerConfig
+from infracloud.core.settings import DEFAULT_FLAVORS, ControllerConfig
 from infracloud.hardware import inventory, workflow
 from infracloud.hardware.workflow import Progress, Report
 from infracloud.site.services import Services
@@ -35,6 +35,10 @@ DEMO_IMAGE = "demo"
 LIBVIRT_FLAVORS = [{"name": "ci.8g", "vcpus": 8, "ram_mb": 8192, "disk_gb": 80},
                    {"name": "ci.8g-30", "vcpus": 8, "ram_mb": 8192, "disk_gb": 30},
                    {"name": "ci.small", "vcpus": 1, "ram_mb": 256, "disk_gb": 1}]
+# seed 003's Copr-style builders: no server of it lives past 24 h (compute/lifetimes.py); its
+# owner's server first lives 8 h and is extended up to the 24 h
+BUILDER_FLAVOR = {"name": "builder.8g", "vcpus": 8, "ram_mb": 8192, "disk_gb": 80,
+                  "max_lifetime": "24h", "lifetime": "8h"}
 GUEST_BUILD = Path(__file__).resolve().parents[3] / "tools" / "guest" / "build.sh"
 # cloud name in clouds.yaml -> (user, project, role)
 ACCOUNTS = {
@@ -115,8 +119,8 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
         "ops": {"public_read": True, "events_retention_days": 90,
                 "alerts": {"interval": 10, "webhook_url": None}},
     }
-    if driver == "libvirt":
-        data["compute"]["flavors"] = LIBVIRT_FLAVORS
+    data["compute"]["flavors"] = [*(LIBVIRT_FLAVORS if driver == "libvirt" else (
+        f.model_dump(exclude_none=True) for f in DEFAULT_FLAVORS)), BUILDER_FLAVOR]
     if tls:
         hosts = [host] + (["localhost"] if host in ("127.0.0.1", "::1") else [])
         ca, cert, key = ensure_certificates(state_dir / "tls", hosts)

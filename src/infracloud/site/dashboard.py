@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from sqlalchemy import case, func, or_, select
 
-from infracloud.core.clock import isoformat
+from infracloud.core.clock import as_utc, isoformat
 from infracloud.core.errors import BadRequest
 from infracloud.ops import alerting as al
 from infracloud.ops import events as ev
@@ -194,7 +194,8 @@ def instances_page(db: Database, now: dt.datetime, f: InstanceFilter) -> dict[st
     f.check()
     stmt = (select(Instance.id, Instance.name, Instance.state, Instance.project_id,
                    Project.name, Host.name, Flavor.name, Instance.ip_address,
-                   Instance.created_at, Instance.state_changed_at, Instance.fault)
+                   Instance.created_at, Instance.state_changed_at, Instance.fault,
+                   Instance.expires_at)
             .outerjoin(Host, Host.id == Instance.host_id)
             .outerjoin(Flavor, Flavor.id == Instance.flavor_id)
             .outerjoin(Project, Project.id == Instance.project_id))
@@ -212,9 +213,12 @@ def instances_page(db: Database, now: dt.datetime, f: InstanceFilter) -> dict[st
                 "project": pname or pid, "host": host, "flavor": flavor, "ip": ip,
                 "created_at": isoformat(created), "age": (now - created).total_seconds(),
                 "in_state": (now - changed).total_seconds(),
-                "fault": (fault or {}).get("message") if state == "error" else None}
-               for (i, name, state, pid, pname, host, flavor, ip, created, changed, fault)
-               in rows]
+                "fault": (fault or {}).get("message") if state == "error" else None,
+                # its lifetime's end (compute/lifetimes.py): seconds left, None: no expiry
+                "expires_at": isoformat(expires),
+                "expires_in": (as_utc(expires) - now).total_seconds() if expires else None}
+               for (i, name, state, pid, pname, host, flavor, ip, created, changed, fault,
+                    expires) in rows]
     return {"instances": counts, "chart": instance_bars(counts["by_state"]),
             "servers": servers, "filter": f, "limit": INSTANCE_ROWS}
 
