@@ -66,6 +66,12 @@ def test_a_bad_limit_is_refused(demo: Running, flavors: tuple[str, str]) -> None
     assert r.returncode != 0 and "Invalid infracloud:max_lifetime" in r.stderr, r.stderr
 
 
+def test_a_bad_image_limit_is_refused(demo: Running) -> None:
+    r = openstack_cli(demo.clouds_yaml, "--os-cloud", "infracloud", "image", "create",
+                      "--property", "infracloud_max_lifetime=soon", f"lt-{uuid.uuid4().hex[:6]}")
+    assert r.returncode != 0 and "Invalid infracloud_max_lifetime" in r.stderr, r.stderr
+
+
 def test_expiry_shown_extended_and_exempted(demo: Running, flavors: tuple[str, str]) -> None:
     conn = sdk(demo.clouds_yaml, "infracloud")
     admin = sdk(demo.clouds_yaml, "infracloud-admin")
@@ -94,9 +100,20 @@ def test_expiry_shown_extended_and_exempted(demo: Running, flavors: tuple[str, s
         assert r.status_code == 400, r.text
         r = conn.compute.post(path + "/exempt")
         assert r.status_code == 403, r.text
-        r = admin.compute.post(path + "/exempt")
+        r = admin.compute.post(path + "/exempt", json={"exempt": {"bogus": 1}})
+        assert r.status_code == 400, r.text
+        r = admin.compute.post(path + "/exempt", json={"exempt": {"reason": "a long bisect"}})
         assert r.status_code == 200 and r.json()["lifetime"]["expires_at"] is None, r.text
+        assert r.json()["lifetime"]["exempted_by"] == "admin"
         assert KEY not in _properties(demo, server.id)
+
+        def exempted() -> list[dict[str, Any]]:
+            with demo.http() as http:
+                r = http.get("/ops/v1/events", params={"resource": server.id, "limit": 100})
+                return [e for e in r.json()["events"] if e["action"] == "exempt"]
+
+        (event,) = wait_for("the exemption's event", exempted, timeout=15)
+        assert event["reason"] == "exempted from its lifetime by admin: a long bisect"
     finally:
         conn.compute.delete_server(server, ignore_missing=True)
         conn.compute.wait_for_delete(server, wait=90)

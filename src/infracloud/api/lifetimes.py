@@ -2,7 +2,8 @@
 
     GET  /compute/v2.1/servers/{id}/os-lifetime          its expiry, latest expiry and why
     POST /compute/v2.1/servers/{id}/os-lifetime          {"extend": {"seconds": N}} (owner)
-    POST /compute/v2.1/servers/{id}/os-lifetime/exempt   no expiry (admins)
+    POST /compute/v2.1/servers/{id}/os-lifetime/exempt   no expiry (admins); optional body
+                                                          {"exempt": {"reason": "..."}}
     GET  /compute/v2.1/os-lifetime-limits/{project_id}   {"lifetime_limit": {"max_lifetime": s}}
     PUT  /compute/v2.1/os-lifetime-limits/{project_id}   {"lifetime_limit": {"max_lifetime":
                                                           "24h" | 86400 | null}} (admins)"""
@@ -13,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from infracloud.api.bodies import JSONRoute
@@ -32,6 +33,16 @@ class ExtendIn(BaseModel):
 class ExtendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     extend: ExtendIn
+
+
+class ExemptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=200)
+
+
+class ExemptBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exempt: ExemptIn
 
 
 class LimitIn(BaseModel):
@@ -58,10 +69,12 @@ async def extend_lifetime(services: ServicesDep, caller: TokenDep, server_id: st
 
 
 @router.post(S + "/exempt", dependencies=[policy("compute:server:lifetime:exempt")])
-async def exempt_lifetime(services: ServicesDep, caller: TokenDep, server_id: str
-                          ) -> JSONResponse:
+async def exempt_lifetime(services: ServicesDep, caller: TokenDep, server_id: str,
+                          body: ExemptBody | None = None) -> JSONResponse:
+    """The body is optional: `{"exempt": {"reason": "..."}}` says why, in the event."""
+    why = body.exempt.reason if body is not None else None
     out = await run_in_threadpool(services.lifetimes.exempt, caller.caller, server_id,
-                                  caller.user.name)
+                                  caller.user.name, why)
     return reply({"lifetime": out})
 
 

@@ -203,8 +203,10 @@ class Lifetimes:
                     reason=f"extended by {caller.user_id} to {answer['expires_at']}")
         return answer
 
-    def exempt(self, caller: Caller, server_id: str, who: str) -> dict[str, Any]:
-        """No expiry for this server (admins); `who`: the admin's name, for the event."""
+    def exempt(self, caller: Caller, server_id: str, who: str, why: str | None = None
+               ) -> dict[str, Any]:
+        """No expiry for this server (admins); `who`: the admin's name, and `why`, for the
+        event."""
         if not caller.is_admin:
             raise Forbidden("Only administrators can exempt a server from its lifetime.")
         with self.db.write() as s:
@@ -218,7 +220,7 @@ class Lifetimes:
         self.record(kind="state", resource_type="server", action="exempt",
                     resource_id=server_id, resource_name=name, project_id=project,
                     source=before, target=None,
-                    reason=f"exempted from its lifetime by {who}")
+                    reason=f"exempted from its lifetime by {who}" + (f": {why}" if why else ""))
         return answer
 
     # ---- the duty ------------------------------------------------------------------------
