@@ -8,6 +8,7 @@ cannot be written by the owner; the limits' syntax is checked."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,12 @@ from infracloud.core.settings import ComputeConfig, FlavorConfig, LifetimesConfi
 from infracloud.ops import context
 from infracloud.ops.alerting import AlertRecord
 from infracloud.ops.events import EventLog, Query
+from infracloud.site.services import build_services
 from infracloud.store import Database
 from infracloud.store.models import Image, Project
+from tests.unit.api_env import quick_config
 from tests.unit.compute_env import ADMIN, IMAGE_ID, UNLIMITED, ZUUL, Env
+from tests.webhooks import Hook
 
 DAY = 86400
 FLAVORS = [FlavorConfig(name="ci.8g", vcpus=8, ram_mb=8192, disk_gb=80),
@@ -234,3 +238,27 @@ def test_the_limits_are_checked_where_they_are_written(site: Site) -> None:
     assert access.set_specs(ADMIN, "ci.8g", {"infracloud:max_lifetime": "36h"})
     server = site.env.boot(flavor="ci.8g")
     assert server.lifetime_reason == "flavor ci.8g limits servers to 36 h"
+
+
+def test_a_controller_runs_it_as_a_duty_and_warns_through_the_alert_webhook(
+        tmp_path: Path) -> None:
+    """The wiring of services.py: the `lifetimes` duty (one controller at a time, by lease)
+    and the warning to the site's alert webhook."""
+    hook = Hook()
+    services = build_services(quick_config(tmp_path), clock=FakeClock())
+    try:
+        services.alerts.notifier.set_webhook(hook.url, 2, hook.transport)
+        duty = services.duties.duties["lifetimes"]
+        assert duty.singleton and duty.every == services.config.compute.lifetimes.interval
+        services.duties.renew()  # alone: it takes every duty
+        assert services.duties.run("lifetimes")  # a round, holding its lease
+        assert services.lifetimes.warn is not None
+        services.lifetimes.warn(AlertRecord(
+            id="x", rule="server_expiring", subject="server-id", severity="warning",
+            state="firing", summary="server n expires", started_at=services.clock.now(),
+            resource_type="server"))
+        (body,) = hook.wait(1)
+        assert (body["rule"], body["subject"], body["summary"], body["status"]) == (
+            "server_expiring", "server-id", "server n expires", "firing")
+    finally:
+        services.close()
