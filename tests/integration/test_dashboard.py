@@ -197,7 +197,7 @@ def test_status_command_prints_the_same_counts(demo: Running) -> None:
     assert "vCPUs" in lines["Capacity"] and "free" in lines["Capacity"]
     assert lines["Pool"].startswith("Pool        demo: ") and "waiting" in lines["Pool"]
     # the demo's one controller holds every background duty
-    assert re.match(r"Duties\s+maintenance, reaper, alerts, conductor on \S+#[0-9a-f]{6}$",
+    assert re.match(r"Duties\s+maintenance, reaper, alerts, lifetimes, conductor on \S+#[0-9a-f]{6}$",
                     lines["Duties"].rstrip()), lines["Duties"]
     assert ("no alerts" in lines["Alerts"]) == (not got["alerts"])
     bad = infracloud("status", "--format", "yaml", env=env)
