@@ -197,8 +197,8 @@ def test_status_command_prints_the_same_counts(demo: Running) -> None:
     assert "vCPUs" in lines["Capacity"] and "free" in lines["Capacity"]
     assert lines["Pool"].startswith("Pool        demo: ") and "waiting" in lines["Pool"]
     # the demo's one controller holds every background duty
-    assert re.match(r"Duties\s+maintenance, reaper, alerts, lifetimes, conductor on \S+#[0-9a-f]{6}$",
-                    lines["Duties"].rstrip()), lines["Duties"]
+    assert re.match(r"Duties\s+maintenance, reaper, alerts, lifetimes, conductor on "
+                    r"\S+#[0-9a-f]{6}$", lines["Duties"].rstrip()), lines["Duties"]
     assert ("no alerts" in lines["Alerts"]) == (not got["alerts"])
     bad = infracloud("status", "--format", "yaml", env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("infracloud: error: --format")

@@ -262,3 +262,17 @@ def test_a_controller_runs_it_as_a_duty_and_warns_through_the_alert_webhook(
             "server_expiring", "server-id", "server n expires", "firing")
     finally:
         services.close()
+
+
+def test_an_expired_server_can_be_neither_extended_nor_exempted(site: Site) -> None:
+    """Between the duty's reading of the expired servers and their deletion, nothing saves
+    one (it would be deleted all the same)."""
+    server = site.env.boot(flavor="builder.6h")
+    site.clock.advance(6 * 3600)
+    with pytest.raises(Conflict, match="has expired"):
+        site.lifetimes.extend(ZUUL, server.id, 60)
+    with pytest.raises(Conflict, match="has expired"):
+        site.lifetimes.exempt(ADMIN, server.id, "admin")
+    assert site.round() == (0, 1)
+    with pytest.raises(Conflict):
+        site.lifetimes.exempt(ADMIN, server.id, "admin")

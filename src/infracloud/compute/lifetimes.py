@@ -183,10 +183,9 @@ class Lifetimes:
                              "is needed.")
         with self.db.write() as s:
             inst = ServerService._owned(s, caller, server_id, lock=True)
-            if inst.state == "deleting":
-                raise Conflict(f"Server {server_id} is being deleted.")
             if inst.expires_at is None or not inst.lifetime_limit:
                 raise Conflict(f"Server {server_id} has no expiry to extend.")
+            self._not_expired(inst)
             latest = as_utc(inst.created_at) + dt.timedelta(seconds=inst.lifetime_limit)
             wanted = as_utc(inst.expires_at) + dt.timedelta(seconds=seconds)
             if wanted > latest:
@@ -211,6 +210,7 @@ class Lifetimes:
             raise Forbidden("Only administrators can exempt a server from its lifetime.")
         with self.db.write() as s:
             inst = ServerService._owned(s, caller, server_id, lock=True)
+            self._not_expired(inst)
             before = isoformat(inst.expires_at)
             inst.exempted_by = who[:255]
             self._expire_at(inst, None)
@@ -222,6 +222,14 @@ class Lifetimes:
                     source=before, target=None,
                     reason=f"exempted from its lifetime by {who}" + (f": {why}" if why else ""))
         return answer
+
+    def _not_expired(self, inst: Instance) -> None:
+        """An expired server is the duty's: it may be deleting it now (its round reads the
+        expired ones, then deletes each), so neither an extension nor an exemption can come
+        between (409)."""
+        if inst.state == "deleting" or (inst.expires_at is not None and as_utc(
+                inst.expires_at) <= self.clock.now()):
+            raise Conflict(f"Server {inst.id} has expired: it is being deleted.")
 
     # ---- the duty ------------------------------------------------------------------------
 
