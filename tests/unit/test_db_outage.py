@@ -223,7 +223,7 @@ def test_a_request_that_meets_an_outage_answers_503_and_a_bug_still_500(
             def flavors(**_: object) -> None:
                 raise failure[0]
 
-            monkeypatch.setattr(services.flavors, "list", flavors)
+            monkeypatch.setattr(services.flavor_access, "listing", flavors)
             r = client.get("/compute/v2.1/flavors", headers=token)
             assert (r.status_code, r.headers["Retry-After"], r.json()) == (
                 503, "5", {"serviceUnavailable": {
