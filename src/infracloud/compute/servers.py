@@ -24,7 +24,7 @@ from infracloud.compute.namefilter import name_filter
 from infracloud.compute.quotas import Quotas
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
-from infracloud.core.errors import BadRequest, Forbidden, NotFound
+from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import INSTANCE
 from infracloud.network.service import AddressesExhausted, NetworkService, PortQuotaExceeded
@@ -240,8 +240,8 @@ class ServerService:
     def list_servers(self, caller: Caller, *, name: str | None = None,
                      status: str | None = None,
              limit: int | None = None, marker: str | None = None, all_projects: bool = False,
-             project_id: str | None = None, host_id: str | None = None
-             ) -> tuple[list[Instance], str | None]:
+             project_id: str | None = None, host_id: str | None = None,
+             locked: bool | None = None) -> tuple[list[Instance], str | None]:
         """A page of servers (newest first) and the marker of the next page, if any."""
         q = select(Instance)
         if not (caller.is_admin and (all_projects or project_id)):
@@ -257,6 +257,9 @@ class ServerService:
             q = q.where(Instance.name.contains(names.literal, autoescape=True))
         if status is not None:
             q = q.where(status_is(status.upper()))
+        if locked is not None:
+            q = q.where(Instance.locked_by.is_not(None) if locked else
+                        Instance.locked_by.is_(None))
         exact = names is None
         with self.db.read() as s:
             if marker:
@@ -295,6 +298,8 @@ class ServerService:
         try:
             with self.db.write() as s:
                 inst = self._owned(s, caller, server_id)
+                if inst.locked_by and not caller.is_admin:  # nova's check_instance_lock
+                    raise Conflict(f"Instance {inst.id} is locked")
                 host = s.get(Host, inst.host_id) if inst.host_id else None
                 if host is None or host.state != "up":
                     self.remove(s, inst)
@@ -322,6 +327,8 @@ class ServerService:
         items = check_metadata(meta)
         with self.db.write() as s:
             inst = self._owned(s, caller, server_id, lock=True)
+            if inst.locked_by and not caller.is_admin:  # nova's check_instance_lock
+                raise Conflict(f"Instance {inst.id} is locked")
             merged = items if replace else {**inst.metadata_, **items}
             check_metadata(merged)
             inst.metadata_ = merged
@@ -331,6 +338,8 @@ class ServerService:
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
         with self.db.write() as s:
             inst = self._owned(s, caller, server_id, lock=True)
+            if inst.locked_by and not caller.is_admin:  # nova's check_instance_lock
+                raise Conflict(f"Instance {inst.id} is locked")
             if key not in inst.metadata_:
                 raise NotFound(f"Metadata item was not found: {key}")
             inst.metadata_ = {k: v for k, v in inst.metadata_.items() if k != key}
@@ -342,9 +351,21 @@ class ServerService:
 
 
 STATUS = {"scheduling": "BUILD", "networking": "BUILD", "spawning": "BUILD",
-          "active": "ACTIVE", "error": "ERROR", "deleted": "DELETED"}
+          "active": "ACTIVE", "error": "ERROR", "deleted": "DELETED",
+          # server actions (compute.actions), as nova shows them
+          "stopping": "ACTIVE", "shutoff": "SHUTOFF", "starting": "SHUTOFF",
+          "rebooting": "REBOOT", "rebooting_hard": "HARD_REBOOT", "rebuilding": "REBUILD",
+          "snapshotting": "ACTIVE", "snapshotting_off": "SHUTOFF"}
 VM_STATE = {"scheduling": "building", "networking": "building", "spawning": "building",
-            "active": "active", "error": "error", "deleted": "deleted"}
+            "active": "active", "error": "error", "deleted": "deleted",
+            "stopping": "active", "shutoff": "stopped", "starting": "stopped",
+            "rebooting": "active", "rebooting_hard": "active", "rebuilding": "rebuilding",
+            "snapshotting": "active", "snapshotting_off": "stopped"}
+TASK_STATE = {"scheduling": "scheduling", "networking": "networking", "spawning": "spawning",
+              "deleting": "deleting", "stopping": "powering-off", "starting": "powering-on",
+              "rebooting": "rebooting", "rebooting_hard": "rebooting_hard",
+              "rebuilding": "rebuilding", "snapshotting": "image_snapshot",
+              "snapshotting_off": "image_snapshot"}
 
 
 def api_status(inst: Instance) -> str:
@@ -370,8 +391,7 @@ def status_is(status: str) -> ColumnElement[bool]:
 
 
 def task_state(inst: Instance) -> str | None:
-    return {"scheduling": "scheduling", "networking": "networking", "spawning": "spawning",
-            "deleting": "deleting"}.get(inst.state)
+    return TASK_STATE.get(inst.state)
 
 
 def vm_state(inst: Instance) -> str:

@@ -392,6 +392,12 @@ class Instance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     launched_at: Mapped[dt.datetime | None]
+    # server actions (compute.actions): who locked it ("owner" or "admin"; None: unlocked),
+    # and the action its host's agent is to carry out: an id the agent's report names when
+    # done, and what it needs (the snapshot's image id)
+    locked_by: Mapped[str | None] = mapped_column(String(16))
+    task_id: Mapped[str | None] = mapped_column(String(36))
+    task_args: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class UnknownServer(Base):
