@@ -378,7 +378,11 @@ class SandboxDriver:
 
     def reboot(self, spec: InstanceSpec, hard: bool) -> None:
         """There is no guest to ask: soft and hard both kill the instance's processes and
-        start its SSH server again."""
+        start its SSH server again; only a hard one starts a stopped instance."""
+        with self._lock:
+            stopped = spec.id not in self._running
+        if stopped and not hard and (self.root / spec.id / "instance.json").is_file():
+            raise DriverError(f"{spec.name} is stopped: only a hard reboot starts it")
         self.stop(spec.id)
         self.start(spec)
 
