@@ -55,6 +55,10 @@ def carry_out(args: tuple[Agent, dict[str, Any]]) -> None:
             driver.stop(inst_id)
         elif state == "starting":
             driver.start(agent._spec(w))
+        elif state == "rebooting_hard" and inst_id not in driver.list():
+            # a server in ERROR that its host removed: a hard reboot boots it anew
+            agent._remember(w)
+            driver.spawn(agent._spec(w))
         elif state in ("rebooting", "rebooting_hard"):
             driver.reboot(agent._spec(w), hard=state == "rebooting_hard")
         elif state == "rebuilding":

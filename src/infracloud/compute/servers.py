@@ -394,6 +394,13 @@ def task_state(inst: Instance) -> str | None:
     return TASK_STATE.get(inst.state)
 
 
+def power_state(inst: Instance) -> int:
+    """Nova's power states: 1 running, 4 shut down, 0 none (building, failed)."""
+    if inst.state in ("shutoff", "starting", "snapshotting_off"):
+        return 4
+    return 1 if api_status(inst) in ("ACTIVE", "REBOOT", "HARD_REBOOT", "REBUILD") else 0
+
+
 def vm_state(inst: Instance) -> str:
     if inst.state == "deleting":
         return "error" if inst.fault else ("active" if inst.launched_at else "building")
