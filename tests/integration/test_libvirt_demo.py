@@ -225,10 +225,9 @@ def test_stop_and_snapshot_a_real_guest(site: Running) -> None:
         lv.close()
     snap = zuul.compute.create_server_image(server, "snapped-disk", metadata={"kept": "yes"},
                                             wait=True, timeout=BOOT)
-    snap = zuul.image.get_image(snap)
-    props = snap.properties
-    assert snap.status == "active" and snap.disk_format == "qcow2"
-    assert snap.owner == zuul.current_project_id
+    props = zuul.image.get(f"/images/{snap.id}").json()  # as Glance answers it
+    assert props["status"] == "active" and props["disk_format"] == "qcow2"
+    assert props["owner"] == zuul.current_project_id
     assert (props["image_type"], props["instance_uuid"], props["base_image_ref"],
             props["kept"]) == ("snapshot", server.id, demo_image.id, "yes")
     wait_for("SHUTOFF again", lambda: (s := zuul.compute.get_server(server)).status ==
