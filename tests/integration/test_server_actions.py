@@ -74,6 +74,11 @@ def test_sdk_stop_start_reboot_rebuild(demo: Running) -> None:
     done = _status(conn, server, "ACTIVE")
     assert (done.name, done.metadata, done.access_ipv4) == ("rebuilt", {"job": "7"}, ip)
     assert _ssh_answers(ip)
+    conn.compute.stop_server(server)  # a stopped server is rebuilt stopped, as in nova
+    _status(conn, server, "SHUTOFF")
+    conn.compute.rebuild_server(server, image)
+    _status(conn, server, "SHUTOFF")
+    assert not _ssh_answers(ip)
     conn.compute.delete_server(server)
     conn.compute.wait_for_delete(server, wait=WAIT)
 

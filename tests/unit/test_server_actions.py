@@ -15,6 +15,7 @@ from infracloud.store.models import Instance
 from tests.unit.compute_env import (  # noqa: F401
     ADMIN,
     CI,
+    IMAGE_ID,
     ZUUL,
     Env,
     FakeImage,
@@ -38,6 +39,7 @@ def test_action_rows_of_the_instance_table() -> None:
     assert INSTANCE.next(INSTANCE.next("active", "reboot"), "rebooted") == "active"
     assert INSTANCE.next(INSTANCE.next("shutoff", "reboot_hard"), "rebooted") == "active"
     assert INSTANCE.next(INSTANCE.next("error", "rebuild"), "rebuilt") == "active"
+    assert INSTANCE.next(INSTANCE.next("shutoff", "rebuild"), "rebuilt") == "shutoff"
     assert INSTANCE.next(INSTANCE.next("shutoff", "snapshot"), "snapshotted") == "shutoff"
     assert INSTANCE.next("snapshotting", "fail") == "active"  # a failed snapshot harms nothing
     # what nova refuses: a soft reboot or a start of a stopped server, a stop of a stopping one
@@ -140,6 +142,17 @@ def test_rebuild_keeps_the_address(env: Env) -> None:
     env.hosts.report(inst.host_id, [Report(inst.id, "running", task=row.task_id)])
     assert api_status(env.state(inst.id)) == "ACTIVE"
     assert [p.ip_address for p in env.ports() if p.device_id == inst.id] == [inst.ip_address]
+    # a stopped server is rebuilt stopped, as in nova
+    actions.stop(ZUUL, inst.id)
+    env.hosts.report(inst.host_id, [Report(inst.id, "stopped",
+                                           task=env.state(inst.id).task_id)])
+    actions.rebuild(ZUUL, inst.id, IMAGE_ID)
+    row = env.state(inst.id)
+    assert (api_status(row), task_state(row)) == ("REBUILD", "rebuilding")
+    env.hosts.report(inst.host_id, [Report(inst.id, "stopped", task=row.task_id)])
+    row = env.state(inst.id)
+    assert (api_status(row), row.image_id, row.ip_address) == ("SHUTOFF", IMAGE_ID,
+                                                               inst.ip_address)
 
 
 def test_lock(env: Env) -> None:

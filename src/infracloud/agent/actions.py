@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 # the in-progress states the agent acts on, and the power state each leaves
 RESULT = {"stopping": "stopped", "starting": "running", "rebooting": "running",
-          "rebooting_hard": "running", "rebuilding": "running", "snapshotting": "running",
+          "rebooting_hard": "running", "rebuilding": "running", "rebuilding_off": "stopped",
+          "snapshotting": "running",
           "snapshotting_off": "stopped"}
 CHUNK = 1024 * 1024
 
@@ -61,10 +62,12 @@ def carry_out(args: tuple[Agent, dict[str, Any]]) -> None:
             driver.spawn(agent._spec(w))
         elif state in ("rebooting", "rebooting_hard"):
             driver.reboot(agent._spec(w), hard=state == "rebooting_hard")
-        elif state == "rebuilding":
+        elif state in ("rebuilding", "rebuilding_off"):
             spec = agent._spec(w)
             driver.rebuild(spec)
             agent._remember(w, again=True)
+            if state == "rebuilding_off":  # a stopped server stays stopped, as in nova
+                driver.stop(inst_id)
         else:
             snapshot(agent, inst_id, str(task.get("image_id") or ""))
     except (DriverError, ImageFetchError, OSError, ValueError, KeyError,

@@ -31,12 +31,13 @@ log = logging.getLogger(__name__)
 
 # the in-progress states of actions, and what a report of "done" moves each to
 DONE_EVENT = {"stopping": "stopped", "starting": "started", "rebooting": "rebooted",
-              "rebooting_hard": "rebooted", "rebuilding": "rebuilt",
+              "rebooting_hard": "rebooted", "rebuilding": "rebuilt", "rebuilding_off": "rebuilt",
               "snapshotting": "snapshotted", "snapshotting_off": "snapshotted"}
 ACTION_STATES = tuple(DONE_EVENT)
 # what each action's failure fault says
 WHAT = {"stopping": "stop", "starting": "start", "rebooting": "reboot",
-        "rebooting_hard": "reboot", "rebuilding": "rebuild", "snapshotting": "createImage",
+        "rebooting_hard": "reboot", "rebuilding": "rebuild", "rebuilding_off": "rebuild",
+        "snapshotting": "createImage",
         "snapshotting_off": "createImage"}
 # drivers that cannot copy a guest's disk (createImage answers 409 on their hosts)
 NO_SNAPSHOT = ("sandbox", "fake")
@@ -238,7 +239,7 @@ def finish(s: Session, inst: Instance, task_id: str | None, failed: str | None,
         inst.fault = fault(500, f"{what} failed: {failed}", now)
     if failed is not None and what == "createImage":
         _drop_snapshot(s, inst)
-    if inst.state == "rebuilding" and failed is None:
+    if inst.state in ("rebuilding", "rebuilding_off") and failed is None:
         inst.launched_at = now
     inst.state = target
     inst.state_changed_at = inst.updated_at = now

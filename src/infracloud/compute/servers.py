@@ -355,16 +355,17 @@ STATUS = {"scheduling": "BUILD", "networking": "BUILD", "spawning": "BUILD",
           # server actions (compute.actions), as nova shows them
           "stopping": "ACTIVE", "shutoff": "SHUTOFF", "starting": "SHUTOFF",
           "rebooting": "REBOOT", "rebooting_hard": "HARD_REBOOT", "rebuilding": "REBUILD",
-          "snapshotting": "ACTIVE", "snapshotting_off": "SHUTOFF"}
+          "rebuilding_off": "REBUILD", "snapshotting": "ACTIVE", "snapshotting_off": "SHUTOFF"}
 VM_STATE = {"scheduling": "building", "networking": "building", "spawning": "building",
             "active": "active", "error": "error", "deleted": "deleted",
             "stopping": "active", "shutoff": "stopped", "starting": "stopped",
             "rebooting": "active", "rebooting_hard": "active", "rebuilding": "rebuilding",
-            "snapshotting": "active", "snapshotting_off": "stopped"}
+            "rebuilding_off": "rebuilding", "snapshotting": "active", "snapshotting_off": "stopped"}
 TASK_STATE = {"scheduling": "scheduling", "networking": "networking", "spawning": "spawning",
               "deleting": "deleting", "stopping": "powering-off", "starting": "powering-on",
               "rebooting": "rebooting", "rebooting_hard": "rebooting_hard",
-              "rebuilding": "rebuilding", "snapshotting": "image_snapshot",
+              "rebuilding": "rebuilding", "rebuilding_off": "rebuilding",
+              "snapshotting": "image_snapshot",
               "snapshotting_off": "image_snapshot"}
 
 

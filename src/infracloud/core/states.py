@@ -132,6 +132,8 @@ INSTANCE = Machine(
      State("rebooting_hard", stable=False, timeout=300, description="reboot HARD"),
      State("rebuilding", stable=False, timeout=900,
            description="rebuild: the guest recreated from a new image, same address"),
+     State("rebuilding_off", stable=False, timeout=900,
+           description="rebuild of a stopped server: recreated, then stopped again"),
      State("snapshotting", stable=False, timeout=1800,
            description="createImage of a running server: its disk uploaded as an image"),
      State("snapshotting_off", stable=False, timeout=1800,
@@ -176,7 +178,11 @@ INSTANCE = Machine(
         rebooting_hard --fail--> error
         rebooting_hard --timeout--> error
         active --rebuild--> rebuilding
-        shutoff --rebuild--> rebuilding
+        shutoff --rebuild--> rebuilding_off
+        rebuilding_off --rebuilt--> shutoff
+        rebuilding_off --fail--> error
+        rebuilding_off --timeout--> error
+        rebuilding_off --delete--> deleting
         error --rebuild--> rebuilding
         rebuilding --rebuilt--> active
         rebuilding --fail--> error
@@ -201,7 +207,8 @@ INSTANCE = Machine(
         snapshotting_off --delete--> deleting
     """) + [Transition(source, event, event.removeprefix("reset_"))  # os-resetState (admin)
            for source in ("spawning", "active", "error", "stopping", "shutoff", "starting",
-                          "rebooting", "rebooting_hard", "rebuilding", "snapshotting",
+                          "rebooting", "rebooting_hard", "rebuilding", "rebuilding_off",
+                          "snapshotting",
                           "snapshotting_off")
            for event in ("reset_active", "reset_error")],
 )
