@@ -236,3 +236,29 @@ def test_a_stopped_server_on_a_lost_host_fails(env: Env) -> None:
                                            task=env.state(inst.id).task_id)])
     env.hosts.report(inst.host_id, [Report(inst.id, "absent")])  # gone from its host
     assert api_status(env.state(inst.id)) == "ERROR"
+
+
+def test_microversions_of_lock_fields() -> None:
+    """`locked` is shown from 2.9 and filtered on by everyone from 2.73, within the maximum
+    the compute API advertises (2.1 today: never shown, an administrator's filter only)."""
+    from starlette.requests import Request
+
+    from infracloud.api import compute, compute_actions
+
+    def request(version: str | None, query: str = "") -> Request:
+        headers = [(b"openstack-api-version", f"compute {version}".encode())] if version \
+            else []
+        return Request({"type": "http", "method": "GET", "path": "/", "headers": headers,
+                        "query_string": query.encode()})
+
+    assert compute_actions.MAX_VERSION == compute.VERSION["version"]
+    assert compute_actions.requested_version(request(None)) == (2, 1)
+    assert compute_actions.requested_version(request("2.95")) <= (2, 1)  # capped at the max
+    assert not compute_actions.shows_locked(request("2.9"))
+    assert compute_actions.locked_filter(request(None, "locked=true"), admin=False) is None
+    assert compute_actions.locked_filter(request(None, "locked=true"), admin=True) is True
+    assert compute_actions.locked_filter(request(None, "locked=0"), admin=True) is False
+    with pytest.raises(BadRequest, match="Unrecognized value 'maybe'"):
+        compute_actions.locked_filter(request(None, "locked=maybe"), admin=True)
+    with pytest.raises(BadRequest, match="invalid format"):
+        compute_actions.requested_version(request("two"))
