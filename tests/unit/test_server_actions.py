@@ -251,7 +251,7 @@ def test_microversions_of_lock_fields() -> None:
         return Request({"type": "http", "method": "GET", "path": "/", "headers": headers,
                         "query_string": query.encode()})
 
-    assert compute_actions.MAX_VERSION == compute.VERSION["version"]
+    assert compute.VERSION["version"] == compute_actions.MAX_VERSION
     assert compute_actions.requested_version(request(None)) == (2, 1)
     assert compute_actions.requested_version(request("2.95")) <= (2, 1)  # capped at the max
     assert not compute_actions.shows_locked(request("2.9"))
