@@ -232,6 +232,11 @@ def test_stop_and_snapshot_a_real_guest(site: Running) -> None:
             props["kept"]) == ("snapshot", server.id, demo_image.id, "yes")
     wait_for("SHUTOFF again", lambda: (s := zuul.compute.get_server(server)).status ==
              "SHUTOFF" and s.task_state is None, timeout=BOOT)
+    # the CLI's way, which waits for the image
+    made = cli(site, "server", "image", "create", "--name", "by-cli", "--wait", server.id,
+               "-f", "json")
+    assert made["status"] == "active" and made["name"] == "by-cli"
+    cli(site, "image", "delete", made["id"])
     copy = zuul.compute.create_server(name="from-snap", flavor_id="ci.small", image_id=snap.id)
     zuul.compute.wait_for_server(copy, wait=BOOT)
     wait_for("the copy's READY line", lambda: "READY hostname=from-snap" in
