@@ -11,7 +11,8 @@ from infracloud.compute.hosts import Report
 from infracloud.compute.servers import api_status, task_state, vm_state
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.states import INSTANCE
-from infracloud.store.models import Instance
+from infracloud.store import Database
+from infracloud.store.models import Image, Instance
 from tests.unit.compute_env import (  # noqa: F401
     ADMIN,
     CI,
@@ -262,3 +263,17 @@ def test_microversions_of_lock_fields() -> None:
         compute_actions.locked_filter(request(None, "locked=maybe"), admin=True)
     with pytest.raises(BadRequest, match="invalid format"):
         compute_actions.requested_version(request("two"))
+
+
+def test_a_server_deleted_while_snapshotted_leaves_no_image(env: Env, db: Database) -> None:
+    inst = _active(env)
+    assert inst.host_id is not None
+    now = env.clock.now()
+    with db.write() as s:  # what createImage makes: the image waits for the agent's data
+        s.add(Image(id=OTHER_IMAGE, owner=inst.project_id, status="queued", properties={},
+                    created_at=now, updated_at=now, visibility="private"))
+    ServerActions(env.servers).snapshot(ZUUL, inst.id, OTHER_IMAGE, "libvirt")
+    env.servers.delete(ZUUL, inst.id)
+    env.hosts.report(inst.host_id, [Report(inst.id, "absent")])  # its agent destroyed it
+    with db.read() as s:
+        assert s.get(Image, OTHER_IMAGE) is None

@@ -216,7 +216,7 @@ class ServerActions:
         return inst
 
 
-def _drop_snapshot(s: Session, inst: Instance) -> None:
+def drop_snapshot(s: Session, inst: Instance) -> None:
     """A snapshot that failed: its image, still waiting for data, goes (as Nova deletes it);
     one whose upload failed is `killed` already."""
     image_id = (inst.task_args or {}).get("image_id")
@@ -238,7 +238,7 @@ def finish(s: Session, inst: Instance, task_id: str | None, failed: str | None,
     if failed is not None and INSTANCE.states[target].failure:
         inst.fault = fault(500, f"{what} failed: {failed}", now)
     if failed is not None and what == "createImage":
-        _drop_snapshot(s, inst)
+        drop_snapshot(s, inst)
     if inst.state in ("rebuilding", "rebuilding_off") and failed is None:
         inst.launched_at = now
     inst.state = target
@@ -269,7 +269,7 @@ def reap_actions(s: Session, now: dt.datetime, touched: set[str]) -> int:
                 inst.fault = fault(500, f"{WHAT[state]} timed out after "
                                         f"{INSTANCE.states[state].timeout:.0f} s.", now)
             if WHAT[state] == "createImage":
-                _drop_snapshot(s, inst)
+                drop_snapshot(s, inst)
             inst.state = target
             inst.state_changed_at = inst.updated_at = now
             inst.task_id = None
@@ -279,4 +279,5 @@ def reap_actions(s: Session, now: dt.datetime, touched: set[str]) -> int:
     return count
 
 
-__all__ = ["ACTION_STATES", "ServerActions", "finish", "is_locked", "reap_actions"]
+__all__ = ["ACTION_STATES", "ServerActions", "drop_snapshot", "finish", "is_locked",
+           "reap_actions"]

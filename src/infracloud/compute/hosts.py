@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from infracloud.compute.actions import ACTION_STATES, finish, reap_actions
+from infracloud.compute.actions import ACTION_STATES, drop_snapshot, finish, reap_actions
 from infracloud.compute.servers import ServerService, fault
 from infracloud.compute.unknown import Unknown, UnknownServers
 from infracloud.core.clock import Clock
@@ -256,6 +256,7 @@ class HostService:
             return True
         if item.state == "absent" and inst.state == "deleting":
             to("destroyed")
+            drop_snapshot(s, inst)  # deleted while being snapshotted: the image never came
             self.servers.remove(s, inst)
             return True
         if item.state == "absent" and INSTANCE.allows(inst.state, "vanished"):
