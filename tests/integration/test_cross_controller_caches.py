@@ -147,3 +147,34 @@ def test_changes_through_one_controller_reach_the_other_within_the_bound(pair: P
         lambda: admin_b.identity.validate_token(renamed).project["name"] == "ci2-renamed")
     print("seen on the other controller after (s):",
           {k: round(v, 2) for k, v in took.items()})
+
+
+@pytest.mark.pg
+def test_flavor_access_and_extra_specs_reach_the_other_controller(pair: Pair) -> None:
+    """A private flavor's access list and its extra specs, written through A, are what B
+    answers within the bound, though B cached the flavor before."""
+    admin_a, admin_b = pair.conn("a"), pair.conn("b")
+    ci = admin_a.identity.create_project(name="ci-private")
+    user = admin_a.identity.create_user(name="ci-user", password="ci-pw",
+                                        default_project_id=ci.id)
+    admin_a.identity.assign_project_role_to_user(ci, user, admin_a.identity.find_role("member"))
+    flavor = admin_a.compute.create_flavor(name="private.drill", ram=512, vcpus=1, disk=1,
+                                           id="private-drill", is_public=False)
+    ci_b = pair.conn("b", "ci-user", "ci-pw", "ci-private")
+    assert admin_b.compute.fetch_flavor_extra_specs(flavor.id).extra_specs == {}  # cached
+    assert "Flavor private-drill could not be found" in boot_answer(ci_b, flavor.id)
+
+    took: dict[str, float] = {}
+    admin_a.compute.flavor_add_tenant_access(flavor.id, ci.id)
+    took["access added"] = seen_within("B to let the project boot the private flavor",
+                                       lambda: "Image" in boot_answer(ci_b, flavor.id))
+    admin_a.compute.create_flavor_extra_specs(flavor.id, {"hw:cpu_policy": "dedicated"})
+    took["extra spec"] = seen_within(
+        "B to answer the new extra spec", lambda: ci_b.compute.fetch_flavor_extra_specs(
+            flavor.id).extra_specs == {"hw:cpu_policy": "dedicated"})
+    admin_a.compute.flavor_remove_tenant_access(flavor.id, ci.id)
+    took["access removed"] = seen_within(
+        "B to refuse the private flavor again",
+        lambda: "Flavor private-drill could not be found" in boot_answer(ci_b, flavor.id))
+    print("seen on the other controller after (s):",
+          {k: round(v, 2) for k, v in took.items()})

@@ -11,7 +11,7 @@ import pytest
 
 from infracloud.compute import scheduler
 from infracloud.compute.hosts import Report
-from infracloud.compute.quotas import Usage
+from infracloud.compute.quotas import SHOWN_ONLY, Usage
 from infracloud.core.clock import FakeClock
 from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -262,8 +262,8 @@ def test_project_quota_overrides_defaults(db: Database, clock: FakeClock) -> Non
     env.quotas.set(ADMIN, "p-zuul", {"instances": -1})  # unlimited; updates the row
     env.boot(name="s3", flavor="ci.small")
     assert env.quotas.show("p-zuul") == (
-        {"instances": -1, "cores": 100, "ram": -1, "key_pairs": 100, "port": 50},
-        Usage(4, 4, 4096))
+        {"instances": -1, "cores": 100, "ram": -1, "key_pairs": 100, "port": 50,
+         "server_groups": 10, "server_group_members": 10, **SHOWN_ONLY}, Usage(4, 4, 4096))
     with pytest.raises(BadRequest):
         env.quotas.set(ADMIN, "p-zuul", {"cores": -2})
 

@@ -135,6 +135,52 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/compute/v2.1/os-hypervisors/detail"): "admin",
     ("GET", "/compute/v2.1/os-services"): "admin",
     ("PUT", "/compute/v2.1/os-services/{action}"): "admin",
+    # compute admin views (issue 17)
+    ("GET", "/compute/v2.1/os-hypervisors/statistics"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hypervisor_id}/uptime"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hostname_pattern}/search"): "admin",
+    ("GET", "/compute/v2.1/os-hypervisors/{hostname_pattern}/servers"): "admin",
+    ("GET", "/compute/v2.1/os-availability-zone/detail"): "admin",
+    ("GET", "/compute/v2.1/os-aggregates"): "admin",
+    ("DELETE", "/compute/v2.1/os-quota-sets/{project_id}"): "admin",
+    ("GET", "/compute/v2.1/os-quota-class-sets/{class_name}"): "admin",
+    ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): "admin",
+    ("GET", "/compute/v2.1/os-simple-tenant-usage"): "admin",
+    ("GET", "/compute/v2.1/os-simple-tenant-usage/{project_id}"): "reader",
+    ("GET", "/compute/v2.1/extensions"): "any",
+    ("GET", "/compute/v2.1/extensions/{alias}"): "any",
+    # compute: server groups, flavor access lists, flavor extra specs
+    ("GET", "/compute/v2.1/os-server-groups"): "reader",
+    ("POST", "/compute/v2.1/os-server-groups"): "member",
+    ("GET", "/compute/v2.1/os-server-groups/{group_id}"): "reader",
+    ("DELETE", "/compute/v2.1/os-server-groups/{group_id}"): "member",
+    ("GET", "/compute/v2.1/flavors/{flavor_id}/os-flavor-access"): "admin",
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): "admin",
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs"): "admin",
+    ("GET", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "reader",
+    ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "admin",
+    ("DELETE", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): "admin",
+    # servers' update and smaller reads, nova's image proxy, the v2.0 version document
+    ("GET", "/compute/v2"): "open: " + DISCOVERY,
+    ("PUT", "/compute/v2.1/servers/{server_id}"): "member",
+    ("GET", "/compute/v2.1/servers/{server_id}/ips"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/ips/{network_label}"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/metadata/{key}"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/os-server-password"): "reader",
+    ("DELETE", "/compute/v2.1/servers/{server_id}/os-server-password"): "member",
+    ("GET", "/compute/v2.1/servers/{server_id}/os-instance-actions"): "reader",
+    ("GET", "/compute/v2.1/servers/{server_id}/os-instance-actions/{request_id}"): "reader",
+    ("GET", "/compute/v2.1/images"): "reader",
+    ("GET", "/compute/v2.1/images/detail"): "reader",
+    ("GET", "/compute/v2.1/images/{image_id}"): "reader",
+    ("DELETE", "/compute/v2.1/images/{image_id}"): "member",
+    ("GET", "/compute/v2.1/images/{image_id}/metadata"): "reader",
+    ("POST", "/compute/v2.1/images/{image_id}/metadata"): "member",
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata"): "member",
+    ("GET", "/compute/v2.1/images/{image_id}/metadata/{key}"): "reader",
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata/{key}"): "member",
+    ("DELETE", "/compute/v2.1/images/{image_id}/metadata/{key}"): "member",
     # network
     ("GET", "/network"): "open: " + DISCOVERY,
     ("GET", "/network/v2.0"): "open: " + DISCOVERY,
@@ -250,9 +296,20 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/compute/v2.1/servers/{server_id}/metadata"): {"metadata": {"a": "b"}},
     ("POST", "/compute/v2.1/servers/{server_id}/metadata"): {"metadata": {"a": "b"}},
     ("PUT", "/compute/v2.1/servers/{server_id}/metadata/{key}"): {"meta": {"k": "v"}},
-    ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): {"quota_set": {"instances": 10}},
+    ("PUT", "/compute/v2.1/os-quota-sets/{project_id}"): {"quota_set": {"instances": 500}},
     ("PUT", "/network/v2.0/quotas/{project_id}"): {"quota": {"port": 60}},
-    ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere"},
+    ("PUT", "/compute/v2.1/os-services/{action}"): {"host": "nowhere", "binary": "nova-compute"},
+    ("PUT", "/compute/v2.1/os-quota-class-sets/{class_name}"): {
+        "quota_class_set": {"metadata_items": 128}},
+    ("POST", "/compute/v2.1/os-server-groups"): lambda: {"server_group": {
+        "name": _name(), "policies": ["anti-affinity"]}},
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/action"): "TENANT",
+    ("POST", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs"): {"extra_specs": {"k": "v"}},
+    ("PUT", "/compute/v2.1/flavors/{flavor_id}/os-extra_specs/{key}"): {"k": "v"},
+    ("PUT", "/compute/v2.1/servers/{server_id}"): {"server": {"name": "renamed"}},
+    ("POST", "/compute/v2.1/images/{image_id}/metadata"): {"metadata": {"a": "b"}},
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata"): {"metadata": {"a": "b"}},
+    ("PUT", "/compute/v2.1/images/{image_id}/metadata/{key}"): {"meta": {"k": "v"}},
     ("POST", "/network/v2.0/ports"): "PORT",
     ("POST", "/pool/v1/requests"): {"labels": ["small"]},
     ("POST", "/pool/v1/nodes/{node_id}/hold"): {"reason": "look at it"},
@@ -364,7 +421,9 @@ def _target(site: Site, param: str, method: str, path: str) -> str:
              "service_id": "x", "endpoint_id": "x", "tag": "t", "key": "k",
              "network_id": ids["network"], "subnet_id": ids["subnet"], "fip_id": "x",
              "volume_id": "x", "ident": "x", "media_file": "x.iso", "host_id": "x",
-             "member_id": ids["beta"]}
+             "member_id": ids["beta"], "hypervisor_id": "1", "hostname_pattern": "x",
+             "class_name": "default", "alias": "os-hypervisors"}
+    fixed.update(network_label="provider")
     if param in fixed:
         return fixed[param]
     if param == "name":
@@ -388,6 +447,10 @@ def _target(site: Site, param: str, method: str, path: str) -> str:
         "flavor_id": lambda: str(site.made("admin", "POST", "/compute/v2.1/flavors", json={
             "flavor": {"name": _name(), "vcpus": 1, "ram": 64, "disk": 1}})["flavor"]["id"]),
         "server_id": lambda: _server(site),
+        "group_id": lambda: str(site.made("member", "POST", "/compute/v2.1/os-server-groups",
+                                          json={"server_group": {
+                                              "name": _name(), "policies": ["affinity"]}})
+                                ["server_group"]["id"]),
         "port_id": lambda: str(site.made("member", "POST", "/network/v2.0/ports", json={
             "port": {"network_id": ids["network"]}})["port"]["id"]),
         "request_id": lambda: str(site.made("member", "POST", "/pool/v1/requests", json={
@@ -428,6 +491,8 @@ def _body(site: Site, key: tuple[str, str]) -> Any:
     if body == "SERVER":
         return {"server": {"name": "s", "flavorRef": "ci.small",
                            "imageRef": site.ids["public_image"]}}
+    if body == "TENANT":
+        return {"addTenantAccess": {"tenant": site.ids["beta"]}}
     if body == "PORT":
         return {"port": {"network_id": site.ids["network"]}}
     return body

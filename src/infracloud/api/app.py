@@ -15,8 +15,15 @@ from infracloud.api import (
     alerts,
     baremetal,
     compute,
+    compute_admin,
+    compute_extensions,
+    compute_images,
+    compute_quotas,
+    compute_servers,
+    compute_usage,
     dashboard,
     errors,
+    flavor_access,
     hardware,
     identity_admin,
     identity_auth,
@@ -25,6 +32,7 @@ from infracloud.api import (
     network,
     ops,
     reports,
+    server_groups,
     volume,
 )
 from infracloud.api.catalog import Catalog, ServiceEntry
@@ -69,6 +77,14 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity_admin.router)
     app.include_router(image.router)
     app.include_router(compute.router)
+    app.include_router(compute_admin.router)
+    app.include_router(compute_quotas.router)
+    app.include_router(compute_usage.router)
+    app.include_router(compute_extensions.router)
+    app.include_router(server_groups.router)
+    app.include_router(flavor_access.router)
+    app.include_router(compute_servers.router)
+    app.include_router(compute_images.router)
     app.include_router(network.router)
     app.include_router(volume.router)
     app.include_router(agent.router)

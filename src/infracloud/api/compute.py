@@ -1,10 +1,8 @@
 """Compute v2.1 (shared/specs/openstack-api.md §2): discovery, flavors, keypairs, servers,
-limits, availability zones, quota sets."""
+limits (the admin views: api/compute_admin.py)."""
 
 from __future__ import annotations
 
-import secrets
-import zlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,16 +16,15 @@ from infracloud.api.compute_models import (
     KeypairBody,
     MetadataBody,
     MetaItemBody,
-    QuotaSetBody,
     ServerAction,
     ServerBody,
-    ServiceIn,
 )
 from infracloud.api.compute_views import C, flavor_view, keypair_view, server_view
-from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, policy
 from infracloud.api.limits import query_count
+from infracloud.compute import instance_actions, server_filters
+from infracloud.compute import server_checks as checks
 from infracloud.compute.servers import CreateRequest
-from infracloud.core.clock import isoformat
 from infracloud.core.errors import BadRequest
 from infracloud.site.services import Services
 from infracloud.store.models import Instance
@@ -85,10 +82,10 @@ def _next_link(services: Services, request: Request, path: str, marker: str,
 
 # ---- flavors ------------------------------------------------------------------------------
 
-def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse:
+def _flavors(services: Services, caller: TokenDep, request: Request, detail: bool
+             ) -> JSONResponse:
     q = request.query_params
-    found = services.flavors.list(public=parse_bool(q.get("is_public")) if q.get(
-        "is_public") not in (None, "None") else None)
+    found = services.flavor_access.listing(caller.caller, q.get("is_public"))
     min_ram, min_disk = query_count(request, "minRam"), query_count(request, "minDisk")
     if min_ram is not None:
         found = [f for f in found if f.ram_mb >= min_ram]
@@ -111,25 +108,19 @@ def _flavors(services: Services, request: Request, detail: bool) -> JSONResponse
 
 @router.get("/v2.1/flavors", dependencies=[policy("compute:flavor:get")])
 def list_flavors(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
-    return _flavors(services, request, detail=False)
+    return _flavors(services, caller, request, detail=False)
 
 
 @router.get("/v2.1/flavors/detail", dependencies=[policy("compute:flavor:get")])
 def list_flavors_detail(services: ServicesDep, caller: TokenDep, request: Request
                         ) -> JSONResponse:
-    return _flavors(services, request, detail=True)
+    return _flavors(services, caller, request, detail=True)
 
 
 @router.get("/v2.1/flavors/{flavor_id}", dependencies=[policy("compute:flavor:get")])
 def show_flavor(services: ServicesDep, caller: TokenDep, flavor_id: str) -> JSONResponse:
-    return reply({"flavor": flavor_view(services.base_url, services.flavors.get(flavor_id))})
-
-
-@router.get("/v2.1/flavors/{flavor_id}/os-extra_specs", dependencies=[policy("compute:flavor:get")])
-def flavor_extra_specs(services: ServicesDep, caller: TokenDep, flavor_id: str
-                       ) -> JSONResponse:
-    services.flavors.get(flavor_id)
-    return reply({"extra_specs": {}})
+    return reply({"flavor": flavor_view(services.base_url,
+                                        services.flavors.get_visible(caller.caller, flavor_id))})
 
 
 @router.post("/v2.1/flavors", dependencies=[policy("compute:flavor:create")])
@@ -192,11 +183,14 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
              ) -> JSONResponse:
     q = request.query_params
     limit = _limit(request)
-    all_projects = bool(parse_bool(q.get("all_tenants")) or parse_bool(q.get("all_projects")))
+    all_projects = server_filters.all_tenants(caller.caller, q, detail)
     rows, marker = services.servers.list_servers(
         caller.caller, name=q.get("name"), status=q.get("status"), limit=limit,
-        marker=q.get("marker"), all_projects=all_projects, project_id=q.get("project_id") or
-        q.get("tenant_id"), locked=compute_actions.locked_filter(request, caller.caller.is_admin))
+        marker=q.get("marker"), all_projects=all_projects, project_id=(q.get(
+            "project_id") or q.get("tenant_id")) if all_projects else None,
+        reservation_id=q.get("reservation_id"),
+        filters=server_filters.from_query(q, admin=caller.caller.is_admin),
+        locked=compute_actions.locked_filter(request, caller.caller.is_admin))
     base = services.base_url
     body: dict[str, Any] = {}
     if detail:
@@ -233,17 +227,27 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
     s = body.server
     if any(b.destination_type == "volume" for b in s.block_device_mapping_v2 or []):
         raise BadRequest("Booting from a volume is not supported.")
+    access_ipv4, access_ipv6 = checks.check_access_ip(s.accessIPv4, 4), checks.check_access_ip(
+        s.accessIPv6, 6)
+    checks.check_counts(s.min_count, s.max_count if "max_count" in s.model_fields_set else None)
+    checks.check_security_groups(s.security_groups)
     networks = s.networks if isinstance(s.networks, str) or s.networks is None else [
         n.model_dump(exclude_none=True) for n in s.networks]
     req = CreateRequest(
         name=s.name, flavor_ref=str(s.flavorRef), image_ref=s.image(), key_name=s.key_name,
         availability_zone=s.availability_zone, metadata=s.metadata or {},
-        user_data=s.user_data, config_drive=True, networks=networks, count=s.count())
-    inst = await run_in_threadpool(services.servers.create, caller.caller, req)
+        user_data=s.user_data, config_drive=True, networks=networks,
+        count=s.max_count if "max_count" in s.model_fields_set else s.min_count,
+        min_count=s.min_count, group=body.hints().get("group"),
+        access_ipv4=access_ipv4, access_ipv6=access_ipv6)
+    inst = (await run_in_threadpool(services.servers.create_many, caller.caller, req))[0]
     base = services.base_url
+    if s.return_reservation_id:
+        return reply({"reservation_id": inst.reservation_id}, 202)
     out = {"server": {"id": inst.id, "links": server_view(base, inst, None, False)["links"],
-                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],
-                      "adminPass": secrets.token_urlsafe(12)}}
+                      "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}]}}
+    if s.adminPass is not None:  # only a password the caller set (none is made up)
+        out["server"]["adminPass"] = s.adminPass
     return reply(out, 202, {"Location": f"{base}{C}/servers/{inst.id}"})
 
 
@@ -273,6 +277,7 @@ async def server_action(services: ServicesDep, caller: TokenDep, body: ServerAct
     if len(actions) != 1:
         raise BadRequest("An action body holds exactly one action.")
     action = actions[0]
+    instance_actions.note_action(server_id, action)
     if action == "os-getConsoleOutput":
         args = body.get_console_output
         length = args.length if args is not None and args.length != -1 else None
@@ -321,7 +326,7 @@ def delete_metadata_item(services: ServicesDep, caller: TokenDep, server_id: str
     return Response(status_code=204, headers=HEADERS)
 
 
-# ---- limits, zones, quotas ----------------------------------------------------------------
+# ---- limits --------------------------------------------------------------------------------
 
 @router.get("/v2.1/limits", dependencies=[policy("compute:limits")])
 def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
@@ -332,131 +337,11 @@ def limits(services: ServicesDep, caller: TokenDep, request: Request) -> JSONRes
         "maxTotalInstances": lim["instances"], "maxTotalCores": lim["cores"],
         "maxTotalRAMSize": lim["ram"], "totalInstancesUsed": used.instances,
         "totalCoresUsed": used.cores, "totalRAMUsed": used.ram,
-        "maxServerMeta": 128, "maxImageMeta": 128, "maxPersonality": 5,
-        "maxPersonalitySize": 10240, "maxTotalKeypairs": lim["key_pairs"],
-        "maxServerGroups": 10, "maxServerGroupMembers": 10, "totalServerGroupsUsed": 0,
+        "maxServerMeta": lim["metadata_items"], "maxImageMeta": 128,
+        "maxPersonality": lim["injected_files"],
+        "maxPersonalitySize": lim["injected_file_content_bytes"],
+        "maxTotalKeypairs": lim["key_pairs"], "maxServerGroups": lim["server_groups"],
+        "maxServerGroupMembers": lim["server_group_members"],
+        "totalServerGroupsUsed": services.server_groups.count(project),
         "maxSecurityGroups": -1, "maxSecurityGroupRules": -1, "totalSecurityGroupsUsed": 0,
         "maxTotalFloatingIps": 0, "totalFloatingIpsUsed": 0}}})
-
-
-@router.get("/v2.1/os-availability-zone", dependencies=[policy("compute:availability_zone:list")])
-def availability_zones(services: ServicesDep, caller: TokenDep) -> JSONResponse:
-    return reply({"availabilityZoneInfo": [
-        {"zoneName": z, "zoneState": {"available": True}, "hosts": None}
-        for z in services.servers.availability_zones()]})
-
-
-def _quota_set(project_id: str, lim: dict[str, int], used: Any | None) -> dict[str, Any]:
-    values = {"instances": lim["instances"], "cores": lim["cores"], "ram": lim["ram"],
-              "key_pairs": lim["key_pairs"], "metadata_items": 128, "server_groups": 10,
-              "server_group_members": 10, "injected_files": 5,
-              "injected_file_content_bytes": 10240, "injected_file_path_bytes": 255}
-    if used is None:
-        return {"id": project_id, **values}
-    in_use = {"instances": used.instances, "cores": used.cores, "ram": used.ram}
-    return {"id": project_id, **{k: {"limit": v, "in_use": in_use.get(k, 0), "reserved": 0}
-                                 for k, v in values.items()}}
-
-
-@router.get("/v2.1/os-quota-sets/{project_id}", dependencies=[policy("compute:quota:show")])
-def show_quota(services: ServicesDep, caller: TokenDep, project_id: str) -> JSONResponse:
-    lim, _ = services.quotas.show(project_id)
-    return reply({"quota_set": _quota_set(project_id, lim, None)})
-
-
-@router.get("/v2.1/os-quota-sets/{project_id}/detail", dependencies=[policy("compute:quota:show")])
-def show_quota_detail(services: ServicesDep, caller: TokenDep, project_id: str
-                      ) -> JSONResponse:
-    lim, used = services.quotas.show(project_id)
-    return reply({"quota_set": _quota_set(project_id, lim, used)})
-
-
-@router.get("/v2.1/os-quota-sets/{project_id}/defaults",
-            dependencies=[policy("compute:quota:defaults")])
-def show_quota_defaults(services: ServicesDep, caller: TokenDep, project_id: str
-                        ) -> JSONResponse:
-    d = services.config.compute.quota
-    lim = {"instances": d.instances, "cores": d.cores, "ram": d.ram_mb,
-           "key_pairs": d.key_pairs}
-    return reply({"quota_set": _quota_set(project_id, lim, None)})
-
-
-@router.put("/v2.1/os-quota-sets/{project_id}", dependencies=[policy("compute:quota:update")])
-async def update_quota(services: ServicesDep, caller: TokenDep, body: QuotaSetBody,
-                       project_id: str) -> JSONResponse:
-    await run_in_threadpool(services.quotas.set, caller.caller, project_id,
-                            body.quota_set.limits())
-    lim, _ = services.quotas.show(project_id)
-    return reply({"quota_set": _quota_set(project_id, lim, None)})
-
-
-# ---- hypervisors (admin): the compute hosts ------------------------------------------------
-
-def _int_id(h: Any) -> int:
-    """Hypervisors and services have integer ids at 2.1: a stable hash of the host's id."""
-    return zlib.crc32(h.id.encode())
-
-
-def _hypervisor(h: Any, running: int, detail: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": _int_id(h), "hypervisor_hostname": h.name,
-                           "state": h.state, "status": "enabled" if h.enabled else "disabled"}
-    if detail:
-        out.update({
-            "vcpus": h.vcpus, "vcpus_used": h.used_vcpus, "memory_mb": h.ram_mb,
-            "memory_mb_used": h.used_ram_mb + h.reserved_ram_mb, "local_gb": h.disk_gb,
-            "local_gb_used": h.used_disk_gb + h.reserved_disk_gb,
-            "free_ram_mb": h.ram_mb - h.used_ram_mb - h.reserved_ram_mb,
-            "free_disk_gb": h.disk_gb - h.used_disk_gb - h.reserved_disk_gb,
-            "running_vms": running,
-            "hypervisor_type": h.driver, "hypervisor_version": 1, "host_ip": None,
-            "current_workload": 0, "disk_available_least": h.disk_gb - h.used_disk_gb,
-            "cpu_info": "{}", "service": {"host": h.name, "id": _int_id(h),
-                                          "disabled_reason": h.disabled_reason}})
-    return out
-
-
-def _hypervisors(services: Services, caller: TokenDep, detail: bool) -> JSONResponse:
-    hosts = services.hosts.list_hosts()
-    counts = services.hosts.instance_counts()
-    return reply({"hypervisors": [_hypervisor(h, counts.get(h.id, 0), detail)
-                                  for h in hosts]})
-
-
-@router.get("/v2.1/os-hypervisors", dependencies=[policy("compute:hypervisor:list")])
-def list_hypervisors(services: ServicesDep, caller: TokenDep) -> JSONResponse:
-    return _hypervisors(services, caller, detail=False)
-
-
-@router.get("/v2.1/os-hypervisors/detail", dependencies=[policy("compute:hypervisor:list")])
-def list_hypervisors_detail(services: ServicesDep, caller: TokenDep) -> JSONResponse:
-    return _hypervisors(services, caller, detail=True)
-
-
-# ---- compute services (admin): enable / disable hosts ----------------------------------------
-
-def _service(h: Any) -> dict[str, Any]:
-    return {"id": _int_id(h), "binary": "nova-compute", "host": h.name,
-            "zone": h.availability_zone, "status": "enabled" if h.enabled else "disabled",
-            "state": h.state, "updated_at": isoformat(h.last_heartbeat, micro=True),
-            "disabled_reason": h.disabled_reason, "forced_down": False}
-
-
-@router.get("/v2.1/os-services", dependencies=[policy("compute:service:list")])
-def list_services(services: ServicesDep, caller: TokenDep, request: Request) -> JSONResponse:
-    host = request.query_params.get("host")
-    return reply({"services": [_service(h) for h in services.hosts.list_hosts()
-                               if host in (None, h.name)]})
-
-
-@router.put("/v2.1/os-services/{action}", dependencies=[policy("compute:service:update")])
-async def set_service(services: ServicesDep, caller: TokenDep, body: ServiceIn, action: str
-                      ) -> JSONResponse:
-    if action not in ("enable", "disable", "disable-log-reason"):
-        raise BadRequest(f"Unknown action: {action}")
-    host = await run_in_threadpool(services.hosts.set_enabled, caller.caller, body.host,
-                                   action == "enable", body.disabled_reason)
-    out = {"host": host.name, "binary": "nova-compute",
-           "status": "enabled" if host.enabled else "disabled"}
-    if host.disabled_reason:
-        out["disabled_reason"] = host.disabled_reason
-    return reply({"service": out})

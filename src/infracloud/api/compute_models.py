@@ -92,6 +92,9 @@ class ServerIn(_Open):
     security_groups: list[SecurityGroup] | None = None
     description: Annotated[str, Field(max_length=255)] | None = None
     adminPass: str | None = None
+    return_reservation_id: bool = False
+    accessIPv4: str | None = None
+    accessIPv6: str | None = None
 
     def image(self) -> str | None:
         """imageRef, or the image a boot-from-image block device names."""
@@ -102,8 +105,18 @@ class ServerIn(_Open):
         return self.max_count if self.max_count > 1 else self.min_count
 
 
+class SchedulerHints(_Open):
+    group: str | None = None
+
+
 class ServerBody(_Open):
     server: ServerIn
+    scheduler_hints: SchedulerHints | None = Field(None, alias="os:scheduler_hints")
+    scheduler_hints_old: SchedulerHints | None = Field(None, alias="OS-SCH-HNT:scheduler_hints")
+
+    def hints(self) -> dict[str, str]:
+        given = self.scheduler_hints or self.scheduler_hints_old
+        return {"group": given.group} if given is not None and given.group else {}
 
 
 class ConsoleOutputIn(_Open):
@@ -122,32 +135,3 @@ class MetadataBody(_Closed):
 
 class MetaItemBody(_Closed):
     meta: Annotated[Metadata, Field(min_length=1, max_length=1)]
-
-
-class QuotaSetIn(_Open):
-    instances: Quota | None = None
-    cores: Quota | None = None
-    ram: Quota | None = None
-    key_pairs: Quota | None = None
-    metadata_items: Quota | None = None
-    injected_files: Quota | None = None
-    injected_file_content_bytes: Quota | None = None
-    injected_file_path_bytes: Quota | None = None
-    server_groups: Quota | None = None
-    server_group_members: Quota | None = None
-    force: bool | None = None
-
-    def limits(self) -> dict[str, int]:
-        return {k: v for k, v in self.model_dump(exclude_unset=True, exclude={"force"}).items()
-                if v is not None}
-
-
-class QuotaSetBody(_Closed):
-    quota_set: QuotaSetIn
-
-
-class ServiceIn(_Closed):
-    host: Name
-    binary: Literal["nova-compute"] = "nova-compute"
-    disabled_reason: Name | None = None
-

@@ -55,8 +55,11 @@ def server_view(base: str, i: Instance, host_name: str | None, admin: bool,
                                                  f"{base}/compute/flavors/{i.flavor_id}"}]},
         "created": isoformat(i.created_at), "updated": isoformat(i.updated_at),
         "addresses": addresses,
-        "accessIPv4": i.ip_address if status == "ACTIVE" and i.ip_address else "",
-        "accessIPv6": "", "links": links(base, "servers", i.id), "key_name": i.key_name,
+        # as given on create or update; else the server's own address once it is ACTIVE
+        "accessIPv4": i.access_ipv4 or (i.ip_address if status == "ACTIVE" and i.ip_address
+                                        else ""),
+        "accessIPv6": i.access_ipv6 or "", "links": links(base, "servers", i.id),
+        "key_name": i.key_name,
         "OS-EXT-AZ:availability_zone": i.availability_zone or "",
         "config_drive": "True" if i.config_drive else "",
         "OS-EXT-STS:vm_state": vm_state(i), "OS-EXT-STS:task_state": task_state(i),

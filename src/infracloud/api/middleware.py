@@ -52,12 +52,16 @@ class RequestIdMiddleware:
         started = time.perf_counter()
         status = 0
         header = (b"x-openstack-request-id", rid.encode())
+        # Nova's answers carry the id under its own name too (openstacksdk reads either)
+        compute = scope["path"].startswith("/compute")
 
         async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
+                if compute:
+                    message["headers"].append((b"x-compute-request-id", rid.encode()))
                 if lifecycle.stopping.is_set():  # no keep-alive client holds up the shutdown
                     message["headers"].append((b"connection", b"close"))
             await send(message)

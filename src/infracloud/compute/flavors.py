@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from infracloud.core.clock import Clock
 from infracloud.core.context import Caller
@@ -15,7 +15,7 @@ from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import FlavorConfig
 from infracloud.store import Database
 from infracloud.store.generations import FLAVORS, Cache
-from infracloud.store.models import Flavor, Instance
+from infracloud.store.models import Flavor, FlavorProject, Instance
 
 
 class FlavorService:
@@ -45,6 +45,20 @@ class FlavorService:
         if found is None:
             raise NotFound(f"Flavor {flavor_id} could not be found.")
         return found
+
+    def visible(self, caller: Caller, flavor: Flavor) -> bool:
+        """Public flavors are everyone's; a private one is its access list's (and admins')."""
+        if flavor.is_public or caller.is_admin:
+            return True
+        with self.db.read() as s:
+            return s.get(FlavorProject, (flavor.id, caller.project_id or "")) is not None
+
+    def get_visible(self, caller: Caller, flavor_id: str) -> Flavor:
+        """The flavor if the caller may see it, else the 404 nova answers."""
+        flavor = self.get(flavor_id)
+        if not self.visible(caller, flavor):
+            raise NotFound(f"Flavor {flavor_id} could not be found.")
+        return flavor
 
     def _load(self, flavor_id: str) -> Flavor | None:
         with self.db.read() as s:
@@ -86,4 +100,5 @@ class FlavorService:
                 raise Conflict(f"Flavor {flavor.name} is used by {used} servers and cannot be "
                                f"deleted.")
             self.db.generations.touch(s, FLAVORS)
+            s.execute(delete(FlavorProject).where(FlavorProject.flavor_id == flavor_id))
             s.delete(flavor)

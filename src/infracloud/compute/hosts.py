@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from infracloud.compute.actions import ACTION_STATES, drop_snapshot, finish, reap_actions
@@ -319,12 +319,6 @@ class HostService:
         return counts
 
     # ---- operators ---------------------------------------------------------------------------
-
-    def instance_counts(self) -> dict[str, int]:
-        with self.db.read() as s:
-            return {str(h): int(n) for h, n in s.execute(
-                select(Instance.host_id, func.count()).where(Instance.host_id.is_not(None))
-                .group_by(Instance.host_id))}
 
     def names(self, ids: set[str]) -> dict[str, str]:
         """id -> name of the given hosts (one indexed query)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import func, select
@@ -19,8 +20,14 @@ KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp3
              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com")
 
 
+MAX_PUBLIC_KEY = 16384  # characters: an RSA key of 16384 bits is about 2,800
+
+
 def fingerprint(public_key: str) -> str:
-    """The MD5 colon form nova shows."""
+    """The MD5 colon form nova shows, of a key that parses as the OpenSSH key it says it is."""
+    if len(public_key) > MAX_PUBLIC_KEY:
+        raise BadRequest(f"Keypair data is invalid: the public key is longer than "
+                         f"{MAX_PUBLIC_KEY} characters.")
     parts = public_key.split()
     if len(parts) < 2 or parts[0] not in KEY_TYPES:
         raise BadRequest("Keypair data is invalid: not an OpenSSH public key "
@@ -29,6 +36,11 @@ def fingerprint(public_key: str) -> str:
         blob = base64.b64decode(parts[1], validate=True)
     except ValueError:
         raise BadRequest("Keypair data is invalid: the key is not base64.") from None
+    if not parts[0].startswith("sk-"):  # security-key types: the library does not read them
+        try:
+            serialization.load_ssh_public_key(f"{parts[0]} {parts[1]}".encode())
+        except (ValueError, UnsupportedAlgorithm):
+            raise BadRequest("Keypair data is invalid: failed to generate fingerprint") from None
     digest = hashlib.md5(blob).hexdigest()
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 

@@ -32,6 +32,8 @@ class Request:
     disk_gb: int
     availability_zone: str | None = None
     host: str | None = None  # an administrator's "zone:host" pin
+    only_hosts: tuple[str, ...] = ()  # host ids: a server group's affinity
+    avoid_hosts: tuple[str, ...] = ()  # host ids: a server group's anti-affinity
 
 
 def _fits() -> Any:
@@ -41,10 +43,15 @@ def _fits() -> Any:
 
 
 @functools.cache
-def _candidates(strategy: str, with_zone: bool, with_host: bool = False) -> Any:
+def _candidates(strategy: str, with_zone: bool, with_host: bool = False, only: bool = False,
+                avoid: bool = False) -> Any:
     """Built once per variant; claims only bind values."""
     q = select(Host).where(Host.takes_servers,
                            Host.last_heartbeat >= bindparam("alive"), _fits())
+    if only:
+        q = q.where(Host.id.in_(bindparam("only_hosts", expanding=True)))
+    if avoid:
+        q = q.where(Host.id.not_in(bindparam("avoid_hosts", expanding=True)))
     if with_zone:
         q = q.where(Host.availability_zone == bindparam("zone"))
     if with_host:
@@ -72,7 +79,12 @@ def claim(s: Session, req: Request, *, now: dt.datetime, down_after: float,
         params["zone"] = req.availability_zone
     if req.host:
         params["host_name"] = req.host
-    stmt = _candidates(strategy, bool(req.availability_zone), bool(req.host))
+    if req.only_hosts:
+        params["only_hosts"] = list(req.only_hosts)
+    if req.avoid_hosts:
+        params["avoid_hosts"] = list(req.avoid_hosts)
+    stmt = _candidates(strategy, bool(req.availability_zone), bool(req.host),
+                       bool(req.only_hosts), bool(req.avoid_hosts))
     with metrics.scheduler_decision():
         for host in s.scalars(stmt, params):
             taken = s.execute(_TAKE, {**params, "want_host": host.id})

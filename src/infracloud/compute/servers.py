@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import functools
 import logging
 import uuid
@@ -17,11 +18,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from infracloud.compute import scheduler
+from infracloud.compute import groups, scheduler
 from infracloud.compute.flavors import FlavorService
 from infracloud.compute.keypairs import KeypairService
+from infracloud.compute.multicreate import new_reservation_id
 from infracloud.compute.namefilter import name_filter
 from infracloud.compute.quotas import Quotas
+from infracloud.compute.server_checks import (
+    DEFAULT_METADATA_ITEMS,
+    check_counts,
+    check_metadata_quota,
+    check_name,
+)
+from infracloud.compute.server_filters import ServerFilters
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
@@ -36,7 +45,7 @@ from infracloud.store.wakeups import bump, wake
 
 log = logging.getLogger(__name__)
 NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
-MAX_METADATA = 128
+MAX_METADATA = DEFAULT_METADATA_ITEMS
 
 
 class ImageLookup(Protocol):
@@ -54,7 +63,12 @@ class CreateRequest:
     user_data: str | None = None
     config_drive: bool = True
     networks: list[dict[str, Any]] | str | None = None
-    count: int = 1
+    count: int = 1  # max_count: as many as the quota allows up to this
+    min_count: int | None = None  # fewer than this fit the quota: 403, nothing is created
+    group: str | None = None  # the scheduler hint `group`: a server group's id
+    reservation_id: str | None = None  # given to every server of the request
+    access_ipv4: str | None = None
+    access_ipv6: str | None = None
 
 
 def fault(code: int, message: str, now: Any) -> dict[str, Any]:
@@ -62,10 +76,9 @@ def fault(code: int, message: str, now: Any) -> dict[str, Any]:
 
 
 def check_metadata(meta: Any) -> dict[str, str]:
+    """Keys and values (how many a server may have is its project's quota: metadata_limit)."""
     if not isinstance(meta, dict):
         raise BadRequest("Invalid input for field/attribute metadata: must be an object.")
-    if len(meta) > MAX_METADATA:
-        raise BadRequest(f"Quota exceeded for metadata_items: at most {MAX_METADATA} items.")
     for k, v in meta.items():
         if not isinstance(k, str) or not isinstance(v, str) or not 0 < len(k) <= 255 or len(
                 v) > 255:
@@ -92,13 +105,20 @@ class ServerService:
     # ---- create ------------------------------------------------------------------------------
 
     def create(self, caller: Caller, req: CreateRequest) -> Instance:
+        """One server, or the first of those a multi-create made (nova's answer)."""
+        return self.create_many(caller, req)[0]
+
+    def create_many(self, caller: Caller, req: CreateRequest) -> list[Instance]:
+        """`req.count` servers (max_count), or as many as the quota allows down to
+        `req.min_count`, named `<name>-1`, `<name>-2`... when there are several (nova's
+        names); all placed in one transaction, or all ERROR (No valid host) as nova's
+        scheduler fails a request it cannot place whole."""
         if caller.project_id is None:
             raise BadRequest("Creating a server needs a project-scoped token.")
-        if not req.name or len(req.name) > 255:
-            raise BadRequest("Invalid input for field/attribute name: 1 to 255 characters.")
-        if req.count != 1:
-            raise BadRequest("Creating several servers in one request is not supported; send "
-                             "one request per server.")
+        check_name(req.name)
+        low, _ = check_counts(req.count if req.min_count is None else req.min_count, req.count)
+        if req.group is not None:
+            groups.check_hint(req.group)
         meta = check_metadata(req.metadata)
         if req.user_data is not None:
             if not isinstance(req.user_data, str) or len(req.user_data) > 65535:
@@ -108,7 +128,7 @@ class ServerService:
             except (binascii.Error, ValueError):
                 raise BadRequest("User data needs to be valid base 64.") from None
         try:
-            flavor = self.flavors.get(req.flavor_ref)
+            flavor = self.flavors.get_visible(caller, req.flavor_ref)
         except NotFound:
             raise BadRequest(f"Flavor {req.flavor_ref} could not be found.") from None
         image_id = None
@@ -139,20 +159,23 @@ class ServerService:
         if az and az not in self.availability_zones():
             raise BadRequest(f"The requested availability zone is not available: {az}")
         self._check_networks(req.networks)
+        if req.reservation_id is None:
+            req = dataclasses.replace(req, reservation_id=new_reservation_id())
         for _attempt in range(8):
             try:
-                instance = self._place(caller, req, flavor, image_id, key_data, meta, az,
-                                       pin or None)
+                made = self._place(caller, req, flavor, image_id, key_data, meta, az,
+                                   pin or None, low)
                 break
             except IntegrityError:  # another controller took the same address: again
                 continue
         else:
             raise BadRequest("Could not allocate an address; try again.")
-        log.info("server created", extra={"instance_id": instance.id, "event":
-                                          "server.create", "host_id": instance.host_id,
-                                          "state": instance.state, "project_id":
-                                          caller.project_id, "user_id": caller.user_id})
-        return instance
+        for instance in made:
+            log.info("server created", extra={"instance_id": instance.id, "event":
+                                              "server.create", "host_id": instance.host_id,
+                                              "state": instance.state, "project_id":
+                                              caller.project_id, "user_id": caller.user_id})
+        return made
 
     def _check_networks(self, networks: Any) -> None:
         if networks in (None, "auto", "none") or networks == []:
@@ -173,49 +196,79 @@ class ServerService:
 
     def _place(self, caller: Caller, req: CreateRequest, flavor: Any, image_id: str,
                key_data: str | None, meta: dict[str, str], az: str | None,
-               pin: str | None = None) -> Instance:
+               pin: str | None = None, low: int = 1) -> list[Instance]:
         now = self.clock.now()
         assert caller.project_id is not None
         with self.db.write() as s:
             self.quotas.lock(s, caller.project_id)
-            self.quotas.check(s, caller.project_id, count=1, cores=flavor.vcpus,
-                              ram=flavor.ram_mb)
-            inst = Instance(id=str(uuid.uuid4()), name=req.name, project_id=caller.project_id,
-                            user_id=caller.user_id, flavor_id=flavor.id, image_id=image_id,
-                            key_name=req.key_name, key_data=key_data, availability_zone=az,
-                            state="scheduling", vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
-                            disk_gb=flavor.disk_gb, metadata_=meta, user_data=req.user_data,
-                            config_drive=req.config_drive, created_at=now, updated_at=now,
-                            state_changed_at=now)
-            host = scheduler.claim(
-                s, scheduler.Request(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, az, pin),
-                now=now,
-                down_after=self.config.host_down_after, strategy=self.config.scheduler)
-            if host is None:
-                self._to(inst, "no_host", now)
-                inst.fault = fault(500, NO_VALID_HOST, now)
-                after_commit(s, functools.partial(metrics.server_failed, "no_valid_host"))
-            else:
-                inst.host_id = host.id
-                inst.availability_zone = host.availability_zone
-                self._to(inst, "scheduled", now)
-                try:
-                    port = self.network.allocate(s, inst.id, caller.project_id)
-                except PortQuotaExceeded as exc:  # nothing of this transaction stays
-                    raise Forbidden(str(exc)) from None
-                except AddressesExhausted as exc:
+            room = self.quotas.headroom(s, caller.project_id, cores=flavor.vcpus,
+                                        ram=flavor.ram_mb)
+            count = req.count if room is None else max(min(req.count, room), low)
+            # fewer than min_count fit: nova's 403 for them (nothing is created)
+            self.quotas.check(s, caller.project_id, count=count, cores=flavor.vcpus * count,
+                              ram=flavor.ram_mb * count)
+            check_metadata_quota(len(meta), self.metadata_limit(s, caller.project_id))
+            group = groups.placement(s, self.quotas, caller, req.group, count) if (
+                req.group) else None
+            made = []
+            for index in range(count):
+                name = req.name if count == 1 else f"{req.name}-{index + 1}"
+                made.append(Instance(
+                    id=str(uuid.uuid4()), name=name, project_id=caller.project_id,
+                    user_id=caller.user_id, flavor_id=flavor.id, image_id=image_id,
+                    key_name=req.key_name, key_data=key_data, availability_zone=az,
+                    state="scheduling", vcpus=flavor.vcpus, ram_mb=flavor.ram_mb,
+                    disk_gb=flavor.disk_gb, metadata_=dict(meta), user_data=req.user_data,
+                    config_drive=req.config_drive, created_at=now, updated_at=now,
+                    state_changed_at=now, reservation_id=req.reservation_id,
+                    server_group_id=group.group_id if group else None,
+                    access_ipv4=req.access_ipv4, access_ipv6=req.access_ipv6))
+            hosts: list[Host] = []
+            for _inst in made:
+                host = scheduler.claim(
+                    s, scheduler.Request(flavor.vcpus, flavor.ram_mb, flavor.disk_gb, az, pin,
+                                         only_hosts=group.only() if group else (),
+                                         avoid_hosts=group.avoid() if group else ()),
+                    now=now, down_after=self.config.host_down_after,
+                    strategy=self.config.scheduler)
+                if host is None:
+                    break
+                hosts.append(host)
+                if group:
+                    group.placed(host.id)
+            if len(hosts) < count:  # as nova: a request placed in part is not placed
+                for host in hosts:
                     scheduler.release(s, host.id, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
-                    inst.host_id = None
-                    self._to(inst, "fail", now)
-                    inst.fault = fault(500, str(exc), now)
-                    after_commit(s, functools.partial(metrics.server_failed, "no_address"))
-                else:
-                    inst.ip_address, inst.mac_address = port.ip_address, port.mac_address
-                    inst.network_name = self.network.config.name
-                    self._to(inst, "networked", now)
-                    wake(s, host.id, self.notify)  # its agent, on any controller
-            s.add(inst)
-        return inst
+                for inst in made:
+                    self._to(inst, "no_host", now)
+                    inst.fault = fault(500, NO_VALID_HOST, now)
+                    after_commit(s, functools.partial(metrics.server_failed, "no_valid_host"))
+            else:
+                for inst, host in zip(made, hosts, strict=True):
+                    self._network(s, caller.project_id, inst, host, flavor, now)
+            s.add_all(made)
+        return made
+
+    def _network(self, s: Session, project_id: str, inst: Instance, host: Host, flavor: Any,
+                 now: Any) -> None:
+        inst.host_id = host.id
+        inst.availability_zone = host.availability_zone
+        self._to(inst, "scheduled", now)
+        try:
+            port = self.network.allocate(s, inst.id, project_id)
+        except PortQuotaExceeded as exc:  # nothing of this transaction stays
+            raise Forbidden(str(exc)) from None
+        except AddressesExhausted as exc:
+            scheduler.release(s, host.id, flavor.vcpus, flavor.ram_mb, flavor.disk_gb)
+            inst.host_id = None
+            self._to(inst, "fail", now)
+            inst.fault = fault(500, str(exc), now)
+            after_commit(s, functools.partial(metrics.server_failed, "no_address"))
+        else:
+            inst.ip_address, inst.mac_address = port.ip_address, port.mac_address
+            inst.network_name = self.network.config.name
+            self._to(inst, "networked", now)
+            wake(s, host.id, self.notify)  # its agent, on any controller
 
     @staticmethod
     def _to(inst: Instance, event: str, now: Any) -> None:
@@ -241,6 +294,7 @@ class ServerService:
                      status: str | None = None,
              limit: int | None = None, marker: str | None = None, all_projects: bool = False,
              project_id: str | None = None, host_id: str | None = None,
+             reservation_id: str | None = None, filters: ServerFilters | None = None,
              locked: bool | None = None) -> tuple[list[Instance], str | None]:
         """A page of servers (newest first) and the marker of the next page, if any."""
         q = select(Instance)
@@ -250,6 +304,8 @@ class ServerService:
             q = q.where(Instance.project_id == project_id)
         if host_id and caller.is_admin:
             q = q.where(Instance.host_id == host_id)
+        if reservation_id:
+            q = q.where(Instance.reservation_id == reservation_id)
         q = q.order_by(Instance.created_at.desc(), Instance.id.desc())
         names = name_filter(name) if name else None
         if names is not None and names.literal is not None:
@@ -260,7 +316,9 @@ class ServerService:
         if locked is not None:
             q = q.where(Instance.locked_by.is_not(None) if locked else
                         Instance.locked_by.is_(None))
-        exact = names is None
+        if filters is not None:
+            q = filters.where(q)
+        exact = names is None and (filters is None or filters.exact)
         with self.db.read() as s:
             if marker:
                 mark = s.get(Instance, marker)
@@ -273,7 +331,8 @@ class ServerService:
                 q = q.limit(limit + 1)
             rows = []
             for r in s.scalars(q.execution_options(yield_per=500)):
-                if names is None or names.matches(r.name):
+                if (names is None or names.matches(r.name)) and (filters is None
+                                                                 or filters.matches(r)):
                     rows.append(r)
                     if limit is not None and len(rows) > limit:
                         break  # one past the page: there is a next one
@@ -331,9 +390,14 @@ class ServerService:
                 raise Conflict(f"Instance {inst.id} is locked")
             merged = items if replace else {**inst.metadata_, **items}
             check_metadata(merged)
+            check_metadata_quota(len(merged), self.metadata_limit(s, inst.project_id))
             inst.metadata_ = merged
             inst.updated_at = self.clock.now()
             return dict(merged)
+
+    def metadata_limit(self, s: Session, project_id: str) -> int:
+        """The project's metadata_items quota (nova's default, 128, unless it has its own)."""
+        return self.quotas.limits(s, project_id).get("metadata_items", MAX_METADATA)
 
     def delete_metadata(self, caller: Caller, server_id: str, key: str) -> None:
         with self.db.write() as s:

@@ -165,6 +165,8 @@ class ComputeQuotaConfig(_Section):
     ram_mb: int = Field(800 * 1024, ge=-1)
     key_pairs: int = Field(100, ge=-1)
     ports: int = Field(50, ge=-1, description="network ports, a server's included")
+    server_groups: int = Field(10, ge=-1)
+    server_group_members: int = Field(10, ge=-1, description="servers per server group")
 
 
 class NetworkConfig(_Section):

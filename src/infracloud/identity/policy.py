@@ -89,6 +89,36 @@ RULES: dict[str, str] = {
     "compute:hypervisor:list": "admin",
     "compute:service:list": "admin",
     "compute:service:update": "admin",
+    # compute admin views (issue 17): Nova's defaults
+    "compute:hypervisor:show": "admin",
+    "compute:hypervisor:statistics": "admin",
+    "compute:hypervisor:servers": "admin",
+    "compute:availability_zone:detail": "admin",
+    "compute:aggregate:list": "admin",
+    "compute:quota:delete": "admin",
+    "compute:quota_class:show": "admin",
+    "compute:quota_class:update": "admin",
+    "compute:usage:list": "admin",
+    "compute:usage:show": "reader",  # the project in the URL must be the caller's
+    "compute:extension:list": "any",
+    # compute: server groups, private flavors' access lists, flavor extra specs (nova's)
+    "compute:server_group:get": "reader",  # all_projects: admins (checked by the route)
+    "compute:server_group:create": "member",
+    "compute:server_group:delete": "member",
+    "compute:flavor:access": "admin",
+    "compute:flavor:action": "admin",  # addTenantAccess, removeTenantAccess
+    "compute:flavor:extra_specs:set": "admin",
+    "compute:flavor:extra_specs:delete": "admin",
+    # servers' update and smaller reads (nova: update and ips are the project's; an action's
+    # events are shown to administrators only, at 2.1), nova's image proxy
+    "compute:server:update": "member",
+    "compute:server:ips": "reader",
+    "compute:server:password:get": "reader",
+    "compute:server:password:clear": "member",
+    "compute:server:actions:get": "reader",
+    "compute:image:get": "reader",
+    "compute:image:delete": "member",
+    "compute:image:metadata:set": "member",
     # image (glance)
     "image:get": "reader",
     "image:create": "member",

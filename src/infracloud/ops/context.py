@@ -31,6 +31,7 @@ class Actor:
     request_id: str | None = None
     client: str | None = None  # the request's client address
     touched: list[Touched] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # added to the API event's detail
 
 
 SYSTEM = Actor()
@@ -66,3 +67,16 @@ def acting(name: str) -> Iterator[Actor]:
         yield actor
     finally:
         _current.reset(token)
+
+
+def note(resource: Touched | None = None, **values: str) -> None:
+    """Tell the request's API event more than its route says (`values` join its detail; an
+    instance action's name, say), and the resource it is about when no state change named one
+    (no-op outside a request)."""
+    actor = _current.get()
+    if actor is None:
+        return
+    actor.notes.update(values)
+    if resource is not None and all(t.resource_id != resource.resource_id
+                                    for t in actor.touched):
+        actor.touched.append(resource)

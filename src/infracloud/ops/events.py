@@ -169,7 +169,7 @@ class EventLog:
             "resource_name": first.name if first else None,
             "action": f"{method} {route or path}"[:64], "source": None, "target": str(status),
             "reason": None, "detail": {"method": method, "path": path, "status": status,
-                                       "client": client}})
+                                       "client": client, **actor.notes}})
 
     def _enqueue(self, row: dict[str, Any]) -> None:
         with self._lock:

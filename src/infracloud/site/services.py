@@ -8,7 +8,9 @@ import socket
 from dataclasses import dataclass, field
 
 from infracloud.compute.credentials import HostCredentials
+from infracloud.compute.flavor_access import FlavorAccess
 from infracloud.compute.flavors import FlavorService
+from infracloud.compute.groups import ServerGroupService
 from infracloud.compute.hosts import HostService
 from infracloud.compute.keypairs import KeypairService
 from infracloud.compute.quotas import Quotas
@@ -66,9 +68,13 @@ class Services:
     duties: Duties = field(init=False)
     # hears of other controllers' changes to hosts (PostgreSQL; store.wakeups)
     wakeups: wakeups.Listener | None = None
+    server_groups: ServerGroupService = field(init=False)
+    flavor_access: FlavorAccess = field(init=False)
 
     def __post_init__(self) -> None:
         self.duties = Duties(self.leases, self.clock, self.config.duties, self.background())
+        self.server_groups = ServerGroupService(self.db, self.clock, self.quotas)
+        self.flavor_access = FlavorAccess(self.flavors)
 
     @property
     def owner(self) -> str:

@@ -256,6 +256,30 @@ class Flavor(Base):
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
     description: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    extra_specs: Mapped[dict[str, str] | None] = mapped_column(JSON)
+
+
+class FlavorProject(Base):
+    """A project that may see and use a private flavor (nova's flavor access list)."""
+
+    __tablename__ = "flavor_projects"
+
+    flavor_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class ServerGroup(Base):
+    """A project's server group: its members (instances.server_group_id) are placed on one
+    host (affinity) or each on a host of its own (anti-affinity)."""
+
+    __tablename__ = "server_groups"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = mapped_column(String(32), index=True)
+    user_id: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Keypair(Base):
@@ -392,6 +416,12 @@ class Instance(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     launched_at: Mapped[dt.datetime | None]
+    server_group_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    reservation_id: Mapped[str | None] = mapped_column(String(16), index=True)
+    # accessIPv4/accessIPv6 as the owner set them (None: the view shows the fixed address)
+    access_ipv4: Mapped[str | None] = mapped_column(String(45))
+    access_ipv6: Mapped[str | None] = mapped_column(String(45))
+    server_password: Mapped[str | None] = mapped_column(Text)  # os-server-password
     # server actions (compute.actions): who locked it ("owner" or "admin"; None: unlocked),
     # and the action its host's agent is to carry out: an id the agent's report names when
     # done, and what it needs (the snapshot's image id)
