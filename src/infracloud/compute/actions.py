@@ -50,10 +50,6 @@ def invalid_state(action: str, inst: Instance) -> Conflict:
     return Conflict(f"Cannot '{action}' instance {inst.id} while it is in {attr} {value}")
 
 
-def is_locked(inst: Instance) -> bool:
-    return bool(inst.locked_by)
-
-
 def check_unlocked(caller: Caller, inst: Instance) -> None:
     """Nova's check_instance_lock: administrators pass."""
     if inst.locked_by and not caller.is_admin:
@@ -144,7 +140,7 @@ class ServerActions:
             host_id = inst.host_id
             # its host's row first, then the server's: the order agents' reports lock them in
             bump(s, [host_id] if host_id else [], self.notify)
-            inst = self._relock(s, caller, server_id)
+            inst = self._relock(s, server_id)
             if check_lock:
                 check_unlocked(caller, inst)
             if not INSTANCE.allows(inst.state, event):
@@ -159,7 +155,8 @@ class ServerActions:
                                          "user_id": caller.user_id})
         return inst
 
-    def _relock(self, s: Session, caller: Caller, server_id: str) -> Instance:
+    def _relock(self, s: Session, server_id: str) -> Instance:
+        """The server again, locked and as committed (its host's row is held first)."""
         inst = s.get(Instance, server_id, with_for_update=True, populate_existing=True)
         if inst is None:
             raise NotFound(f"Instance {server_id} could not be found.")
@@ -200,7 +197,7 @@ class ServerActions:
         with self.db.write() as s:
             inst = self.servers._owned(s, caller, server_id)
             bump(s, [inst.host_id] if inst.host_id else [], self.notify)
-            inst = self._relock(s, caller, server_id)
+            inst = self._relock(s, server_id)
             event = f"reset_{state}"
             if not INSTANCE.allows(inst.state, event):
                 raise invalid_state("os-resetState", inst)
@@ -279,5 +276,4 @@ def reap_actions(s: Session, now: dt.datetime, touched: set[str]) -> int:
     return count
 
 
-__all__ = ["ACTION_STATES", "ServerActions", "drop_snapshot", "finish", "is_locked",
-           "reap_actions"]
+__all__ = ["ACTION_STATES", "ServerActions", "drop_snapshot", "finish", "reap_actions"]
