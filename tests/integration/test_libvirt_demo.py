@@ -200,3 +200,48 @@ def test_infracloud_pool_gets_a_node_on_a_libvirt_host(site: Running) -> None:
     wait_for("the node's server deleted", lambda: zuul.compute.find_server(server_id) is None,
              timeout=120, every=0.5)
     wait_for("no domain left", lambda: _domains_under(state) == [], timeout=60, every=0.5)
+
+
+def test_stop_and_snapshot_a_real_guest(site: Running) -> None:
+    """os-stop shuts the guest's domain off (its disk kept); createImage copies that disk
+    into a new image of the server's project, which boots as a new server."""
+    import libvirt
+
+    zuul = sdk(site.clouds_yaml, "infracloud")
+    demo_image = zuul.image.find_image("demo")
+    server = zuul.compute.create_server(name="snapped", flavor_id="ci.small",
+                                        image_id=demo_image.id)
+    zuul.compute.wait_for_server(server, wait=BOOT)
+    wait_for("the guest's READY line", lambda: "READY hostname=snapped" in
+             zuul.compute.get_server_console_output(server)["output"], timeout=BOOT, every=0.5)
+    zuul.compute.stop_server(server)
+    wait_for("SHUTOFF", lambda: zuul.compute.get_server(server).status == "SHUTOFF",
+             timeout=BOOT)
+    lv = libvirt.open(libvirt_env.QEMU_URI)
+    try:
+        dom = lv.lookupByUUIDString(server.id)
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF  # really off, still defined
+    finally:
+        lv.close()
+    snap = zuul.compute.create_server_image(server, "snapped-disk", metadata={"kept": "yes"},
+                                            wait=True, timeout=BOOT)
+    props = zuul.image.get(f"/images/{snap.id}").json()  # as Glance answers it
+    assert props["status"] == "active" and props["disk_format"] == "qcow2"
+    assert props["owner"] == zuul.current_project_id
+    assert (props["image_type"], props["instance_uuid"], props["base_image_ref"],
+            props["kept"]) == ("snapshot", server.id, demo_image.id, "yes")
+    wait_for("SHUTOFF again", lambda: (s := zuul.compute.get_server(server)).status ==
+             "SHUTOFF" and s.task_state is None, timeout=BOOT)
+    # the CLI's way, which waits for the image
+    made = cli(site, "server", "image", "create", "--name", "by-cli", "--wait", server.id,
+               "-f", "json")
+    assert made["status"] == "active" and made["name"] == "by-cli"
+    cli(site, "image", "delete", made["id"])
+    copy = zuul.compute.create_server(name="from-snap", flavor_id="ci.small", image_id=snap.id)
+    zuul.compute.wait_for_server(copy, wait=BOOT)
+    wait_for("the copy's READY line", lambda: "READY hostname=from-snap" in
+             zuul.compute.get_server_console_output(copy)["output"], timeout=BOOT, every=0.5)
+    for s in (copy, server):
+        zuul.compute.delete_server(s)
+        zuul.compute.wait_for_delete(s, wait=BOOT)
+    zuul.image.delete_image(snap)

@@ -56,7 +56,7 @@ def test_silent_host_goes_down_then_its_servers_fail(env: Env, clock: FakeClock)
     clock.advance(2)
     env.beat(b)
     assert env.hosts.reap() == {"hosts_down": 1, "servers_failed": 0, "spawn_timeouts": 0,
-                                "deleted": 0}
+                                "deleted": 0, "action_timeouts": 0}
     down = env.host_row("a")
     assert down.state == "down" and down.down_since == clock.now()
     assert env.host_row("b").state == "up"
@@ -111,7 +111,7 @@ def test_spawn_timeout(env: Env, clock: FakeClock) -> None:
     env.beat(h)
     notified = len(env.notified)
     assert env.hosts.reap() == {"hosts_down": 0, "servers_failed": 0, "spawn_timeouts": 1,
-                                "deleted": 0}
+                                "deleted": 0, "action_timeouts": 0}
     failed = env.state(s.id)
     assert failed.state == "error" and "Timed out after 900 s" in failed.fault["message"]
     assert env.state(quick.id).state == "active"

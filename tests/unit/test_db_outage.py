@@ -220,10 +220,10 @@ def test_a_request_that_meets_an_outage_answers_503_and_a_bug_still_500(
             failure: list[Exception] = [wrapped(psycopg.errors.AdminShutdown(
                 "terminating connection due to administrator command"))]
 
-            def flavors(**_: object) -> None:
+            def flavors(*_: object, **__: object) -> None:
                 raise failure[0]
 
-            monkeypatch.setattr(services.flavors, "list", flavors)
+            monkeypatch.setattr(services.flavor_access, "listing", flavors)
             r = client.get("/compute/v2.1/flavors", headers=token)
             assert (r.status_code, r.headers["Retry-After"], r.json()) == (
                 503, "5", {"serviceUnavailable": {

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from infracloud.compute.actions import ServerActions
 from infracloud.compute.flavor_access import FlavorAccess
+from infracloud.compute.hosts import Report
 from infracloud.compute.lifetimes import Lifetimes
 from infracloud.compute.reserved_meta import EXPIRES_AT
 from infracloud.core.clock import FakeClock, isoformat
@@ -276,3 +278,13 @@ def test_an_expired_server_can_be_neither_extended_nor_exempted(site: Site) -> N
     assert site.round() == (0, 1)
     with pytest.raises(Conflict):
         site.lifetimes.exempt(ADMIN, server.id, "admin")
+
+
+def test_a_rebuild_keeps_the_expiry(site: Site) -> None:
+    server = site.env.boot(flavor="builder.8g")
+    site.env.hosts.report(site.host.id, [Report(server.id, "running")])
+    actions = ServerActions(site.env.servers)
+    with pytest.raises(Forbidden):
+        actions.rebuild(ZUUL, server.id, IMAGE_ID, metadata={EXPIRES_AT: "2099-01-01T00:00:00Z"})
+    rebuilt = actions.rebuild(ZUUL, server.id, IMAGE_ID, metadata={"k": "v"})
+    assert rebuilt.metadata_ == {"k": "v", EXPIRES_AT: server.metadata_[EXPIRES_AT]}

@@ -219,6 +219,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/agent/v1/hosts/{host_id}/report"): "own",
     ("GET", "/agent/v1/hosts/{host_id}/images/{image_id}"): "own",
     ("GET", "/agent/v1/hosts/{host_id}/images/{image_id}/file"): "own",
+    ("PUT", "/agent/v1/hosts/{host_id}/snapshots/{image_id}"): "own",
     # bare metal and hardware
     ("GET", "/baremetal"): "open: " + DISCOVERY,
     ("GET", "/baremetal/v1"): "open: " + DISCOVERY,
@@ -617,3 +618,50 @@ def test_a_port_names_only_its_own_projects_server(site: Site) -> None:
     # a device id that is no server stays the caller's business, as in Neutron
     loose = {"port": {"network_id": site.ids["network"], "device_id": "not-a-server"}}
     assert site.call("other", "POST", "/network/v2.0/ports", json=loose).status_code == 201
+
+
+# ---- server actions: one route, a rule each (api/compute_actions.py) -------------------------
+
+# action -> (the least role its rule asks for, its body's value)
+ACTIONS: dict[str, tuple[str, Any]] = {
+    "os-stop": ("member", None),
+    "os-start": ("member", None),
+    "reboot": ("member", {"type": "HARD"}),
+    "rebuild": ("member", "IMAGE"),
+    "lock": ("member", None),
+    "unlock": ("member", None),
+    "createImage": ("member", {"name": "snap"}),
+    "os-resetState": ("admin", {"state": "active"}),
+}
+
+
+def test_every_server_action_has_a_rule() -> None:
+    from infracloud.api.compute_actions import RULE
+    from infracloud.identity.policy import RULES
+    assert set(ACTIONS) == set(RULE)
+    for action, (least, _) in ACTIONS.items():
+        assert RULES[f"compute:server:action:{RULE[action]}"] == least, action
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_server_action_by_role(site: Site, action: str) -> None:
+    rule, value = ACTIONS[action]
+    path = "/compute/v2.1/servers/{server_id}/action"
+    server = _server(site)
+    if value == "IMAGE":
+        value = {"imageRef": site.ids["public_image"]}
+    try:
+        for who in CALLERS:
+            r = site.call(who, "POST", path.replace("{server_id}", server),
+                          json={action: value})
+            # another project's server is a 404 before any rule, as in Nova
+            want = "hidden" if who == "other" else expected(rule, who, path)
+            why = f"{who} {action}: {r.status_code} {r.text[:300]}"
+            if want == "allow":
+                assert r.status_code not in (401, 403) and r.status_code < 500, why
+            elif want == "hidden":
+                assert r.status_code in (403, 404), why
+            else:
+                assert r.status_code == int(want), why
+    finally:  # the project's quota is small (and an administrator passes a lock)
+        site.call("admin", "DELETE", f"/compute/v2.1/servers/{server}")

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from infracloud.agent import configdrive
+from infracloud.agent import actions, configdrive
 from infracloud.agent.drivers.base import Driver, DriverError, InstanceSpec, NetworkInfo
 from infracloud.agent.image_fetch import Downloads, ImageFetchError
 from infracloud.clients import http
@@ -105,6 +105,7 @@ class Agent:
         self._started: set[str] = set()
         self._lock = threading.Lock()
         self._consoles: dict[str, str] = {}
+        self._done: dict[str, str] = {}  # instance id -> the last server action carried out
         self._unknown_sent = False  # the last report told the controller of unknown servers
         self.records = workdir / "servers"  # what each server was spawned with (no secrets)
         self.stop_event = threading.Event()
@@ -268,6 +269,8 @@ class Agent:
         for inst_id in sorted(removing):
             self._start(inst_id, self._destroy, inst_id)
         for inst_id, w in want.items():
+            if actions.pending(self, w, present):  # a server action, or stopped
+                continue
             if inst_id in present and inst_id in self._started:
                 if w["state"] == "spawning":
                     reports.append({"id": inst_id, "state": "running",
@@ -331,14 +334,16 @@ class Agent:
         (self.workdir / "configdrives" / f"{inst_id}.iso").unlink(missing_ok=True)
         (self.records / f"{inst_id}.json").unlink(missing_ok=True)
         self._consoles.pop(inst_id, None)
+        self._done.pop(inst_id, None)
         self._started.discard(inst_id)
         self._report([{"id": inst_id, "state": "absent"}])
 
-    def _remember(self, w: dict[str, Any]) -> None:
+    def _remember(self, w: dict[str, Any], again: bool = False) -> None:
         """Keep what the server is (no user_data), so that a controller that does not know it
-        (restored from an older backup) can be told: once, when it is first spawned here."""
+        (restored from an older backup) can be told: once, when it is first spawned here
+        (`again`: rebuilt, from another image)."""
         path = self.records / f"{w['id']}.json"
-        if path.exists():
+        if path.exists() and not again:
             return
         n, c = w["network"], w["config"]
         keys = c.get("public_keys") or {}

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, get_services
@@ -91,9 +92,10 @@ class HostIn(BaseModel):
 class ReportItem(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str
-    state: str = Field(pattern="^(running|failed|absent)$")
-    fault: str | None = None
+    state: str = Field(pattern="^(running|stopped|failed|absent)$")
+    fault: str | None = Field(None, max_length=4000)
     console: str | None = None
+    task: str | None = Field(None, max_length=36)  # the server action this report ends
 
 
 class UnknownItem(BaseModel):
@@ -135,6 +137,7 @@ def spec(services: Services, i: Instance) -> dict[str, Any]:
     subnet = net.subnet
     return {
         "id": i.id, "name": i.name, "state": i.state, "vcpus": i.vcpus, "ram_mb": i.ram_mb,
+        "task": {"id": i.task_id, **(i.task_args or {})} if i.task_id else None,
         "disk_gb": i.disk_gb, "image_id": i.image_id, "flavor_id": i.flavor_id,
         "user_id": i.user_id,
         "network": {"ip": i.ip_address, "prefix": net.prefix, "mac": i.mac_address,
@@ -246,3 +249,23 @@ def image_file(services: ServicesDep, host_id: str, image_id: str, agent: AgentD
     """The image's data, streamed; a Range continues a dropped download (206)."""
     reader = _image_reader(services, agent, host_id, image_id)
     return data_response(services.image_data.download(reader, image_id, range_))
+
+
+@router.put("/hosts/{host_id}/snapshots/{image_id}", status_code=204)
+async def snapshot(services: ServicesDep, host_id: str, image_id: str, agent: AgentDep,
+                   request: Request) -> Response:
+    """A server's snapshot (createImage) from its host: the data of the one image the
+    controller asked this host for, uploaded into the server's project as its member would
+    (size limit and quota as for any upload)."""
+    agent.may_use(host_id)
+    project = await run_in_threadpool(services.hosts.snapshot_owner, host_id, image_id)
+    uploader = Caller(f"host:{host_id}", project, frozenset({"member", "reader"}))
+    data = services.image_data
+    size = request.headers.get("content-length")
+    ticket = await run_in_threadpool(data.begin, uploader, image_id,
+                                     int(size) if size and size.isdigit() else None)
+    try:
+        await data.receive(ticket, request.stream())
+    except ClientDisconnect:
+        raise BadRequest("The agent went away during the upload; the image is killed.") from None
+    return Response(status_code=204)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from infracloud.api import compute_actions
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.compute_models import (
     FlavorBody,
@@ -188,7 +189,8 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
         marker=q.get("marker"), all_projects=all_projects, project_id=(q.get(
             "project_id") or q.get("tenant_id")) if all_projects else None,
         reservation_id=q.get("reservation_id"),
-        filters=server_filters.from_query(q, admin=caller.caller.is_admin))
+        filters=server_filters.from_query(q, admin=caller.caller.is_admin),
+        locked=compute_actions.locked_filter(request, caller.caller.is_admin))
     base = services.base_url
     body: dict[str, Any] = {}
     if detail:
@@ -196,6 +198,9 @@ def _servers(services: Services, caller: TokenDep, request: Request, detail: boo
         admin = caller.caller.is_admin
         body["servers"] = [server_view(base, r, names.get(r.host_id or ""), admin)
                            for r in rows]
+        if compute_actions.shows_locked(request):  # 2.9
+            for view, r in zip(body["servers"], rows, strict=True):
+                view["locked"] = bool(r.locked_by)
     else:
         body["servers"] = [{"id": r.id, "name": r.name,
                             "links": server_view(base, r, None, False)["links"]} for r in rows]
@@ -247,11 +252,15 @@ async def create_server(services: ServicesDep, caller: TokenDep, body: ServerBod
 
 
 @router.get("/v2.1/servers/{server_id}", dependencies=[policy("compute:server:get")])
-def show_server(services: ServicesDep, caller: TokenDep, server_id: str) -> JSONResponse:
+def show_server(services: ServicesDep, caller: TokenDep, server_id: str, request: Request
+                ) -> JSONResponse:
     inst = services.servers.get(caller.caller, server_id)
     names = _host_names(services, [inst])
-    return reply({"server": server_view(services.base_url, inst, names.get(inst.host_id or ""),
-                                        caller.caller.is_admin)})
+    view = server_view(services.base_url, inst, names.get(inst.host_id or ""),
+                       caller.caller.is_admin)
+    if compute_actions.shows_locked(request):  # 2.9
+        view["locked"] = bool(inst.locked_by)
+    return reply({"server": view})
 
 
 @router.delete("/v2.1/servers/{server_id}", status_code=204,
@@ -263,7 +272,7 @@ def delete_server(services: ServicesDep, caller: TokenDep, server_id: str) -> Re
 
 @router.post("/v2.1/servers/{server_id}/action", dependencies=[policy("compute:server:action")])
 async def server_action(services: ServicesDep, caller: TokenDep, body: ServerAction,
-                        server_id: str) -> JSONResponse:
+                        server_id: str, request: Request) -> Response:
     actions = [*body.model_dump(by_alias=True, exclude_unset=True)]
     if len(actions) != 1:
         raise BadRequest("An action body holds exactly one action.")
@@ -275,9 +284,8 @@ async def server_action(services: ServicesDep, caller: TokenDep, body: ServerAct
         out = await run_in_threadpool(services.servers.console, caller.caller, server_id,
                                       length)
         return reply({"output": out})
-    services.servers.get(caller.caller, server_id)  # 404 first, as nova does
-    raise BadRequest(f"The action {action} is not supported by this cloud; servers are "
-                     f"created and deleted.")
+    return await compute_actions.perform(services, caller, request, server_id, action,
+                                         (body.model_extra or {}).get(action), HEADERS)
 
 
 @router.get("/v2.1/servers/{server_id}/metadata",

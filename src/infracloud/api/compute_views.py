@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from infracloud.compute.servers import api_status, task_state, vm_state
+from infracloud.compute.servers import api_status, power_state, task_state, vm_state
 from infracloud.core.clock import isoformat
 from infracloud.store.models import Flavor, Instance, Keypair
 
@@ -63,7 +63,7 @@ def server_view(base: str, i: Instance, host_name: str | None, admin: bool,
         "OS-EXT-AZ:availability_zone": i.availability_zone or "",
         "config_drive": "True" if i.config_drive else "",
         "OS-EXT-STS:vm_state": vm_state(i), "OS-EXT-STS:task_state": task_state(i),
-        "OS-EXT-STS:power_state": 1 if status == "ACTIVE" else 0,
+        "OS-EXT-STS:power_state": power_state(i),
         "OS-SRV-USG:launched_at": isoformat(i.launched_at, micro=True),
         "OS-SRV-USG:terminated_at": None, "progress": 100 if status == "ACTIVE" else 0,
         "OS-DCF:diskConfig": "MANUAL", "security_groups": [{"name": "default"}],

@@ -21,6 +21,8 @@ Scope = dict[str, Any]
 
 # Image data is streamed to the store and limited by images.max_image_size and the quota.
 UNLIMITED_BODIES = re.compile(r"^/image/v2/images/[^/]+/(file|stage)$")
+# a server's snapshot, uploaded by its host's agent (api/agent.py): image data too
+SNAPSHOT_BODIES = re.compile(r"^/agent/v1/hosts/[^/]+/snapshots/[^/]+$")
 
 
 class _TooLarge(Exception):
@@ -36,8 +38,8 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or (scope["method"] == "PUT"
-                                       and UNLIMITED_BODIES.match(scope["path"])):
+        if scope["type"] != "http" or (scope["method"] == "PUT" and (
+                UNLIMITED_BODIES.match(scope["path"]) or SNAPSHOT_BODIES.match(scope["path"]))):
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)

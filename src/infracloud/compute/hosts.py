@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from infracloud.compute.actions import ACTION_STATES, drop_snapshot, finish, reap_actions
 from infracloud.compute.servers import ServerService, fault
 from infracloud.compute.unknown import Unknown, UnknownServers
 from infracloud.core.clock import Clock
@@ -37,7 +38,7 @@ from infracloud.store.models import Host, Instance
 from infracloud.store.wakeups import bump, wake
 
 log = logging.getLogger(__name__)
-PRESENT = ("spawning", "active")
+PRESENT = ("spawning", "active", "shutoff", *ACTION_STATES)  # the host runs (or keeps) them
 MAX_CONSOLE = 64 * 1024
 VANISHED = ("The server disappeared from its host: it was deleted after the backup the "
             "database was restored from, or lost with the host's disk. Delete it.")
@@ -59,9 +60,10 @@ class Registration:
 @dataclass(frozen=True)
 class Report:
     id: str
-    state: str  # running | failed | absent
+    state: str  # running | stopped | failed | absent
     fault: str | None = None
     console: str | None = None
+    task: str | None = None  # the server action (compute.actions) this report ends
 
 
 def lose_servers(s: Session, host_id: str, why: str, now: dt.datetime) -> int:
@@ -71,8 +73,8 @@ def lose_servers(s: Session, host_id: str, why: str, now: dt.datetime) -> int:
     for inst in s.scalars(select(Instance).where(Instance.host_id == host_id,
                                                  Instance.state.in_(PRESENT))
                           .with_for_update()):
-        inst.state = INSTANCE.next(inst.state, "host_lost" if inst.state == "active" else
-                                   "fail")
+        inst.state = INSTANCE.next(inst.state, "host_lost" if INSTANCE.allows(
+            inst.state, "host_lost") else "fail")
         inst.state_changed_at = inst.updated_at = now
         inst.fault = fault(500, why, now)
         lost += 1
@@ -181,6 +183,17 @@ class HostService:
             raise Forbidden(f"No server this host should run boots image {image_id}.")
         return str(project)
 
+    def snapshot_owner(self, host_id: str, image_id: str) -> str:
+        """The project of the server on this host whose snapshot (createImage) is image
+        `image_id`: the only image data a host may upload (least privilege); else Forbidden."""
+        with self.db.read() as s:
+            for inst in s.scalars(select(Instance).where(
+                    Instance.host_id == host_id,
+                    Instance.state.in_(("snapshotting", "snapshotting_off")))):
+                if (inst.task_args or {}).get("image_id") == image_id:
+                    return str(inst.project_id)
+        raise Forbidden(f"No server on this host is being snapshotted to image {image_id}.")
+
     def report(self, host_id: str, items: list[Report],
                unknown: list[Unknown] | None = None) -> int:
         """Apply what the agent has; returns the host's generation afterwards. `unknown`,
@@ -222,6 +235,10 @@ class HostService:
             inst.state = INSTANCE.next(inst.state, event)
             inst.state_changed_at = inst.updated_at = now
 
+        if item.task is not None:  # a server action carried out, or failed
+            return finish(s, inst, item.task, (item.fault or "the host's driver failed")
+                          if item.state == "failed" else None, now,
+                          self.servers.network.set_status)
         if item.state == "running" and inst.state == "spawning":
             to("booted")
             inst.launched_at = now
@@ -239,9 +256,10 @@ class HostService:
             return True
         if item.state == "absent" and inst.state == "deleting":
             to("destroyed")
+            drop_snapshot(s, inst)  # deleted while being snapshotted: the image never came
             self.servers.remove(s, inst)
             return True
-        if item.state == "absent" and inst.state == "active":
+        if item.state == "absent" and INSTANCE.allows(inst.state, "vanished"):
             to("vanished")
             inst.fault = fault(500, VANISHED, now)
             after_commit(s, functools.partial(metrics.server_failed, "vanished"))
@@ -252,7 +270,8 @@ class HostService:
         """Timeouts: hosts going down, servers of long-down hosts, stuck spawns and deletes."""
         now = self.clock.now()
         c = self.config
-        counts = {"hosts_down": 0, "servers_failed": 0, "spawn_timeouts": 0, "deleted": 0}
+        counts = {"hosts_down": 0, "servers_failed": 0, "spawn_timeouts": 0, "deleted": 0,
+                  "action_timeouts": 0}
         touched: set[str] = set()
         with self.db.write() as s:
             silent = now - dt.timedelta(seconds=c.host_down_after)
@@ -295,6 +314,7 @@ class HostService:
                 touched.add(inst.host_id or "")
                 self.servers.remove(s, inst)
                 counts["deleted"] += 1
+            counts["action_timeouts"] = reap_actions(s, now, touched)
             bump(s, touched, self.notify)
         return counts
 

@@ -33,7 +33,7 @@ from infracloud.compute.server_checks import (
 from infracloud.compute.server_filters import ServerFilters
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.context import Caller
-from infracloud.core.errors import BadRequest, Forbidden, NotFound
+from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from infracloud.core.settings import ComputeConfig
 from infracloud.core.states import INSTANCE
 from infracloud.network.service import AddressesExhausted, NetworkService, PortQuotaExceeded
@@ -299,8 +299,8 @@ class ServerService:
                      status: str | None = None,
              limit: int | None = None, marker: str | None = None, all_projects: bool = False,
              project_id: str | None = None, host_id: str | None = None,
-             reservation_id: str | None = None, filters: ServerFilters | None = None
-             ) -> tuple[list[Instance], str | None]:
+             reservation_id: str | None = None, filters: ServerFilters | None = None,
+             locked: bool | None = None) -> tuple[list[Instance], str | None]:
         """A page of servers (newest first) and the marker of the next page, if any."""
         q = select(Instance)
         if not (caller.is_admin and (all_projects or project_id)):
@@ -318,6 +318,9 @@ class ServerService:
             q = q.where(Instance.name.contains(names.literal, autoescape=True))
         if status is not None:
             q = q.where(status_is(status.upper()))
+        if locked is not None:
+            q = q.where(Instance.locked_by.is_not(None) if locked else
+                        Instance.locked_by.is_(None))
         if filters is not None:
             q = filters.where(q)
         exact = names is None and (filters is None or filters.exact)
@@ -359,6 +362,8 @@ class ServerService:
         try:
             with self.db.write() as s:
                 inst = self._owned(s, caller, server_id)
+                if inst.locked_by and not caller.is_admin:  # nova's check_instance_lock
+                    raise Conflict(f"Instance {inst.id} is locked")
                 host = s.get(Host, inst.host_id) if inst.host_id else None
                 if host is None or host.state != "up":
                     self.remove(s, inst)
@@ -387,6 +392,8 @@ class ServerService:
         reserved_meta.refuse(items)
         with self.db.write() as s:
             inst = self._owned(s, caller, server_id, lock=True)
+            if inst.locked_by and not caller.is_admin:  # nova's check_instance_lock
+                raise Conflict(f"Instance {inst.id} is locked")
             merged = {**reserved_meta.controllers(inst.metadata_), **items} if replace else {
                 **inst.metadata_, **items}
             check_metadata(merged)
@@ -404,6 +411,8 @@ class ServerService:
         reserved_meta.refuse([key])
         with self.db.write() as s:
             inst = self._owned(s, caller, server_id, lock=True)
+            if inst.locked_by and not caller.is_admin:  # nova's check_instance_lock
+                raise Conflict(f"Instance {inst.id} is locked")
             if key not in inst.metadata_:
                 raise NotFound(f"Metadata item was not found: {key}")
             inst.metadata_ = {k: v for k, v in inst.metadata_.items() if k != key}
@@ -415,9 +424,22 @@ class ServerService:
 
 
 STATUS = {"scheduling": "BUILD", "networking": "BUILD", "spawning": "BUILD",
-          "active": "ACTIVE", "error": "ERROR", "deleted": "DELETED"}
+          "active": "ACTIVE", "error": "ERROR", "deleted": "DELETED",
+          # server actions (compute.actions), as nova shows them
+          "stopping": "ACTIVE", "shutoff": "SHUTOFF", "starting": "SHUTOFF",
+          "rebooting": "REBOOT", "rebooting_hard": "HARD_REBOOT", "rebuilding": "REBUILD",
+          "rebuilding_off": "REBUILD", "snapshotting": "ACTIVE", "snapshotting_off": "SHUTOFF"}
 VM_STATE = {"scheduling": "building", "networking": "building", "spawning": "building",
-            "active": "active", "error": "error", "deleted": "deleted"}
+            "active": "active", "error": "error", "deleted": "deleted",
+            "stopping": "active", "shutoff": "stopped", "starting": "stopped",
+            "rebooting": "active", "rebooting_hard": "active", "rebuilding": "rebuilding",
+            "rebuilding_off": "rebuilding", "snapshotting": "active", "snapshotting_off": "stopped"}
+TASK_STATE = {"scheduling": "scheduling", "networking": "networking", "spawning": "spawning",
+              "deleting": "deleting", "stopping": "powering-off", "starting": "powering-on",
+              "rebooting": "rebooting", "rebooting_hard": "rebooting_hard",
+              "rebuilding": "rebuilding", "rebuilding_off": "rebuilding",
+              "snapshotting": "image_snapshot",
+              "snapshotting_off": "image_snapshot"}
 
 
 def api_status(inst: Instance) -> str:
@@ -443,8 +465,14 @@ def status_is(status: str) -> ColumnElement[bool]:
 
 
 def task_state(inst: Instance) -> str | None:
-    return {"scheduling": "scheduling", "networking": "networking", "spawning": "spawning",
-            "deleting": "deleting"}.get(inst.state)
+    return TASK_STATE.get(inst.state)
+
+
+def power_state(inst: Instance) -> int:
+    """Nova's power states: 1 running, 4 shut down, 0 none (building, failed)."""
+    if inst.state in ("shutoff", "starting", "snapshotting_off"):
+        return 4
+    return 1 if api_status(inst) in ("ACTIVE", "REBOOT", "HARD_REBOOT", "REBUILD") else 0
 
 
 def vm_state(inst: Instance) -> str:

@@ -123,7 +123,21 @@ INSTANCE = Machine(
      State("active", stable=True, description="running"),
      State("error", stable=True, failure=True, description="failed; the fault says why"),
      State("deleting", stable=False, timeout=300, description="the agent removes it"),
-     State("deleted", stable=True, description="gone (the record is removed)")],
+     State("deleted", stable=True, description="gone (the record is removed)"),
+     # server actions (compute.actions): the agent carries each out and reports it done
+     State("stopping", stable=False, timeout=300, description="os-stop: the guest shuts down"),
+     State("shutoff", stable=True, description="stopped; its disk and address are kept"),
+     State("starting", stable=False, timeout=300, description="os-start: the guest boots"),
+     State("rebooting", stable=False, timeout=300, description="reboot SOFT"),
+     State("rebooting_hard", stable=False, timeout=300, description="reboot HARD"),
+     State("rebuilding", stable=False, timeout=900,
+           description="rebuild: the guest recreated from a new image, same address"),
+     State("rebuilding_off", stable=False, timeout=900,
+           description="rebuild of a stopped server: recreated, then stopped again"),
+     State("snapshotting", stable=False, timeout=1800,
+           description="createImage of a running server: its disk uploaded as an image"),
+     State("snapshotting_off", stable=False, timeout=1800,
+           description="createImage of a stopped server")],
     _t("""
         scheduling --scheduled--> networking
         scheduling --no_host--> error
@@ -143,7 +157,60 @@ INSTANCE = Machine(
         deleting --destroyed--> deleted
         deleting --timeout--> deleted
         deleting --fail--> error
-    """),
+        active --stop--> stopping
+        error --stop--> stopping
+        stopping --stopped--> shutoff
+        stopping --fail--> error
+        stopping --timeout--> error
+        shutoff --start--> starting
+        starting --started--> active
+        starting --fail--> error
+        starting --timeout--> error
+        active --reboot--> rebooting
+        active --reboot_hard--> rebooting_hard
+        shutoff --reboot_hard--> rebooting_hard
+        error --reboot_hard--> rebooting_hard
+        rebooting --reboot_hard--> rebooting_hard
+        rebooting --rebooted--> active
+        rebooting --fail--> error
+        rebooting --timeout--> error
+        rebooting_hard --rebooted--> active
+        rebooting_hard --fail--> error
+        rebooting_hard --timeout--> error
+        active --rebuild--> rebuilding
+        shutoff --rebuild--> rebuilding_off
+        rebuilding_off --rebuilt--> shutoff
+        rebuilding_off --fail--> error
+        rebuilding_off --timeout--> error
+        rebuilding_off --delete--> deleting
+        error --rebuild--> rebuilding
+        rebuilding --rebuilt--> active
+        rebuilding --fail--> error
+        rebuilding --timeout--> error
+        active --snapshot--> snapshotting
+        shutoff --snapshot--> snapshotting_off
+        snapshotting --snapshotted--> active
+        snapshotting --fail--> active
+        snapshotting --timeout--> active
+        snapshotting_off --snapshotted--> shutoff
+        snapshotting_off --fail--> shutoff
+        snapshotting_off --timeout--> shutoff
+        shutoff --host_lost--> error
+        shutoff --vanished--> error
+        shutoff --delete--> deleting
+        stopping --delete--> deleting
+        starting --delete--> deleting
+        rebooting --delete--> deleting
+        rebooting_hard --delete--> deleting
+        rebuilding --delete--> deleting
+        snapshotting --delete--> deleting
+        snapshotting_off --delete--> deleting
+    """) + [Transition(source, event, event.removeprefix("reset_"))  # os-resetState (admin)
+           for source in ("spawning", "active", "error", "stopping", "shutoff", "starting",
+                          "rebooting", "rebooting_hard", "rebuilding", "rebuilding_off",
+                          "snapshotting",
+                          "snapshotting_off")
+           for event in ("reset_active", "reset_error")],
 )
 
 # Compute hosts as the controller sees them through their agents' heartbeats.

@@ -70,6 +70,15 @@ RULES: dict[str, str] = {
     "compute:server:create": "member",
     "compute:server:delete": "member",
     "compute:server:action": "member",  # os-getConsoleOutput is a member's (nova)
+    # server actions (api/compute_actions.py), each on top of compute:server:action
+    "compute:server:action:stop": "member",
+    "compute:server:action:start": "member",
+    "compute:server:action:reboot": "member",
+    "compute:server:action:rebuild": "member",
+    "compute:server:action:lock": "member",
+    "compute:server:action:unlock": "member",  # one an administrator locked: admin only
+    "compute:server:action:createImage": "member",
+    "compute:server:action:resetState": "admin",
     "compute:server:metadata:get": "reader",
     "compute:server:metadata:set": "member",
     "compute:limits": "reader",

@@ -422,6 +422,12 @@ class Instance(Base):
     access_ipv4: Mapped[str | None] = mapped_column(String(45))
     access_ipv6: Mapped[str | None] = mapped_column(String(45))
     server_password: Mapped[str | None] = mapped_column(Text)  # os-server-password
+    # server actions (compute.actions): who locked it ("owner" or "admin"; None: unlocked),
+    # and the action its host's agent is to carry out: an id the agent's report names when
+    # done, and what it needs (the snapshot's image id)
+    locked_by: Mapped[str | None] = mapped_column(String(16))
+    task_id: Mapped[str | None] = mapped_column(String(36))
+    task_args: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # its lifetime (compute/lifetimes.py): when it is deleted (None: when its owner deletes
     # it), the limit in seconds from its creation and what set it, the expiry a warning was
     # sent for, and the admin who exempted it

@@ -67,5 +67,26 @@ class Driver(Protocol):
     def console(self, instance_id: str, length: int | None = None) -> str:
         """The console log, or its last `length` lines. Unknown ids raise DriverError."""
 
+    # ---- server actions (compute.actions); each raises DriverError when it cannot --------
+
+    def stop(self, instance_id: str) -> None:
+        """Power the instance off, keeping its disk (a guest is asked to shut down, then cut
+        off). Stopping a stopped instance is a no-op; `list` still has it."""
+
+    def start(self, spec: InstanceSpec) -> None:
+        """Power a stopped instance on again (as it was spawned). A running one: a no-op."""
+
+    def reboot(self, spec: InstanceSpec, hard: bool) -> None:
+        """Restart the instance: `hard` cuts it off and boots it; otherwise the guest is asked
+        to reboot. A stopped instance (hard only) is started."""
+
+    def rebuild(self, spec: InstanceSpec) -> None:
+        """Recreate the instance from `spec` (a new image): same id, address and host; its
+        old disk is gone."""
+
+    def snapshot(self, instance_id: str, dest: Path) -> None:
+        """Write the instance's disk to `dest` as one standalone qcow2 file (no backing
+        file). Drivers without disks raise DriverError."""
+
     def close(self) -> None:
         """Release what the driver itself holds (not the instances)."""

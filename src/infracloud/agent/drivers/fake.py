@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from infracloud.agent.drivers.base import DriverError, InstanceSpec, tail_lines
 
@@ -14,6 +15,8 @@ from infracloud.agent.drivers.base import DriverError, InstanceSpec, tail_lines
 class _Booted:
     spec: InstanceSpec
     booted_at: float
+    running: bool = True
+    boots: int = 1
 
 
 class FakeDriver:
@@ -47,6 +50,48 @@ class FakeDriver:
     def list(self) -> list[str]:
         with self._lock:
             return list(self._instances)
+
+    # ---- server actions: the power state and boot count change, nothing else --------------
+
+    def _get(self, instance_id: str) -> _Booted:
+        booted = self._instances.get(instance_id)
+        if booted is None:
+            raise DriverError(f"no instance {instance_id} on this host")
+        return booted
+
+    def stop(self, instance_id: str) -> None:
+        with self._lock:
+            self._instances[instance_id] = replace(self._get(instance_id), running=False)
+
+    def start(self, spec: InstanceSpec) -> None:
+        with self._lock:
+            booted = self._get(spec.id)
+            if not booted.running:
+                self._instances[spec.id] = replace(booted, running=True, boots=booted.boots + 1,
+                                                   booted_at=time.time())
+
+    def reboot(self, spec: InstanceSpec, hard: bool) -> None:
+        with self._lock:
+            booted = self._get(spec.id)
+            if not booted.running and not hard:
+                raise DriverError(f"instance {spec.id} is stopped: only a hard reboot starts it")
+            self._instances[spec.id] = replace(booted, running=True, boots=booted.boots + 1,
+                                               booted_at=time.time())
+
+    def rebuild(self, spec: InstanceSpec) -> None:
+        with self._lock:
+            booted = self._get(spec.id)
+            self._instances[spec.id] = _Booted(spec, time.time(), True, booted.boots + 1)
+
+    def snapshot(self, instance_id: str, dest: Path) -> None:
+        raise DriverError("createImage is not supported by the fake driver: its servers have "
+                          "no disk to copy")
+
+    def power(self, instance_id: str) -> tuple[bool, int] | None:
+        """(running, boots) of the instance, None if unknown (for tests)."""
+        with self._lock:
+            booted = self._instances.get(instance_id)
+        return (booted.running, booted.boots) if booted else None
 
     def spec(self, instance_id: str) -> InstanceSpec | None:
         """What the instance was spawned with (for tests), None if unknown."""

@@ -45,7 +45,7 @@ from urllib.parse import urlparse
 from infracloud.agent import configdrive
 from infracloud.agent.drivers import libvirt_xml as lx
 from infracloud.agent.drivers.base import DriverError, InstanceSpec, tail_lines
-from infracloud.agent.imagecache import ImageCache, ImageCacheError, make_overlay
+from infracloud.agent.imagecache import ImageCache, ImageCacheError, make_overlay, qemu_img
 
 INSTALL_MODULE = ("the libvirt driver needs libvirt-python: pip install 'infracloud[libvirt]' "
                   "(it builds from source: apt-get install libvirt-dev pkg-config gcc "
@@ -114,13 +114,15 @@ class LibvirtDriver:
     def __init__(self, instance_dir: Path, cache_dir: Path, *,
                  uri: str = "qemu:///system", virt_type: str | None = None,
                  network: str = "user", bridge: str | None = None, ssh_port: int = 22,
-                 user_outbound: bool = False, owner: str | None = None) -> None:
+                 user_outbound: bool = False, owner: str | None = None,
+                 shutdown_timeout: float = 30) -> None:
         """Servers' files in `instance_dir`, image bases in `cache_dir` (agents may share
         one). `uri`: libvirt's. `virt_type` kvm or qemu; None: kvm where a KVM vCPU runs,
         else qemu (TCG). `network` user (SSH forwarded from the server's loopback address,
         port `ssh_port`; `user_outbound`: the guest may open connections, to the host's
         loopback services too) or bridge (a tap on `bridge`). `owner` marks this agent's
-        domains (default: the instance directory's absolute path)."""
+        domains (default: the instance directory's absolute path). `shutdown_timeout`: how
+        long a stop waits for the guest to power off before cutting it off."""
         if network not in lx.NETWORK_MODES:
             raise DriverError(f"network must be one of {', '.join(lx.NETWORK_MODES)}, "
                               f"not {network!r}")
@@ -138,6 +140,7 @@ class LibvirtDriver:
         self.bridge = bridge
         self.ssh_port = ssh_port
         self.user_outbound = user_outbound
+        self.shutdown_timeout = shutdown_timeout
         self.owner = owner or str(self.instance_dir)
         self.cache = ImageCache(self.cache_dir, holder=self.owner)
         self._wanted_virt_type = virt_type
@@ -291,6 +294,88 @@ class LibvirtDriver:
                 self.cache.release(iid)
             except (ImageCacheError, OSError) as e:
                 raise DriverError(f"image cache: {e}") from e
+
+    # -- server actions -----------------------------------------------------------------------
+
+    def _domain(self, instance_id: str) -> Any:
+        iid = _valid_id(instance_id)
+        dom = self._lookup(iid) if iid else None
+        if dom is None or not self._ours(dom):
+            raise DriverError(f"no instance {instance_id} on this host")
+        return dom
+
+    def stop(self, instance_id: str) -> None:
+        """ACPI shutdown, then cut off after `shutdown_timeout` seconds (nova's clean
+        shutdown). The domain stays defined, its disk kept."""
+        with self._id_lock(instance_id):
+            dom = self._domain(instance_id)
+            if not dom.isActive():
+                return
+            folder = self.instance_dir / instance_id
+            self._log(folder, "shutting down")
+            with contextlib.suppress(self._libvirt.libvirtError):
+                dom.shutdown()
+            deadline = time.monotonic() + self.shutdown_timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if dom.isActive():
+                self._log(folder, f"no shutdown within {self.shutdown_timeout:.0f} s: cut off")
+                try:
+                    dom.destroy()
+                except self._libvirt.libvirtError as e:
+                    if dom.isActive():
+                        raise DriverError(f"cannot stop {dom.name()}: {_one_line(e)}") from e
+            self._log(folder, "shut off")
+
+    def start(self, spec: InstanceSpec) -> None:
+        with self._id_lock(spec.id):
+            dom = self._domain(spec.id)
+            if not dom.isActive():
+                self._log(self.instance_dir / spec.id, f"starting {spec.name}")
+                self._call(lambda _c: dom.create())
+
+    def reboot(self, spec: InstanceSpec, hard: bool) -> None:
+        """Soft: the guest is asked (ACPI); hard: a reset (a stopped domain is started)."""
+        with self._id_lock(spec.id):
+            dom = self._domain(spec.id)
+            folder = self.instance_dir / spec.id
+            if not dom.isActive():
+                if not hard:
+                    raise DriverError(f"{spec.name} is shut off: only a hard reboot starts it")
+                self._log(folder, f"hard reboot: starting {spec.name}")
+                self._call(lambda _c: dom.create())
+                return
+            self._log(folder, f"{'hard' if hard else 'soft'} reboot")
+            self._call(lambda _c: dom.reset(0) if hard else dom.reboot(0))
+
+    def rebuild(self, spec: InstanceSpec) -> None:
+        """The domain and its disk go, and are made again from the new image."""
+        self.destroy(spec.id)
+        self.spawn(spec)
+
+    def snapshot(self, instance_id: str, dest: Path) -> None:
+        """`qemu-img convert` of the overlay and its base into one standalone qcow2; a
+        running guest is paused meanwhile (a consistent disk, as a crash would leave it)."""
+        with self._id_lock(instance_id):
+            dom = self._domain(instance_id)
+            disk = self.instance_dir / instance_id / "disk.qcow2"
+            paused = False
+            try:
+                if dom.isActive():
+                    dom.suspend()
+                    paused = True
+                qemu_img("convert", "-U", "-q", "-O", "qcow2", str(disk), str(dest),
+                         timeout=1800)
+            except (ImageCacheError, self._libvirt.libvirtError) as e:
+                raise DriverError(f"snapshot of {instance_id}: {_one_line(e)}") from e
+            finally:
+                if paused:
+                    with contextlib.suppress(self._libvirt.libvirtError):
+                        dom.resume()
+
+    def power(self, instance_id: str) -> bool:
+        """Whether the instance's domain runs (for tests and operators)."""
+        return bool(self._domain(instance_id).isActive())
 
     def close(self) -> None:
         with self._lock:

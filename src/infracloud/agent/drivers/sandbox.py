@@ -353,6 +353,48 @@ class SandboxDriver:
             if folder.exists():
                 raise DriverError(f"could not remove {folder}")
 
+    # -- server actions: "power" is the SSH server and the instance's processes ------------
+
+    def stop(self, instance_id: str) -> None:
+        """The SSH server stops and every process of the instance is killed; its folder (home,
+        console, host keys) stays."""
+        if not _valid_id(instance_id) or not (self.root / instance_id / "instance.json"
+                                              ).is_file():
+            raise DriverError(f"no instance {instance_id} on this host")
+        with self._id_lock(instance_id):
+            with self._lock:
+                inst = self._running.pop(instance_id, None)
+            if inst is None:
+                return
+            with contextlib.suppress(Exception):
+                self._call(self._stop_server(inst), 10)
+            _kill_all(instance_id, set(inst.sessions))
+            inst.log("infracloud sandbox: shut down (its processes were killed)")
+
+    def start(self, spec: InstanceSpec) -> None:
+        if not (self.root / spec.id / "instance.json").is_file():
+            raise DriverError(f"no instance {spec.id} on this host")
+        self.spawn(spec)  # a kept folder: its SSH server starts again
+
+    def reboot(self, spec: InstanceSpec, hard: bool) -> None:
+        """There is no guest to ask: soft and hard both kill the instance's processes and
+        start its SSH server again; only a hard one starts a stopped instance."""
+        with self._lock:
+            stopped = spec.id not in self._running
+        if stopped and not hard and (self.root / spec.id / "instance.json").is_file():
+            raise DriverError(f"{spec.name} is stopped: only a hard reboot starts it")
+        self.stop(spec.id)
+        self.start(spec)
+
+    def rebuild(self, spec: InstanceSpec) -> None:
+        """A fresh folder (the sandbox has no image: home starts empty again)."""
+        self.destroy(spec.id)
+        self.spawn(spec)
+
+    def snapshot(self, instance_id: str, dest: Path) -> None:
+        raise DriverError("createImage is not supported by the sandbox driver: its servers "
+                          "have no disk to copy")
+
     # -- helpers -----------------------------------------------------------------------------
 
     def _id_lock(self, instance_id: str) -> threading.Lock:
