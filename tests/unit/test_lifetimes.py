@@ -288,3 +288,22 @@ def test_a_rebuild_keeps_the_expiry(site: Site) -> None:
         actions.rebuild(ZUUL, server.id, IMAGE_ID, metadata={EXPIRES_AT: "2099-01-01T00:00:00Z"})
     rebuilt = actions.rebuild(ZUUL, server.id, IMAGE_ID, metadata={"k": "v"})
     assert rebuilt.metadata_ == {"k": "v", EXPIRES_AT: server.metadata_[EXPIRES_AT]}
+
+
+def test_the_status_says_what_expires_next(site: Site) -> None:
+    from rich.console import Console
+
+    from infracloud.cli.status import screen
+    from infracloud.site.status import gather
+
+    site.env.boot(flavor="ci.8g", name="forever")
+    site.env.boot(flavor="builder.8g", name="later")
+    site.clock.advance(3600)
+    site.env.boot(flavor="builder.6h", name="sooner")
+    data = gather(site.env.db, None, site.clock, site="vanilla", region="RegionOne",
+                  url="https://ctl.example:8443")
+    soon = data["instances"]["expiring"]
+    assert soon["count"] == 2 and soon["next_in"] == 6 * 3600
+    console = Console(record=True, width=100)
+    console.print(screen(data))
+    assert "2 with an expiry; the next in 6 h 0 min" in console.export_text()

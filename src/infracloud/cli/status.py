@@ -93,6 +93,11 @@ def screen(data: dict[str, Any]) -> Table:
     instances = data["instances"]
     grid.add_row("Servers", Text.assemble(f"{instances['total']}: ",
                                           _counts(instances["by_state"], INSTANCE_STYLES)))
+    soon = instances.get("expiring") or {}
+    if soon.get("count"):
+        left = soon["next_in"]
+        grid.add_row("", Text(f"{soon['count']} with an expiry; the next "
+                              f"{'in ' + ago(left) if left > 0 else 'now'}", "dim"))
     machines = data["machines"]
     if machines["total"]:
         grid.add_row("Machines", Text.assemble(

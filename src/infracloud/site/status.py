@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from infracloud import __version__
-from infracloud.core.clock import Clock, isoformat
+from infracloud.core.clock import Clock, as_utc, isoformat
 from infracloud.core.states import PROVISION
 from infracloud.hardware.capacity import fits
 from infracloud.hardware.drain import FENCED
@@ -62,7 +62,7 @@ def gather(db: Database, events: ev.EventLog | None, clock: Clock, *, site: str,
     now = clock.now()
     with db.read() as s:
         hosts = read_hosts(s)
-        instances = instance_counts(s)
+        instances = instance_counts(s, now)
         machines = read_machines(s)
         alerts = firing_alerts(s, now)
     return {
@@ -98,11 +98,22 @@ def read_hosts(s: Session) -> dict[str, Any]:
     return _hosts(rows, on_host, flavors)
 
 
-def instance_counts(s: Session) -> dict[str, Any]:
-    counts = dict(s.execute(select(Instance.state, func.count())
-                            .group_by(Instance.state)).all())
-    return {"total": sum(counts.values()),
-            "by_state": {st: int(counts.get(st, 0)) for st in INSTANCE_STATES}}
+def instance_counts(s: Session, now: dt.datetime | None = None) -> dict[str, Any]:
+    """By state; with `now`, also `expiring`: how many servers (not being deleted) have an
+    expiry (compute/lifetimes.py) and when the next one is, in the same query."""
+    rows = s.execute(select(Instance.state, func.count(), func.count(Instance.expires_at),
+                            func.min(Instance.expires_at))
+                     .group_by(Instance.state)).all()
+    counts = {state: n for state, n, _, _ in rows}
+    out: dict[str, Any] = {"total": sum(counts.values()),
+                           "by_state": {st: int(counts.get(st, 0)) for st in INSTANCE_STATES}}
+    if now is not None:
+        live = [(n, first) for state, _, n, first in rows
+                if state != "deleting" and n and first is not None]
+        nxt = min((as_utc(first) for _, first in live), default=None)
+        out["expiring"] = {"count": sum(n for n, _ in live), "next_at": isoformat(nxt),
+                           "next_in": round((nxt - now).total_seconds(), 1) if nxt else None}
+    return out
 
 
 def read_machines(s: Session) -> dict[str, Any]:
