@@ -1,0 +1,61 @@
+"""Image v2's interoperable import (glance-direct only): discovery, stage, import.
+The work is in images/imports.py and images/data.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from infracloud.api.bodies import JSONRoute
+from infracloud.api.deps import ServicesDep, TokenDep, policy
+from infracloud.core.errors import BadRequest
+from infracloud.images.imports import import_info
+
+router = APIRouter(prefix="/image", route_class=JSONRoute)
+
+
+@router.get("/v2/info/import", dependencies=[policy("image:info")])
+def info_import() -> dict[str, Any]:
+    return import_info()
+
+
+def declared_size(request: Request) -> int | None:
+    for header in ("x-openstack-image-size", "content-length"):
+        if header in request.headers:
+            try:
+                size = int(request.headers[header])
+            except ValueError:
+                raise BadRequest(f"Invalid {header} header.") from None
+            if size < 0:
+                raise BadRequest(f"Invalid {header} header.")
+            return size
+    return None
+
+
+@router.put("/v2/images/{image_id}/stage", status_code=204,
+            dependencies=[policy("image:stage")])
+async def stage(services: ServicesDep, caller: TokenDep, request: Request,
+                image_id: str) -> Response:
+    data = services.image_data
+    ticket = await run_in_threadpool(data.begin, caller.caller, image_id,
+                                     declared_size(request), True)
+    try:
+        await data.receive(ticket, request.stream())
+    except ClientDisconnect:
+        raise BadRequest("The client went away while staging; the image is killed.") from None
+    return Response(status_code=204)
+
+
+@router.post("/v2/images/{image_id}/import", status_code=202,
+             dependencies=[policy("image:import")])
+async def import_image(services: ServicesDep, caller: TokenDep, request: Request,
+                       image_id: str) -> Response:
+    try:
+        body = await request.json() if await request.body() else None
+    except ValueError:
+        raise BadRequest("The request body is not valid JSON.") from None
+    await run_in_threadpool(services.image_imports.start, caller.caller, image_id, body)
+    return Response(status_code=202)
