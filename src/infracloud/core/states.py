@@ -94,7 +94,8 @@ IMAGE = Machine(
      State("saving", stable=False, timeout=300, description="data being received"),
      State("active", stable=True, description="data stored and checksummed"),
      State("killed", stable=True, failure=True,
-           description="upload failed (client gone, size mismatch, controller restart)"),
+           description="upload, stage or import failed (client gone, size mismatch, "
+                       "controller restart)"),
      State("deactivated", stable=True, description="data kept, downloads refused"),
      State("deleted", stable=True, description="gone; data collected later"),
      # the interoperable import (glance-direct): stage, then import
@@ -115,7 +116,6 @@ IMAGE = Machine(
         uploading --import--> importing
         importing --stored--> active
         importing --fail--> killed
-        importing --refuse--> queued
         uploading --delete--> deleted
         importing --delete--> deleted
         active --deactivate--> deactivated

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -88,8 +89,10 @@ class ImageData:
         self.clock = clock
         self.holder = holder
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-io")
+        self.closed = threading.Event()  # long work (an import) stops; recover() ends it
 
     def close(self) -> None:
+        self.closed.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- upload --------------------------------------------------------------------------

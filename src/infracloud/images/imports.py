@@ -100,6 +100,8 @@ class ImageImports:
         size = 0
         beat = time.monotonic()
         for chunk in d.store.read_staged(image_id):
+            if d.closed.is_set():
+                return  # the controller stops: its next start kills the import (recover)
             md5.update(chunk)
             sha.update(chunk)
             size += len(chunk)
