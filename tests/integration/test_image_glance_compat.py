@@ -76,6 +76,9 @@ def test_stage_and_import_answer_as_glance(demo: Running) -> None:
     method = {"method": {"name": "glance-direct"}}
     r = session.post(f"/images/{image.id}/import", json=method, raise_exc=False)
     assert r.status_code == 409  # nothing staged yet
+    r = session.put(f"/images/{image.id}/stage", data=b"{}", raise_exc=False,
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 415 and conn.image.get_image(image.id).status == "queued"
     conn.image.stage_image(image, data=b"a staged disk")
     assert conn.image.get_image(image.id).status == "uploading"
     assert conn.image.get_image(image.id).size == len(b"a staged disk")
@@ -135,6 +138,12 @@ def test_list_filters_with_sdk_and_cli(demo: Running) -> None:
     assert {i["ID"] for i in json.loads(r.stdout)} == {hidden.id}
     r = cli(demo, "infracloud", "image", "list", "--tag", tag, "--tag", "x86", "-f", "json")
     assert {i["ID"] for i in json.loads(r.stdout)} == {small.id}
+    conn.image.update_image(big, ci_label="noble")
+    r = cli(demo, "infracloud", "image", "list", "--tag", tag, "--property", "ci_label=noble",
+            "-f", "json")
+    assert r.returncode == 0 and {i["ID"] for i in json.loads(r.stdout)} == {big.id}
+    listed = conn.image.get(f"/images?tag={tag}&ci_label=noble").json()["images"]
+    assert [i["id"] for i in listed] == [big.id]  # extra properties filter as in Glance
 
 
 def test_member_status_filter_for_shared_images(demo: Running) -> None:

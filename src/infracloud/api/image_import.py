@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep, policy
-from infracloud.core.errors import BadRequest
+from infracloud.core.errors import BadRequest, UnsupportedMediaType
 from infracloud.images.imports import import_info
 
 router = APIRouter(prefix="/image", route_class=JSONRoute)
@@ -39,6 +39,10 @@ def declared_size(request: Request) -> int | None:
             dependencies=[policy("image:stage")])
 async def stage(services: ServicesDep, caller: TokenDep, request: Request,
                 image_id: str) -> Response:
+    media = request.headers.get("content-type", "").split(";")[0].strip()
+    if media != "application/octet-stream":  # as Glance's stage (and upload) answer
+        raise UnsupportedMediaType(f"Content type {media or '(none)'} not supported: staged "
+                                   f"data is application/octet-stream.")
     data = services.image_data
     ticket = await run_in_threadpool(data.begin, caller.caller, image_id,
                                      declared_size(request), True)
