@@ -150,6 +150,7 @@ def test_staged_data_not_imported_is_reaped_and_deleted_images_lose_theirs(
     clock.advance(env.config.stale_upload_seconds + 1)
     assert env.data.reap() == 1
     assert status(env, waiting.id) == "killed" and env.store.staged(waiting.id) is None
+    assert env.images.get(ZUUL, waiting.id).size is None  # counts against no quota
 
 
 def test_the_owner_deactivates_and_reactivates_its_image(env: Env) -> None:
@@ -245,3 +246,12 @@ def test_member_status_filter(env: Env) -> None:
     env.images.set_member_status(CI, shared.id, "p-ci", "rejected")
     assert seen(visibility="shared", member_status="rejected") == {"shared"}
     assert seen(visibility="shared", member_status="pending") == set()
+
+
+def test_an_import_that_fails_leaves_the_image_killed(env: Env) -> None:
+    image = new(env)
+    stage(env, image.id, b"staged data")
+    env.store.discard_staged(image.id)  # as a lost staging area would
+    ImageImports(env.data).start(ZUUL, image.id, GLANCE_DIRECT)
+    wait_for("the import to fail", lambda: status(env, image.id) == "killed")
+    assert env.images.get(ZUUL, image.id).size is None and list(env.store.blobs()) == []

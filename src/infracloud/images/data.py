@@ -308,6 +308,7 @@ class ImageData:
             for image in dead:
                 image.status = IMAGE.next(image.status, "fail")
                 image.upload_owner = None
+                image.size = None  # a stage's size counted against the quota: no more
                 image.updated_at = self.clock.now()
         for image in dead:
             self.store.discard_partial(image.id)

@@ -157,4 +157,5 @@ class ImageImports:
                     image.upload_owner == d.holder):
                 image.status = IMAGE.next("importing", event)
                 image.upload_owner = None
+                image.size = None  # no data: nothing to count against the quota
                 image.updated_at = d.clock.now()
