@@ -13,6 +13,7 @@ from starlette.requests import ClientDisconnect
 
 from infracloud.api.bodies import JSONRoute
 from infracloud.api.deps import ServicesDep, TokenDep, next_query, policy
+from infracloud.api.image_import import declared_size
 from infracloud.api.image_models import PATCH_BODY, ImageIn, MemberIn, MemberStatusIn, patch_ops
 from infracloud.api.image_views import (
     image_schema,
@@ -156,22 +157,12 @@ def image_action(services: ServicesDep, caller: TokenDep, image_id: str, action:
 
 # ---- data ---------------------------------------------------------------------------------
 
-def _declared_size(request: Request) -> int | None:
-    for header in ("x-openstack-image-size", "content-length"):
-        if header in request.headers:
-            try:
-                return int(request.headers[header])
-            except ValueError:
-                raise BadRequest(f"Invalid {header} header.") from None
-    return None
-
-
 @router.put("/v2/images/{image_id}/file", status_code=204, dependencies=[policy("image:upload")])
 async def upload(services: ServicesDep, caller: TokenDep, request: Request,
                  image_id: str) -> Response:
     data = services.image_data
     ticket = await run_in_threadpool(data.begin, caller.caller, image_id,
-                                     _declared_size(request))
+                                     declared_size(request))
     try:
         await data.receive(ticket, request.stream())
     except ClientDisconnect:

@@ -15,6 +15,14 @@ from infracloud.core.errors import BadRequest, UnsupportedMediaType
 from infracloud.images.imports import import_info
 
 router = APIRouter(prefix="/image", route_class=JSONRoute)
+# the bodies, for /openapi.json (images/imports.check_body checks the import's, in Glance's words)
+STAGE_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+IMPORT_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["method"], "properties": {
+        "method": {"type": "object", "required": ["name"],
+                   "properties": {"name": {"type": "string", "enum": ["glance-direct"]}}},
+        "all_stores": {"type": "boolean"}, "all_stores_must_succeed": {"type": "boolean"}}}}}}}
 
 
 @router.get("/v2/info/import", dependencies=[policy("image:info")])
@@ -35,7 +43,7 @@ def declared_size(request: Request) -> int | None:
     return None
 
 
-@router.put("/v2/images/{image_id}/stage", status_code=204,
+@router.put("/v2/images/{image_id}/stage", status_code=204, openapi_extra=STAGE_BODY,
             dependencies=[policy("image:stage")])
 async def stage(services: ServicesDep, caller: TokenDep, request: Request,
                 image_id: str) -> Response:
@@ -53,7 +61,7 @@ async def stage(services: ServicesDep, caller: TokenDep, request: Request,
     return Response(status_code=204)
 
 
-@router.post("/v2/images/{image_id}/import", status_code=202,
+@router.post("/v2/images/{image_id}/import", status_code=202, openapi_extra=IMPORT_BODY,
              dependencies=[policy("image:import")])
 async def import_image(services: ServicesDep, caller: TokenDep, request: Request,
                        image_id: str) -> Response:
