@@ -56,14 +56,28 @@ def test_cli_image_create_import(demo: Running, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     image_id = json.loads(r.stdout)["id"]
 
-    def shown() -> dict[str, object]:
+    def shown(image_id: str) -> dict[str, object]:
         out = cli(demo, "infracloud", "image", "show", image_id, "-f", "json")
         assert out.returncode == 0, out.stderr
         return dict(json.loads(out.stdout))
 
-    image = wait_for("the import to end", lambda: (i := shown())["status"] == "active" and i)
+    image = wait_for("the import to end", lambda: (i := shown(image_id))["status"] == "active"
+                     and i)
     md5 = subprocess.run(["md5sum", str(src)], capture_output=True, text=True).stdout.split()[0]
     assert image["checksum"] == md5 and image["size"] == src.stat().st_size
+    # the same in steps: image stage, then image import
+    # (made with the sdk: `image create` without --file would read our stdin as the data)
+    steps = sdk(demo.clouds_yaml, "infracloud").image.create_image(
+        name=unique("cli-steps"), disk_format="raw", container_format="bare",
+        allow_duplicates=True).id
+    r = cli(demo, "infracloud", "image", "stage", "--file", str(src), steps)
+    assert r.returncode == 0, r.stderr
+    assert shown(steps)["status"] == "uploading"
+    r = cli(demo, "infracloud", "image", "import", "--method", "glance-direct", steps)
+    assert r.returncode == 0, r.stderr
+    image = wait_for("the import to end", lambda: (i := shown(steps))["status"] == "active"
+                     and i)
+    assert image["checksum"] == md5
 
 
 def test_stage_and_import_answer_as_glance(demo: Running) -> None:
