@@ -219,6 +219,11 @@ def test_list_filters(env: Env, clock: FakeClock) -> None:
     assert names(env, status="in:queued,active", owner="p-zuul") == {"small", "big", "empty"}
     assert names(env, owner="p-ci") == set()
     assert names(env, ci_label="x") == {"small"}  # an extra property
+    odd = new(env, name="odd", **{'quo"te': 'v"1', "café": "crème", "a.b": "c"})
+    for key, value in (('quo"te', 'v"1'), ("café", "crème"), ("a.b", "c")):
+        assert names(env, **{key: value}) == {"odd"}, key
+        assert names(env, **{key: value + "x"}) == set(), key
+    env.images.delete(ZUUL, odd.id)
     when = isoformat(big.created_at)
     assert names(env, created_at=f"lt:{when}") == {"small"}
     assert names(env, created_at=f"gte:{when}") == {"big", "empty"}

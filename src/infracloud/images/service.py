@@ -4,6 +4,7 @@ The data path (upload, download, garbage collection) is in images/data.py."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ READ_ONLY = frozenset({"status", "checksum", "os_hash_algo", "os_hash_value", "s
 RESERVED = frozenset({"location", "deleted", "deleted_at"})
 RESERVED_PREFIX = "os_glance_"  # Glance keeps this namespace for itself
 MAX_PROPERTIES = 128
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:\[\]$ -]+")  # property names JSON paths name safely
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
 
@@ -363,7 +365,12 @@ class ImageService:
             stmt = stmt.where(cast(Image.tags, Text).like(f"%{_like(json.dumps(tag))}%",
                                                           escape="\\"))
         for key, value in f.properties.items():
-            stmt = stmt.where(Image.properties[key].as_string() == value)
+            if _PLAIN_KEY.fullmatch(key):
+                stmt = stmt.where(Image.properties[key].as_string() == value)
+            else:  # a JSON path cannot name it in every database: match the JSON text
+                pair = f"{json.dumps(key)}: {json.dumps(value)}"
+                stmt = stmt.where(cast(Image.properties, Text).like(f"%{_like(pair)}%",
+                                                                    escape="\\"))
         key = self._sort_column(q.sort_key)
         order = (key.desc(), Image.id.desc()) if q.sort_dir == "desc" else (key.asc(),
                                                                            Image.id.asc())
