@@ -102,3 +102,38 @@ def test_filesystem_writes_go_to_a_temporary_file_first(tmp_path: Path) -> None:
     assert list(store.data.rglob("*.*")) == []
     w.abort()
     assert list(store.tmp.iterdir()) == []
+
+
+def test_staged_data_waits_then_moves_under_its_key(store: ImageStore) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    w = store.writer("img-s")
+    w.write([data[:100], data[100:]])
+    assert store.staged("img-s") is None  # nothing staged before the stage is complete
+    w.sync()
+    w.commit_staged()
+    assert store.staged("img-s") == len(data) and list(store.staged_ids()) == ["img-s"]
+    assert b"".join(store.read_staged("img-s")) == data
+    assert list(store.blobs()) == []  # staged data is no image data yet
+    store.promote("img-s", key_of(data))
+    assert store.staged("img-s") is None and list(store.staged_ids()) == []
+    assert b"".join(store.read(key_of(data))) == data
+
+
+def test_promoting_data_stored_already_keeps_one_blob(store: ImageStore) -> None:
+    data = os.urandom(4096)
+    put(store, "img-1", key_of(data), [data])
+    w = store.writer("img-2")
+    w.write([data])
+    w.commit_staged()
+    store.promote("img-2", key_of(data))
+    assert [b.key for b in store.blobs()] == [key_of(data)]
+    assert store.staged("img-2") is None
+
+
+def test_discard_staged(store: ImageStore) -> None:
+    w = store.writer("img-d")
+    w.write([b"abc"])
+    w.commit_staged()
+    assert store.discard_staged("img-d") is True
+    assert store.discard_staged("img-d") is False
+    assert store.staged("img-d") is None

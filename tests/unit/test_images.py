@@ -25,7 +25,8 @@ from infracloud.core.errors import (
 from infracloud.core.settings import ImageQuotaConfig, ImagesConfig
 from infracloud.core.states import IMAGE
 from infracloud.images.data import ImageData, parse_range
-from infracloud.images.service import ImageService, ListQuery, parse_in
+from infracloud.images.filters import parse, split_quoted
+from infracloud.images.service import ImageService, ListQuery
 from infracloud.images.store import FilesystemStore
 from infracloud.store import Database
 
@@ -227,7 +228,7 @@ def test_visibility(env: Env) -> None:
     public = new(env, ADMIN, name="public", visibility="public")
 
     def names(caller: Caller, **q) -> list[str]:  # type: ignore[no-untyped-def]
-        return sorted(i.name for i in env.images.list_images(caller, ListQuery(**q))[0])
+        return sorted(i.name for i in env.images.list_images(caller, query(**q))[0])
 
     assert names(ZUUL) == ["community", "private", "public", "shared"]
     assert names(CI) == ["public"]
@@ -298,32 +299,42 @@ def test_listing_pages_filters_and_sorting(env: Env, clock: FakeClock) -> None:
         clock.advance(1)
     seen, marker = [], None
     while True:
-        page, marker = env.images.list_images(ZUUL, ListQuery(limit=3, marker=marker))
+        page, marker = env.images.list_images(ZUUL, query(limit=3, marker=marker))
         seen += [i.name for i in page]
         if marker is None:
             break
     assert seen == [f"img-{n}" for n in reversed(range(7))]
-    asc, _ = env.images.list_images(ZUUL, ListQuery(sort_key="name", sort_dir="asc", limit=2,
-                                                    marker=made[2].id))
+    asc, _ = env.images.list_images(ZUUL, query(sort_key="name", sort_dir="asc", limit=2,
+                                                marker=made[2].id))
     assert [i.name for i in asc] == ["img-3", "img-4"]
-    ids = parse_in(f"in:{made[1].id},{made[5].id}")
-    assert sorted(i.name for i in env.images.list_images(ZUUL, ListQuery(ids=ids))[0]) == [
+    ids = f"in:{made[1].id},{made[5].id}"
+    assert sorted(i.name for i in env.images.list_images(ZUUL, query(id=ids))[0]) == [
         "img-1", "img-5"]
-    assert len(env.images.list_images(ZUUL, ListQuery(name=['img-0']))[0]) == 1
-    assert {i.name for i in env.images.list_images(ZUUL, ListQuery(tags=["even"]))[0]} == {
+    assert len(env.images.list_images(ZUUL, query(name='img-0'))[0]) == 1
+    assert {i.name for i in env.images.list_images(ZUUL, query(tags=["even"]))[0]} == {
         "img-0", "img-2", "img-4", "img-6"}
     env.images.update(ZUUL, made[0].id, {"os_hidden": True}, [])
-    assert "img-0" not in {i.name for i in env.images.list_images(ZUUL, ListQuery())[0]}
-    assert [i.name for i in env.images.list_images(ZUUL, ListQuery(os_hidden=True))[0]] == [
+    assert "img-0" not in {i.name for i in env.images.list_images(ZUUL, query())[0]}
+    assert [i.name for i in env.images.list_images(ZUUL, query(os_hidden="true"))[0]] == [
         "img-0"]
     with pytest.raises(BadRequest):
-        env.images.list_images(ZUUL, ListQuery(sort_key="password"))
+        env.images.list_images(ZUUL, query(sort_key="password"))
 
 
-def test_parse_in() -> None:
-    assert parse_in('in:a,"b,c",d') == ["a", "b,c", "d"]
-    assert parse_in("plain") == ["plain"]
-    assert parse_in(None) is None
+def query(limit: int = 200, marker: str | None = None, sort_key: str = "created_at",
+          sort_dir: str = "desc", tags: list[str] | None = None, **params: str) -> ListQuery:
+    """A ListQuery as the API makes it from a query string."""
+    return ListQuery(parse(params, tags or []), limit=limit, marker=marker, sort_key=sort_key,
+                     sort_dir=sort_dir)
+
+
+def test_in_lists_with_quotes() -> None:
+    assert split_quoted('a,"b,c",d') == ["a", "b,c", "d"]
+    assert split_quoted("plain") == ["plain"]
+    assert parse({"name": 'in:a,"b,c"'}, []).lists == {"name": ["a", "b,c"]}
+    assert parse({"name": "ubuntu:24.04"}, []).lists == {"name": ["ubuntu:24.04"]}
+    with pytest.raises(BadRequest):
+        split_quoted('a,"b')
 
 
 def test_image_state_table_is_enforced() -> None:

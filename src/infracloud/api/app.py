@@ -28,6 +28,7 @@ from infracloud.api import (
     identity_admin,
     identity_auth,
     image,
+    image_import,
     lifetimes,
     metrics,
     network,
@@ -77,6 +78,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity_auth.router)
     app.include_router(identity_admin.router)
     app.include_router(image.router)
+    app.include_router(image_import.router)
     app.include_router(compute.router)
     app.include_router(compute_admin.router)
     app.include_router(compute_quotas.router)

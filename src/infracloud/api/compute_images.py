@@ -23,6 +23,7 @@ from infracloud.api.deps import ServicesDep, TokenDep, policy
 from infracloud.compute.server_filters import parse_changes_since
 from infracloud.core.clock import as_utc, isoformat
 from infracloud.core.errors import BadRequest, Forbidden, NotFound
+from infracloud.images.filters import Filters
 from infracloud.images.service import BASE_FIELDS, READ_ONLY, ListQuery
 from infracloud.site.services import Services
 from infracloud.store.models import Image
@@ -102,12 +103,15 @@ def _images(services: Services, caller: TokenDep, request: Request, detail: bool
                      q.get("type"), parse_changes_since(since) if since is not None else None)
     page = limit if limit is not None else MAX_LIMIT
     marker = q.get("marker")
+    lists: dict[str, list[str]] = {}  # the image service's filters (images/filters.py)
+    if q.get("name"):
+        lists["name"] = [q["name"]]
+    if status:
+        lists["status"] = [STATUS_FILTER.get(status.upper(), status.lower())]
     found: list[Image] = []
     while len(found) <= page:  # the filters read here may thin a page: read on
         rows, marker = services.images.list_images(caller.caller, ListQuery(
-            name=[q["name"]] if q.get("name") else None,
-            status=STATUS_FILTER.get(status.upper(), status.lower()) if status else None,
-            limit=page + 1, marker=marker))
+            Filters(lists=lists), limit=page + 1, marker=marker))
         found.extend(r for r in rows if wanted(r))
         if marker is None:
             break

@@ -12,13 +12,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from infracloud.api.bodies import JSONRoute
-from infracloud.api.deps import ServicesDep, TokenDep, next_query, parse_bool, policy
+from infracloud.api.deps import ServicesDep, TokenDep, next_query, policy
+from infracloud.api.image_import import declared_size
 from infracloud.api.image_models import PATCH_BODY, ImageIn, MemberIn, MemberStatusIn, patch_ops
-from infracloud.api.image_views import image_schema, image_view, member_view
-from infracloud.core.errors import BadRequest, UnsupportedMediaType
-from infracloud.images import patch
+from infracloud.api.image_views import (
+    image_schema,
+    image_view,
+    member_schema,
+    member_view,
+    members_schema,
+)
+from infracloud.core.errors import BadRequest, NotFound, UnsupportedMediaType
+from infracloud.images import filters, patch
 from infracloud.images.data import Download
-from infracloud.images.service import ListQuery, parse_in
+from infracloud.images.imports import IMPORT_METHODS
+from infracloud.images.service import ListQuery
 
 router = APIRouter(prefix="/image", route_class=JSONRoute)
 MAX_LIMIT = 1000
@@ -52,6 +60,16 @@ def schema_images() -> dict[str, Any]:
                       {"rel": "describedby", "href": "{schema}"}]}
 
 
+@router.get("/v2/schemas/member")
+def schema_member() -> dict[str, Any]:
+    return member_schema()
+
+
+@router.get("/v2/schemas/members")
+def schema_members() -> dict[str, Any]:
+    return members_schema()
+
+
 async def _json(request: Request) -> Any:
     try:
         return await request.json() if await request.body() else None
@@ -65,7 +83,9 @@ async def create_image(services: ServicesDep, caller: TokenDep, body: ImageIn
     image = await run_in_threadpool(services.images.create, caller.caller,
                                     body.model_dump(exclude_unset=True))
     return JSONResponse(image_view(image), status_code=201,
-                        headers={"Location": f"{services.base_url}/image/v2/images/{image.id}"})
+                        headers={"Location": f"{services.base_url}/image/v2/images/{image.id}",
+                                 # how clients learn that the import API is there (Glance)
+                                 "OpenStack-image-import-methods": ",".join(IMPORT_METHODS)})
 
 
 @router.get("/v2/images", dependencies=[policy("image:get")])
@@ -73,30 +93,29 @@ def list_images(services: ServicesDep, caller: TokenDep, request: Request) -> di
     q = request.query_params
     try:
         limit = min(int(q.get("limit", 200)), MAX_LIMIT)
-        size_min = int(q["size_min"]) if "size_min" in q else None
-        size_max = int(q["size_max"]) if "size_max" in q else None
     except ValueError:
-        raise BadRequest("limit, size_min and size_max must be whole numbers.") from None
+        raise BadRequest("limit param must be an integer") from None
     if limit < 0:
-        raise BadRequest("limit must be at least 0.")
+        raise BadRequest("limit param must be positive")
     sort_key, sort_dir = q.get("sort_key", "created_at"), q.get("sort_dir", "desc")
     if "sort" in q:  # the newer sort=key:dir form
         sort_key, _, direction = q["sort"].split(",")[0].partition(":")
         sort_dir = direction or "desc"
-    query = ListQuery(
-        name=parse_in(q.get("name")), ids=parse_in(q.get("id")), status=q.get("status"),
-        visibility=q.get("visibility") if q.get("visibility") != "all" else None,
-        owner=q.get("owner"), member_status=q.get("member_status", "accepted"),
-        tags=q.getlist("tag"), os_hidden=bool(parse_bool(q.get("os_hidden"))),
-        disk_format=q.get("disk_format"), container_format=q.get("container_format"),
-        protected=parse_bool(q.get("protected")), size_min=size_min, size_max=size_max,
-        limit=limit, marker=q.get("marker"), sort_key=sort_key, sort_dir=sort_dir)
+    query = ListQuery(filters=filters.parse(q, q.getlist("tag")), limit=limit,
+                      marker=q.get("marker"), sort_key=sort_key, sort_dir=sort_dir)
     images, next_marker = services.images.list_images(caller.caller, query)
     body: dict[str, Any] = {"images": [image_view(i) for i in images],
                             "first": "/v2/images", "schema": "/v2/schemas/images"}
     if next_marker:
         body["next"] = "/v2/images?" + next_query(request, next_marker, limit)
     return body
+
+
+@router.get("/v2/images/", dependencies=[policy("image:get")], include_in_schema=False)
+@router.delete("/v2/images/", dependencies=[policy("image:delete")], include_in_schema=False)
+def empty_image_id() -> Response:
+    """An empty image id names no image (Glance: 404), not the list."""
+    raise NotFound("No image found with ID ")
 
 
 @router.get("/v2/images/{image_id}", dependencies=[policy("image:get")])
@@ -110,9 +129,11 @@ async def update_image(services: ServicesDep, caller: TokenDep, request: Request
                        image_id: str) -> dict[str, Any]:
     media = request.headers.get("content-type", "").split(";")[0].strip()
     if media not in patch.MEDIA_TYPES:
-        raise UnsupportedMediaType(f"Unsupported Content-Type: {media or 'none'}; use "
-                                   f"{patch.MEDIA_TYPES[0]}.")
-    changes, removed = patch_ops(await _json(request))
+        allowed = ", ".join(sorted(patch.MEDIA_TYPES))
+        raise UnsupportedMediaType(f"Image PATCH expects Content-Type one of: {allowed}",
+                                   headers={"Accept-Patch": allowed})
+    body = await _json(request)
+    changes, removed = patch_ops(patch.from_v20(body) if media == patch.V20 else body)
     image = await run_in_threadpool(services.images.update, caller.caller, image_id, changes,
                                     removed)
     return image_view(image)
@@ -136,22 +157,12 @@ def image_action(services: ServicesDep, caller: TokenDep, image_id: str, action:
 
 # ---- data ---------------------------------------------------------------------------------
 
-def _declared_size(request: Request) -> int | None:
-    for header in ("x-openstack-image-size", "content-length"):
-        if header in request.headers:
-            try:
-                return int(request.headers[header])
-            except ValueError:
-                raise BadRequest(f"Invalid {header} header.") from None
-    return None
-
-
 @router.put("/v2/images/{image_id}/file", status_code=204, dependencies=[policy("image:upload")])
 async def upload(services: ServicesDep, caller: TokenDep, request: Request,
                  image_id: str) -> Response:
     data = services.image_data
     ticket = await run_in_threadpool(data.begin, caller.caller, image_id,
-                                     _declared_size(request))
+                                     declared_size(request))
     try:
         await data.receive(ticket, request.stream())
     except ClientDisconnect:

@@ -72,5 +72,6 @@ class MemberIn(BaseModel):
 
 
 class MemberStatusIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Glance reads only `status` (openstacksdk's update_member sends the member too)."""
+    model_config = ConfigDict(extra="ignore")
     status: Literal[MEMBER_STATUSES]  # type: ignore[valid-type]

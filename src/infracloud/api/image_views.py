@@ -45,3 +45,29 @@ def image_schema() -> dict[str, Any]:
             "additionalProperties": {"type": "string"},
             "links": [{"rel": "self", "href": "{self}"}, {"rel": "enclosure", "href": "{file}"},
                       {"rel": "describedby", "href": "{schema}"}]}
+
+
+def member_schema() -> dict[str, Any]:
+    """Glance's member schema (GET /v2/schemas/member)."""
+    text: dict[str, Any] = {"type": "string"}
+    return {"name": "member", "properties": {
+        "member_id": {**text, "description": "An identifier for the image member (tenantId)"},
+        "image_id": {**text, "description": "An identifier for the image",
+                     "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}"
+                                "-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"},
+        "created_at": {**text, "description": "Date and time of image member creation"},
+        "updated_at": {**text,
+                       "description": "Date and time of last modification of image member"},
+        "status": {**text, "description": "The status of this image member",
+                   "enum": ["pending", "accepted", "rejected"]},
+        "schema": {**text, "readOnly": True}}, "additionalProperties": False}
+
+
+def members_schema() -> dict[str, Any]:
+    """Glance's member collection schema (GET /v2/schemas/members)."""
+    item = member_schema()
+    item.pop("additionalProperties")
+    return {"name": "members", "properties": {
+        "members": {"type": "array", "items": item},
+        "schema": {"type": "string"}},
+        "links": [{"rel": "describedby", "href": "{schema}"}]}

@@ -94,14 +94,30 @@ IMAGE = Machine(
      State("saving", stable=False, timeout=300, description="data being received"),
      State("active", stable=True, description="data stored and checksummed"),
      State("killed", stable=True, failure=True,
-           description="upload failed (client gone, size mismatch, controller restart)"),
+           description="upload, stage or import failed (client gone, size mismatch, "
+                       "controller restart)"),
      State("deactivated", stable=True, description="data kept, downloads refused"),
-     State("deleted", stable=True, description="gone; data collected later")],
+     State("deleted", stable=True, description="gone; data collected later"),
+     # the interoperable import (glance-direct): stage, then import
+     State("uploading", stable=False, timeout=300,
+           description="data being staged, or staged and waiting for the import "
+                       "(images.stale_upload_seconds without progress: killed)"),
+     State("importing", stable=False, timeout=300,
+           description="staged data being checksummed and moved into the store "
+                       "(images.stale_upload_seconds without progress: killed)")],
     _t("""
         queued --upload--> saving
         saving --stored--> active
         saving --fail--> killed
         saving --refuse--> queued
+        queued --stage--> uploading
+        uploading --fail--> killed
+        uploading --refuse--> queued
+        uploading --import--> importing
+        importing --stored--> active
+        importing --fail--> killed
+        uploading --delete--> deleted
+        importing --delete--> deleted
         active --deactivate--> deactivated
         deactivated --reactivate--> active
         queued --delete--> deleted

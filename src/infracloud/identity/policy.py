@@ -132,9 +132,12 @@ RULES: dict[str, str] = {
     "image:delete": "member",
     "image:upload": "member",
     "image:download": "reader",
-    "image:action": "admin",  # deactivate and reactivate
+    "image:action": "member",  # deactivate and reactivate: the owner's (or admin's)
     "image:member:get": "reader",
     "image:member:modify": "member",
+    "image:info": "any",  # GET /v2/info/import
+    "image:stage": "member",
+    "image:import": "member",
     # network (neutron)
     "network:get": "reader",
     "network:port:get": "reader",

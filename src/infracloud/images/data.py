@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ BLOCK = 1024 * 1024  # chunks from the socket are gathered into blocks of this s
 IN_FLIGHT = 16 * 1024 * 1024  # at most this much waits for the slowest consumer
 HEARTBEAT_SECONDS = 10.0
 HASH_ALGO = "sha512"
+IN_TRANSFER = ("saving", "uploading", "importing")  # a controller works on the data
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Ticket:
     quota_left: int | None
     expected: int | None
     holder: str
+    state: str = "saving"  # "uploading": the import API's stage (the data stays staged)
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,19 @@ class ImageData:
         self.clock = clock
         self.holder = holder
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-io")
+        self.closed = threading.Event()  # long work (an import) stops; recover() ends it
 
     def close(self) -> None:
+        self.closed.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- upload --------------------------------------------------------------------------
 
-    def begin(self, caller: Caller, image_id: str, expected: int | None) -> Ticket:
-        """queued -> saving, after the size limit and quota allow the declared size."""
+    def begin(self, caller: Caller, image_id: str, expected: int | None,
+              stage: bool = False) -> Ticket:
+        """queued -> saving (or uploading, to `stage` the data for an import), after the size
+        limit and quota allow the declared size."""
+        state, event = ("uploading", "stage") if stage else ("saving", "upload")
         max_size = self.config.max_image_size
         if expected is not None and expected > max_size:
             raise TooLarge(f"Image size {expected} exceeds the maximum image size of "
@@ -102,28 +110,30 @@ class ImageData:
         with self.db.write() as s:
             image = self.images.modifiable(s, caller, image_id)
             if image.status != "queued":
-                raise Conflict(f"Image status transition from {image.status} to saving is not "
-                               f"allowed: data can only be uploaded to a queued image.")
+                raise Conflict(f"Image status transition from {image.status} to {state} is "
+                               f"not allowed: data can only be uploaded to a queued image.")
             quota_left = None
             if self.config.quota.bytes >= 0:
                 quota_left = self.config.quota.bytes - self.images.stored_bytes(s, image.owner)
                 if expected is not None and expected > quota_left:
                     raise TooLarge(self._quota_message(image.owner, expected, quota_left))
-            image.status = IMAGE.next(image.status, "upload")
+            image.status = IMAGE.next(image.status, event)
             image.upload_owner = self.holder
             image.upload_heartbeat = now
             image.updated_at = now
             owner = image.owner
         limit = max_size if quota_left is None else min(max_size, max(quota_left, 0))
-        return Ticket(image_id, owner, limit, quota_left, expected, self.holder)
+        return Ticket(image_id, owner, limit, quota_left, expected, self.holder, state)
 
     async def receive(self, ticket: Ticket, chunks: AsyncIterator[bytes]) -> Image:
         loop = asyncio.get_running_loop()
         writer: BlobWriter = await loop.run_in_executor(self.executor, self.store.writer,
                                                         ticket.image_id)
         md5, sha = hashlib.md5(), hashlib.sha512()
-        fan = Fanout([md5.update, sha.update, lambda block: writer.write([block])],
-                     limit=IN_FLIGHT, name=f"upload-{ticket.image_id[:8]}")
+        consumers = [md5.update, sha.update, lambda block: writer.write([block])]
+        if ticket.state == "uploading":  # a stage: the import computes the checksums
+            consumers = consumers[2:]
+        fan = Fanout(consumers, limit=IN_FLIGHT, name=f"upload-{ticket.image_id[:8]}")
         batch: list[bytes] = []
         batched = size = 0
         beat = time.monotonic()
@@ -165,6 +175,8 @@ class ImageData:
             self.end_upload(ticket, "fail")
             raise BadRequest(f"Image size mismatch: {ticket.expected} bytes were announced, "
                              f"{size} arrived.")
+        if ticket.state == "uploading":
+            return self._staged(ticket, writer, size)
         writer.commit(sha512)
         refused = None
         with self.db.write() as s:
@@ -194,14 +206,45 @@ class ImageData:
                                           "event": "image.upload.stored"})
         return image
 
+    def _staged(self, ticket: Ticket, writer: BlobWriter, size: int) -> Image:
+        """The stage is complete: the data waits in the staging area for the import, the
+        image stays `uploading` (with its size, as Glance shows it) and nobody holds it."""
+        writer.commit_staged()
+        with self.db.write() as s:
+            image = s.get(Image, ticket.image_id)
+            if image is None or image.status != "uploading" or (
+                    image.upload_owner != ticket.holder):
+                self.store.discard_staged(ticket.image_id)
+                raise Conflict(f"Image {ticket.image_id} is no longer being staged here.")
+            refused = None
+            if self.config.quota.bytes >= 0:  # another upload may have used it meanwhile
+                left = self.config.quota.bytes - self.images.stored_bytes(s, image.owner)
+                if size > left:
+                    refused = self._quota_message(image.owner, size, left)
+            now = self.clock.now()
+            if refused:
+                image.status = IMAGE.next("uploading", "refuse")
+            else:
+                image.size = size
+                image.upload_heartbeat = now  # a staged image waits this long for its import
+            image.upload_owner = None
+            image.updated_at = now
+        if refused:
+            self.store.discard_staged(ticket.image_id)
+            raise TooLarge(refused)
+        log.info("image staged", extra={"image_id": ticket.image_id, "bytes": size,
+                                        "event": "image.stage.stored"})
+        return image
+
     def end_upload(self, ticket: Ticket, event: str) -> None:
-        """saving -> killed ("fail") or back to queued ("refuse"); partial data removed."""
+        """saving (uploading) -> killed ("fail") or back to queued ("refuse"); partial data
+        removed."""
         self.store.discard_partial(ticket.image_id)
         with self.db.write() as s:
             image = s.get(Image, ticket.image_id)
-            if image is not None and image.status == "saving" and (
+            if image is not None and image.status == ticket.state and (
                     image.upload_owner == ticket.holder):
-                image.status = IMAGE.next("saving", event)
+                image.status = IMAGE.next(ticket.state, event)
                 image.upload_owner = None
                 image.updated_at = self.clock.now()
 
@@ -245,16 +288,18 @@ class ImageData:
     # ---- housekeeping --------------------------------------------------------------------
 
     def recover(self) -> int:
-        """At start-up: uploads this controller was receiving when it stopped are dead."""
-        return self._kill(select(Image).where(Image.status == "saving",
+        """At start-up: uploads, stages and imports this controller was working on when it
+        stopped are dead (a complete stage, which nobody holds, waits for its import)."""
+        return self._kill(select(Image).where(Image.status.in_(IN_TRANSFER),
                                               Image.upload_owner == self.holder))
 
     def reap(self) -> int:
-        """Uploads (on any controller) with no progress for `stale_upload_seconds`."""
+        """Uploads, stages and imports (on any controller) with no progress, and staged data
+        not imported, for `stale_upload_seconds`."""
         import datetime as dt
 
         cutoff = self.clock.now() - dt.timedelta(seconds=self.config.stale_upload_seconds)
-        return self._kill(select(Image).where(Image.status == "saving",
+        return self._kill(select(Image).where(Image.status.in_(IN_TRANSFER),
                                               Image.upload_heartbeat < cutoff))
 
     def _kill(self, query: Any) -> int:
@@ -263,9 +308,11 @@ class ImageData:
             for image in dead:
                 image.status = IMAGE.next(image.status, "fail")
                 image.upload_owner = None
+                image.size = None  # a stage's size counted against the quota: no more
                 image.updated_at = self.clock.now()
         for image in dead:
             self.store.discard_partial(image.id)
+            self.store.discard_staged(image.id)
             log.warning("image upload killed", extra={"image_id": image.id,
                                                       "event": "image.upload.killed"})
         return len(dead)
@@ -275,13 +322,26 @@ class ImageData:
         with self.db.read() as s:
             used = set(s.scalars(select(Image.os_hash_value).where(
                 Image.os_hash_value.is_not(None)).distinct()))
+            staging = set(s.scalars(select(Image.id).where(
+                Image.status.in_(("uploading", "importing")))))
         cutoff = time.time() - self.config.gc_grace_seconds
         removed = 0
+        for image_id in self.store.staged_ids():  # staged data of deleted images
+            if image_id not in staging and not self._staging(image_id) and (
+                    self.store.discard_staged(image_id)):
+                removed += 1
         for blob in self.store.blobs():
             if blob.key not in used and blob.mtime <= cutoff:
                 self.store.delete(blob.key)
                 removed += 1
         return removed
+
+    def _staging(self, image_id: str) -> bool:
+        """Is the image (still, or by now) staging or importing? (checked again just before
+        its staged data goes: a stage may have begun since the list was read)"""
+        with self.db.read() as s:
+            return s.scalar(select(Image.status).where(Image.id == image_id)) in (
+                "uploading", "importing")
 
     def maintenance(self) -> None:
         self.reap()

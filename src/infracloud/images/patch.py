@@ -1,5 +1,7 @@
-"""Glance's JSON-patch dialect (application/openstack-images-v2.1-json-patch) for images:
-add / replace / remove of top-level attributes."""
+"""Glance's JSON-patch dialects for images: add / replace / remove of top-level attributes.
+v2.1 (application/openstack-images-v2.1-json-patch) says `{"op": "replace", "path": "/name",
+"value": ...}`; the older v2.0 says `{"replace": "/name", "value": ...}` (the op's name is the
+key); `from_v20` turns the latter into the former."""
 
 from __future__ import annotations
 
@@ -7,8 +9,30 @@ from typing import Any
 
 from infracloud.core.errors import BadRequest
 
-MEDIA_TYPES = ("application/openstack-images-v2.1-json-patch",
-               "application/openstack-images-v2.0-json-patch")
+V21 = "application/openstack-images-v2.1-json-patch"
+V20 = "application/openstack-images-v2.0-json-patch"
+MEDIA_TYPES = (V21, V20)
+OPERATIONS = ("add", "remove", "replace")
+
+
+def from_v20(ops: Any) -> Any:
+    """v2.0 operations in the v2.1 form (Glance's checks and wording for the op names)."""
+    if not isinstance(ops, list):
+        raise BadRequest("Request body must be a JSON array of operation objects.")
+    out = []
+    for raw in ops:
+        if not isinstance(raw, dict):
+            raise BadRequest("Operations must be JSON objects.")
+        names = [name for name in OPERATIONS if name in raw]
+        if len(names) != 1:
+            count = "only one member" if names else "exactly one member"
+            raise BadRequest(f'Operation objects must contain {count} named "add", '
+                             f'"remove", or "replace".')
+        op = {"op": names[0], "path": raw[names[0]]}
+        if "value" in raw:
+            op["value"] = raw["value"]
+        out.append(op)
+    return out
 
 
 def _key(path: Any) -> str:

@@ -18,6 +18,7 @@ from infracloud.core.durations import IMAGE_KEY, parse_duration
 from infracloud.core.errors import BadRequest, Conflict, Forbidden, NotFound, OverLimit
 from infracloud.core.settings import ImagesConfig
 from infracloud.core.states import IMAGE
+from infracloud.images.filters import Filters
 from infracloud.store import Database
 from infracloud.store.models import Image, ImageMember
 
@@ -30,51 +31,21 @@ BASE_FIELDS = ("name", "visibility", "protected", "os_hidden", "disk_format",
 READ_ONLY = frozenset({"status", "checksum", "os_hash_algo", "os_hash_value", "size",
                        "virtual_size", "created_at", "updated_at", "file", "self", "schema",
                        "direct_url", "locations", "stores", "id"})
+RESERVED = frozenset({"location", "deleted", "deleted_at"})
+RESERVED_PREFIX = "os_glance_"  # Glance keeps this namespace for itself
 MAX_PROPERTIES = 128
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:\[\]$ -]+")  # property names JSON paths name safely
 SORT_KEYS = ("created_at", "updated_at", "name", "size", "status", "id")
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
-_IN = re.compile(r"^in:(.*)$")
 
 
 @dataclass
 class ListQuery:
-    name: list[str] | None = None
-    ids: list[str] | None = None
-    status: str | None = None
-    visibility: str | None = None
-    owner: str | None = None
-    member_status: str = "accepted"
-    tags: list[str] = field(default_factory=list)
-    os_hidden: bool = False
-    disk_format: str | None = None
-    container_format: str | None = None
-    protected: bool | None = None
-    size_min: int | None = None
-    size_max: int | None = None
+    filters: Filters = field(default_factory=Filters)  # images/filters.py
     limit: int = 200
     marker: str | None = None
     sort_key: str = "created_at"
     sort_dir: str = "desc"
-
-
-def parse_in(value: str | None) -> list[str] | None:
-    """Glance's `in:a,b,"c,d"` list form (also plain single values)."""
-    if value is None:
-        return None
-    m = _IN.match(value)
-    if not m:
-        return [value]
-    out, cur, quoted = [], "", False
-    for ch in m.group(1):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur)
-    return [v for v in out if v]
 
 
 class ImageService:
@@ -136,6 +107,7 @@ class ImageService:
         """Apply a parsed JSON patch: `changes` sets fields and properties, `removed` drops
         properties."""
         for key in removed:
+            _check_reserved(key)
             if key in READ_ONLY or key in BASE_FIELDS or key == "owner":
                 raise Forbidden(f"Attribute '{key}' is read-only or reserved.")
         values, props = self._split(dict(changes), creating=False)
@@ -177,13 +149,17 @@ class ImageService:
         return image
 
     def set_status(self, caller: Caller, image_id: str, event: str) -> Image:
-        """Admin actions: deactivate / reactivate."""
-        if not caller.is_admin:
-            raise Forbidden("Only administrators can deactivate or reactivate images.")
+        """deactivate / reactivate, by the owner or an admin (Glance's default policy). As
+        in Glance, repeating one does nothing, and an image in another status answers 403."""
+        done = "deactivated" if event == "deactivate" else "active"
         with self.db.write() as s:
-            image = self._visible(s, caller, image_id)
-            image.status = IMAGE.next(image.status, event)
-            image.updated_at = self.clock.now()
+            image = self.modifiable(s, caller, image_id)
+            if image.status != done:
+                if not IMAGE.allows(image.status, event):
+                    raise Forbidden(f"Not allowed to {event} image in status "
+                                    f"'{image.status}'")
+                image.status = IMAGE.next(image.status, event)
+                image.updated_at = self.clock.now()
         return image
 
     def add_tag(self, caller: Caller, image_id: str, tag: str) -> None:
@@ -288,6 +264,7 @@ class ImageService:
         for key, value in body.items():
             if key in READ_ONLY:
                 raise Forbidden(f"Attribute '{key}' is read-only.")
+            _check_reserved(key)
             if key in BASE_FIELDS:
                 values[key] = self._base_value(key, value)
             else:
@@ -363,37 +340,40 @@ class ImageService:
 
     def _list_query(self, caller: Caller, q: ListQuery) -> Select[Any]:
         stmt = select(Image)
+        f = q.filters
         pid = caller.project_id
-        accepted = select(ImageMember.image_id).where(
-            ImageMember.member_id == pid, ImageMember.status == q.member_status)
-        if q.visibility == "community":
-            stmt = stmt.where(Image.visibility == "community")
-        elif q.visibility in ("public", "private", "shared"):
-            stmt = stmt.where(Image.visibility == q.visibility)
+        membership = select(ImageMember.image_id).where(ImageMember.member_id == pid)
+        if f.member_status is not None:
+            membership = membership.where(ImageMember.status == f.member_status)
+        if f.visibility is not None:
+            stmt = stmt.where(Image.visibility == f.visibility)
         if not caller.is_admin:
             seen = [Image.owner == pid, Image.visibility == "public",
-                    and_(Image.visibility == "shared", Image.id.in_(accepted))]
-            if q.visibility == "community":
+                    and_(Image.visibility == "shared", Image.id.in_(membership))]
+            if f.visibility == "community":
                 seen.append(Image.visibility == "community")
             stmt = stmt.where(or_(*seen))
-        if q.name is not None:
-            stmt = stmt.where(Image.name.in_(q.name))
-        if q.ids is not None:
-            stmt = stmt.where(Image.id.in_(q.ids))
-        for attr, value in (("status", q.status), ("owner", q.owner),
-                            ("disk_format", q.disk_format),
-                            ("container_format", q.container_format),
-                            ("protected", q.protected)):
-            if value is not None:
-                stmt = stmt.where(getattr(Image, attr) == value)
-        stmt = stmt.where(Image.os_hidden == q.os_hidden)
-        if q.size_min is not None:
-            stmt = stmt.where(Image.size >= q.size_min)
-        if q.size_max is not None:
-            stmt = stmt.where(Image.size <= q.size_max)
-        for tag in q.tags:  # matched in the JSON text, encoded as the column encodes it
+        for attr, values in f.lists.items():
+            stmt = stmt.where(getattr(Image, attr).in_(values))
+        for attr, value in f.equal.items():
+            stmt = stmt.where(getattr(Image, attr) == value)
+        for attr, op, when in f.times:
+            stmt = stmt.where(_compare(getattr(Image, attr), op, when))
+        stmt = stmt.where(Image.os_hidden == f.os_hidden)
+        if f.size_min is not None:
+            stmt = stmt.where(Image.size >= f.size_min)
+        if f.size_max is not None:
+            stmt = stmt.where(Image.size <= f.size_max)
+        for tag in f.tags:  # matched in the JSON text, encoded as the column encodes it
             stmt = stmt.where(cast(Image.tags, Text).like(f"%{_like(json.dumps(tag))}%",
                                                           escape="\\"))
+        for key, value in f.properties.items():
+            if _PLAIN_KEY.fullmatch(key):
+                stmt = stmt.where(Image.properties[key].as_string() == value)
+            else:  # a JSON path cannot name it in every database: match the JSON text
+                pair = f"{json.dumps(key)}: {json.dumps(value)}"
+                stmt = stmt.where(cast(Image.properties, Text).like(f"%{_like(pair)}%",
+                                                                    escape="\\"))
         key = self._sort_column(q.sort_key)
         order = (key.desc(), Image.id.desc()) if q.sort_dir == "desc" else (key.asc(),
                                                                            Image.id.asc())
@@ -422,6 +402,16 @@ class ImageService:
         if q.sort_dir == "desc":
             return stmt.where(or_(key < value, and_(key == value, Image.id < marker.id)))
         return stmt.where(or_(key > value, and_(key == value, Image.id > marker.id)))
+
+
+def _compare(column: Any, op: str, value: Any) -> Any:
+    return {"gt": column > value, "gte": column >= value, "lt": column < value,
+            "lte": column <= value, "neq": column != value}.get(op, column == value)
+
+
+def _check_reserved(key: str) -> None:
+    if key in RESERVED or key.startswith(RESERVED_PREFIX):
+        raise Forbidden(f"Attribute '{key}' is reserved.")
 
 
 def _like(value: str) -> str:

@@ -5,6 +5,9 @@ Data is written to a temporary name and renamed into place under its key (the sh
 digest), so a crash never leaves a partial blob under a key, and identical uploads share one
 blob. Blobs are never deleted on the spot: `collect()` removes those no image refers to once
 they are older than a grace period (a concurrent upload of the same data refreshes the age).
+
+The import API's staging area (`PUT /v2/images/{id}/stage`) holds one file per image, written
+the same way (temporary name, renamed when complete) and moved under its key by the import.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class BlobWriter(Protocol):
     def write(self, chunks: list[bytes]) -> None: ...
     def sync(self) -> None: ...
     def commit(self, key: str) -> None: ...
+    def commit_staged(self) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -42,6 +46,12 @@ class ImageStore(Protocol):
     def delete(self, key: str) -> None: ...
     def blobs(self) -> Iterator[BlobStat]: ...
     def discard_partial(self, image_id: str) -> int: ...
+    # the staging area of the import API: one complete file per image until it is imported
+    def staged(self, image_id: str) -> int | None: ...
+    def read_staged(self, image_id: str) -> Iterator[bytes]: ...
+    def promote(self, image_id: str, key: str) -> None: ...
+    def discard_staged(self, image_id: str) -> bool: ...
+    def staged_ids(self) -> Iterator[str]: ...
 
 
 def put(store: ImageStore, image_id: str, key: str, chunks: Iterable[bytes]) -> None:
@@ -65,6 +75,7 @@ def _check_key(key: str) -> None:
 class _FileWriter:
     def __init__(self, store: FilesystemStore, image_id: str) -> None:
         self.store = store
+        self.image_id = image_id
         self.path = store.tmp / f"{image_id}.{os.urandom(4).hex()}.part"
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self.closed = False
@@ -95,11 +106,12 @@ class _FileWriter:
             self.path.unlink()
             return
         os.replace(self.path, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _sync_dir(final.parent)
+
+    def commit_staged(self) -> None:
+        self._close()
+        os.replace(self.path, self.store.staged_path(self.image_id))
+        _sync_dir(self.store.staging)
 
     def abort(self) -> None:
         self._close()
@@ -111,13 +123,35 @@ class _FileWriter:
             self.closed = True
 
 
+def _sync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_file(path: Path, start: int, length: int | None) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+
 class FilesystemStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp = root / "tmp"
         self.data = root / "blobs"
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        self.data.mkdir(parents=True, exist_ok=True)
+        self.staging = root / "staging"
+        for folder in (self.tmp, self.data, self.staging):
+            folder.mkdir(parents=True, exist_ok=True)
 
     def path_of(self, key: str) -> Path:
         _check_key(key)
@@ -127,16 +161,7 @@ class FilesystemStore:
         return _FileWriter(self, image_id)
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> Iterator[bytes]:
-        with open(self.path_of(key), "rb", buffering=0) as f:
-            f.seek(start)
-            left = length
-            while left is None or left > 0:
-                chunk = f.read(CHUNK if left is None else min(CHUNK, left))
-                if not chunk:
-                    return
-                if left is not None:
-                    left -= len(chunk)
-                yield chunk
+        return _read_file(self.path_of(key), start, length)
 
     def stat(self, key: str) -> BlobStat | None:
         try:
@@ -164,6 +189,39 @@ class FilesystemStore:
             count += 1
         return count
 
+    def staged_path(self, image_id: str) -> Path:
+        if not image_id or "/" in image_id or image_id.startswith("."):
+            raise ValueError(f"invalid image id {image_id!r}")
+        return self.staging / image_id
+
+    def staged(self, image_id: str) -> int | None:
+        try:
+            return self.staged_path(image_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_staged(self, image_id: str) -> Iterator[bytes]:
+        return _read_file(self.staged_path(image_id), 0, None)
+
+    def promote(self, image_id: str, key: str) -> None:
+        staged, final = self.staged_path(image_id), self.path_of(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # the same data is stored already (see _FileWriter.commit)
+            os.utime(final)
+            staged.unlink()
+            return
+        os.replace(staged, final)
+        _sync_dir(final.parent)
+
+    def staged_ids(self) -> Iterator[str]:
+        return (f.name for f in self.staging.iterdir())
+
+    def discard_staged(self, image_id: str) -> bool:
+        path = self.staged_path(image_id)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+
 
 class _MemoryWriter:
     def __init__(self, store: MemoryStore, image_id: str) -> None:
@@ -187,6 +245,11 @@ class _MemoryWriter:
             self.store.mtimes[key] = time.time()
         self._done()
 
+    def commit_staged(self) -> None:
+        with self.store.lock:
+            self.store.staging[self.image_id] = self.buf.getvalue()
+        self._done()
+
     def abort(self) -> None:
         self._done()
 
@@ -205,6 +268,7 @@ class MemoryStore:
         self.data: dict[str, bytes] = {}
         self.mtimes: dict[str, float] = {}
         self.partial: dict[str, int] = {}
+        self.staging: dict[str, bytes] = {}
         self.lock = threading.Lock()
 
     def writer(self, image_id: str) -> BlobWriter:
@@ -238,3 +302,29 @@ class MemoryStore:
 
     def discard_partial(self, image_id: str) -> int:
         return self.partial.pop(image_id, 0)
+
+    def staged(self, image_id: str) -> int | None:
+        blob = self.staging.get(image_id)
+        return None if blob is None else len(blob)
+
+    def read_staged(self, image_id: str) -> Iterator[bytes]:
+        blob = self.staging.get(image_id)
+        if blob is None:
+            raise FileNotFoundError(image_id)
+        for i in range(0, len(blob), CHUNK):
+            yield blob[i:i + CHUNK]
+
+    def promote(self, image_id: str, key: str) -> None:
+        _check_key(key)
+        with self.lock:
+            blob = self.staging.pop(image_id)
+            self.data.setdefault(key, blob)
+            self.mtimes[key] = time.time()
+
+    def staged_ids(self) -> Iterator[str]:
+        with self.lock:
+            return iter(list(self.staging))
+
+    def discard_staged(self, image_id: str) -> bool:
+        with self.lock:
+            return self.staging.pop(image_id, None) is not None

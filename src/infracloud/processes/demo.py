@@ -183,13 +183,14 @@ def ensure_demo_image(services: Services, guest: Path | None = None) -> None:
     import asyncio
 
     from infracloud.core.context import Caller
+    from infracloud.images.filters import Filters
     from infracloud.images.service import ListQuery
 
     admin = services.identity.directory.find_user("admin")
     project = services.identity.directory.find_project("admin")
     caller = Caller(admin.id, project.id, frozenset({"admin", "member", "reader"}))
-    found, _ = services.images.list_images(caller, ListQuery(name=[DEMO_IMAGE],
-                                                             visibility="public"))
+    found, _ = services.images.list_images(caller, ListQuery(Filters(
+        lists={"name": [DEMO_IMAGE]}, visibility="public")))
     if guest is None:
         data = b"infracloud demo image\n".ljust(1024 * 1024, b"\0")
         if any(i.status == "active" for i in found):

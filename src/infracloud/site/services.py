@@ -26,6 +26,7 @@ from infracloud.hardware.drain import Drainer
 from infracloud.hardware.nodes import NodeService
 from infracloud.identity.service import IdentityService
 from infracloud.images.data import ImageData
+from infracloud.images.imports import ImageImports
 from infracloud.images.service import ImageService
 from infracloud.images.store import FilesystemStore
 from infracloud.network.service import NetworkService
@@ -68,6 +69,7 @@ class Services:
     backups: Backups
     leases: Leases  # owned by this controller process (its owner id is unique to it)
     duties: Duties = field(init=False)
+    image_imports: ImageImports = field(init=False)  # the import API (glance-direct)
     # hears of other controllers' changes to hosts (PostgreSQL; store.wakeups)
     wakeups: wakeups.Listener | None = None
     server_groups: ServerGroupService = field(init=False)
@@ -80,6 +82,7 @@ class Services:
         self.duties = Duties(self.leases, self.clock, self.config.duties, self.background())
         self.server_groups = ServerGroupService(self.db, self.clock, self.quotas)
         self.flavor_access = FlavorAccess(self.flavors)
+        self.image_imports = ImageImports(self.image_data)
 
     @property
     def owner(self) -> str:
