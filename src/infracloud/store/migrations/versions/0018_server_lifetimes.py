@@ -1,7 +1,7 @@
 """servers' lifetimes: when a server expires (None: it lives until deleted), the limit that
 applied when it was created and why, the expiry its warning was sent for, and who exempted it
 
-Revision ID: 0020
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-07 04:00:00.000000
 """
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0020'
+revision = '0018'
 down_revision = '0017'
 branch_labels = None
 depends_on = None
