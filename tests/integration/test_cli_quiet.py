@@ -144,6 +144,8 @@ def test_bad_files_and_usage_errors_are_one_line(tmp_path: Path) -> None:
          f"Not a directory"),
         (["demo", "--port", "0"], "infracloud: error: Invalid value for '--port': Input "
                                   "should be greater than or equal to 1"),
+        (["demo", "--network-name", " "],
+         "infracloud: error: --network-name must be 1 to 255 characters"),
         (["config", "validate"], "infracloud: error: Missing argument 'config_file'."),
         (["nosuch"], "infracloud: error: No such command 'nosuch'."),
     ]

@@ -57,6 +57,9 @@ def demo(
     network_cidr: Annotated[str, typer.Option(
         help="the servers' network (loopback, so SSH works without touching the host's "
         "network); two demos side by side need two")] = "127.100.0.0/16",
+    network_name: Annotated[str, typer.Option(
+        help="the servers' network's name (the OpenStack clients' functional tests look for "
+        "'private')")] = "demo-net",
     min_ready: Annotated[int, typer.Option(
         help="nodes of label ubuntu-noble the demo's pool keeps ready", min=0, max=50)] = 2,
     ci_load: Annotated[float, typer.Option(
@@ -88,12 +91,15 @@ def demo(
             fail(f"--network-cidr must be a loopback network (127.0.0.0/8), not {network_cidr}")
     except ValueError as exc:
         fail(f"--network-cidr: {exc}")
+    if not network_name.strip() or len(network_name) > 255:
+        fail("--network-name must be 1 to 255 characters")
     check_port_free(host, port)
     driver, guest = pick_driver(driver)
     try:
         config, paths = demo_mod.prepare(state_dir, host, port, tls=not no_tls,
                                          log_format=log_format, site=site, driver=driver,
-                                         ssh_port=ssh_port, cidr=network_cidr)
+                                         ssh_port=ssh_port, cidr=network_cidr,
+                                         network=network_name)
     except OSError as exc:
         fail(f"--state-dir {state_dir}: cannot use {exc.filename or state_dir}: "
              f"{exc.strerror or exc}")

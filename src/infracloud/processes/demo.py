@@ -29,6 +29,7 @@ from infracloud.site.services import Services
 REGION = "RegionOne"
 # sandbox servers get loopback addresses, so SSH to them works on any Linux machine
 DEMO_CIDR = "127.100.0.0/16"
+DEMO_NETWORK = "demo-net"
 DEMO_HOST = {"vcpus": 24, "ram_mb": 96 * 1024, "disk_gb": 1800}  # a "vanilla" machine (seed 001)
 DEMO_IMAGE = "demo"
 # with the libvirt driver servers are real VMs on this machine: ci.small fits the tiny guest
@@ -98,7 +99,8 @@ def _passwords(paths: DemoPaths) -> dict[str, str]:
 
 def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = "json", *,
             site: str = "none", driver: str = "sandbox", ssh_port: int = 22,
-            cidr: str = DEMO_CIDR) -> tuple[ControllerConfig, DemoPaths]:
+            cidr: str = DEMO_CIDR, network: str = DEMO_NETWORK
+            ) -> tuple[ControllerConfig, DemoPaths]:
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)
@@ -110,7 +112,7 @@ def prepare(state_dir: Path, host: str, port: int, tls: bool, log_format: str = 
         "database": {"url": f"sqlite:///{state_dir / 'infracloud.db'}"},
         "images": {"store_path": str(state_dir / "images")},
         # no agent_token_file: every compute host gets its own credential
-        "compute": {"network": {"name": "demo-net", "cidr": cidr}},
+        "compute": {"network": {"name": network, "cidr": cidr}},
         # the site's simulated machines boot in-process agents with the demo's driver
         "hardware": {"simulation": {"agent_driver": driver, "root": str(state_dir / "hosts"),
                                     "ssh_port": ssh_port, "poll_wait": 10}},
