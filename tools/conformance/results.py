@@ -56,7 +56,8 @@ def _command(text: str) -> str:
     m = re.search(r"Command '(openstack[^']*)'", text)
     if m is None:
         return ""
-    words, skip_value = [], False
+    words: list[str] = []
+    skip_value = False
     for word in m.group(1).split()[1:]:
         if skip_value:
             skip_value = False

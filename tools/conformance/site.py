@@ -3,7 +3,6 @@ with what the suites look for, and the clouds.yaml and environment that point th
 
 from __future__ import annotations
 
-import io
 import os
 import queue
 import random
@@ -22,7 +21,8 @@ import yaml
 BIN = Path(sys.executable).parent
 # what the suites look for: OSC's compute tests want a flavor m1.tiny or cirros256 and an image
 # cirros-*-disk; openstacksdk's take the ones named in OPENSTACKSDK_FLAVOR/_IMAGE
-FLAVOR = {"name": "cirros256", "vcpus": 1, "ram": 256, "disk": 1}
+FLAVOR_NAME = "cirros256"
+FLAVOR_SIZE = {"vcpus": 1, "ram": 256, "disk": 1}
 IMAGE = "cirros-0.6.3-x86_64-disk"
 NETWORK = "private"  # devstack's name, which OSC's server tests ask for
 # clouds.yaml names: the demo's own (admin; zuul, a member; ci, a member of another project)
@@ -39,7 +39,7 @@ def suite_env(clouds_yaml: Path) -> dict[str, str]:
         "OPENSTACKSDK_SYSTEM_ADMIN_CLOUD": ADMIN,  # no system scope here: the admin
         "OPENSTACKSDK_DEMO_CLOUD": MEMBER,
         "OPENSTACKSDK_DEMO_CLOUD_ALT": MEMBER_ALT,
-        "OPENSTACKSDK_FLAVOR": FLAVOR["name"],
+        "OPENSTACKSDK_FLAVOR": FLAVOR_NAME,
         "OPENSTACKSDK_IMAGE": IMAGE,
         "OPENSTACKSDK_FUNC_TEST_TIMEOUT": "60",
         "OS_TEST_TIMEOUT": "300",  # oslotest's per-test timeout (its default is 5 s)
@@ -124,12 +124,12 @@ def seed(clouds_yaml: Path) -> None:
     region = config.OpenStackConfig(config_files=[str(clouds_yaml)]).get_one(cloud=ADMIN)
     conn = connection.Connection(config=region)
     try:
-        if conn.compute.find_flavor(FLAVOR["name"]) is None:
-            conn.compute.create_flavor(is_public=True, **FLAVOR)
+        if conn.compute.find_flavor(FLAVOR_NAME) is None:
+            conn.compute.create_flavor(name=FLAVOR_NAME, is_public=True, **FLAVOR_SIZE)
         if conn.image.find_image(IMAGE) is None:
             # the fake driver boots nothing: the bytes only need to be an image's
             conn.image.create_image(name=IMAGE, disk_format="qcow2", container_format="bare",
-                                    visibility="public", data=io.BytesIO(b"\0" * 4096))
+                                    visibility="public", data=b"\0" * 4096)
     finally:
         conn.close()
 
