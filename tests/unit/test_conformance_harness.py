@@ -195,3 +195,25 @@ def test_a_real_pytest_run_through_the_plugin_and_the_junit_reader(tmp_path: Pat
     assert total.skipped_by_list == {"volumes": 1}
     assert total.skipped_by_suite == {"no such service": 1}
     assert total.expected_failures == {"server actions": 1}
+
+
+def test_a_failed_openstack_command_is_told_by_its_command_and_its_stderr() -> None:
+    """pytest's report of OSC's CommandFailed: the line names the command (no names, no
+    options) and what the `openstack` run printed."""
+    text = textwrap.dedent("""\
+        cmd = 'openstack --os-cloud infracloud-admin server create --flavor x --wait s1'
+        E   tempest.lib.exceptions.CommandFailed: Command 'openstack --os-cloud \
+infracloud-admin server create --flavor x --wait s1' returned non-zero exit status 1.
+        E   stdout:
+        E
+        E   stderr:
+        E   b'BadRequestException: 400: Booting from a volume is not supported.\\n'
+        """)
+    assert results.failure_line('failed on setup with "tempest"', text) == (
+        "CommandFailed: openstack server create: BadRequestException: 400: Booting from a "
+        "volume is not supported.")
+    testtools = ("testtools.testresult.real._StringException: Traceback (most recent call "
+                 "last):\n  File \"t.py\", line 3, in test\n    x()\nAssertionError: "
+                 "{'a': 'b'} != {}\n- {'a': 'b'}\n")
+    assert results.failure_line("Failed: NOTE: Incompatible", testtools) == (
+        "AssertionError: {'a': 'b'} != {}")

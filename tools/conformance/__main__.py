@@ -7,7 +7,9 @@ arguments or a skip list that does not parse)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-k", dest="keyword", help="pytest's -k expression")
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: none)")
     p.add_argument("--skips", type=Path, default=SKIPS, help="the skip list")
+    p.add_argument("--hold", action="store_true", help="with --keep: start and seed the "
+                   "demo, write DIR/suites.env, say how to run a test by hand and wait for "
+                   "Ctrl-C (no run)")
     p.add_argument("--junit", type=Path, metavar="XML", help="no run: judge (and with "
                    "--update-skips, rewrite the list from) the JUnit XML of an earlier run")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the demo's folder, the "
@@ -49,6 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error("--workers must be 0 or more")
+    if args.hold and not args.keep:
+        p.error("--hold needs --keep DIR (where the clouds.yaml and suites.env go)")
     return args
 
 
@@ -80,6 +87,8 @@ def run(args: argparse.Namespace, work: Path, skips: skiplist.SkipList) -> int:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), str(OVERLAY), env.get("PYTHONPATH", "")) if p)
         cmd = pytest_command(args, work, junit)
+        if args.hold:
+            return hold(demo, work, env, cmd)
         print(f"conformance: pytest on {' '.join(args.tests or SUITES)} (in {SUITES_ROOT})",
               flush=True)
         try:
@@ -94,6 +103,22 @@ def run(args: argparse.Namespace, work: Path, skips: skiplist.SkipList) -> int:
         print("conformance: pytest wrote no results (see its output above)", file=sys.stderr)
         return 1
     return conclude(args, skips, junit, started)
+
+
+def hold(demo: site.Demo, work: Path, env: dict[str, str], cmd: list[str]) -> int:
+    """Leave the seeded demo up for tests run by hand: write `work`/suites.env (the suites'
+    variables, for `source`) and say how to run one; stop on Ctrl-C."""
+    env = {**env, "SUITES": str(SUITES_ROOT)}
+    keys = [*site.suite_env(work / "clouds.yaml"), SKIPS_ENV, "PATH", "PYTHONPATH", "SUITES"]
+    lines = [f"{key}={shlex.quote(env[key])}" for key in keys]
+    (work / "suites.env").write_text("\n".join([*lines, "export " + " ".join(keys)]) + "\n")
+    base = [shlex.quote(c) for c in cmd[:cmd.index("-q")]]
+    print(f"conformance: the demo stays up at {demo.base_url} until Ctrl-C; from another "
+          f"shell:\n  cd {work} && source suites.env && {' '.join(base)} -q \"$SUITES/<test id>\"",
+          flush=True)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the demo too
+        demo.proc.wait()
+    return 0
 
 
 def conclude(args: argparse.Namespace, skips: skiplist.SkipList, junit: Path,
