@@ -150,11 +150,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.junit:
         return conclude(args, skips, args.junit, time.monotonic())
-    if args.keep:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        return run(args, args.keep.resolve(), skips)
-    with tempfile.TemporaryDirectory(prefix="infracloud-conformance-") as work:
-        return run(args, Path(work), skips)
+    try:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            return run(args, args.keep.resolve(), skips)
+        with tempfile.TemporaryDirectory(prefix="infracloud-conformance-") as work:
+            return run(args, Path(work), skips)
+    except site.DemoError as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ def suite_env(clouds_yaml: Path) -> dict[str, str]:
     }
 
 
+class DemoError(RuntimeError):
+    pass
+
+
 @dataclass
 class Demo:
     proc: subprocess.Popen[str]
@@ -82,7 +86,7 @@ def free_address(port: int) -> str:
             except OSError:
                 continue
             return host
-    raise RuntimeError(f"no free loopback address for port {port}")
+    raise DemoError(f"no free loopback address for port {port}")
 
 
 def start(state_dir: Path, port: int = 8443, timeout: float = 180) -> Demo:
@@ -114,7 +118,7 @@ def start(state_dir: Path, port: int = 8443, timeout: float = 180) -> Demo:
             continue
     proc.kill()
     proc.wait()
-    raise RuntimeError("the demo did not become ready:\n" + "".join(lines[-30:]))
+    raise DemoError("the demo did not become ready:\n" + "".join(lines[-30:]))
 
 
 def seed(clouds_yaml: Path) -> None:
