@@ -217,3 +217,19 @@ infracloud-admin server create --flavor x --wait s1' returned non-zero exit stat
                  "{'a': 'b'} != {}\n- {'a': 'b'}\n")
     assert results.failure_line("Failed: NOTE: Incompatible", testtools) == (
         "AssertionError: {'a': 'b'} != {}")
+
+
+def test_with_the_skipped_tests_run_a_skip_line_that_passes_fails_the_run() -> None:
+    """--run-skipped: the list's `skip:` tests run too; a failing one is as expected, a
+    passing one means its line is no longer true."""
+    skips = skiplist.parse(LIST)
+    attach = ("openstack/tests/functional/compute/v2/test_volume_attachment.py::"
+              "TestVolumeAttachment::test_attach")
+    ran = results.parse(junit(case(attach, FAIL), case(f"{SDK}::test_lock", FAIL),
+                              case(f"{OSC}::test_image_import", FAIL)))
+    judged = verdict.judge(skips, ran, run_skipped=True)
+    assert judged.ok and judged.total().expected_failures["volumes"] == 1
+    passing = results.parse(junit(case(attach), case(f"{SDK}::test_lock", FAIL),
+                                  case(f"{OSC}::test_image_import", FAIL)))
+    assert verdict.judge(skips, passing, run_skipped=True).problems == [
+        f"{attach}: passes now: remove it from the list"]

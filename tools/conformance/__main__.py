@@ -18,7 +18,7 @@ from pathlib import Path
 
 import openstack
 from tools.conformance import results, site, skiplist, verdict
-from tools.conformance.plugin import SKIPS_ENV
+from tools.conformance.plugin import RUN_SKIPPED_ENV, SKIPS_ENV
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -44,6 +44,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-k", dest="keyword", help="pytest's -k expression")
     p.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (0: none)")
     p.add_argument("--skips", type=Path, default=SKIPS, help="the skip list")
+    p.add_argument("--run-skipped", action="store_true", help="run the list's 'skip:' "
+                   "tests too and fail if one passes (is the list still true?)")
     p.add_argument("--hold", action="store_true", help="with --keep: start and seed the "
                    "demo, write DIR/suites.env, say how to run a test by hand and wait for "
                    "Ctrl-C (no run)")
@@ -54,6 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.workers < 0:
         p.error("--workers must be 0 or more")
+    if args.run_skipped and args.update_skips:
+        p.error("--update-skips rewrites 'fails:' lines from a normal run, not --run-skipped")
     if args.hold and not args.keep:
         p.error("--hold needs --keep DIR (where the clouds.yaml and suites.env go)")
     return args
@@ -81,7 +85,8 @@ def run(args: argparse.Namespace, work: Path, skips: skiplist.SkipList) -> int:
     try:
         clouds = site.write_clouds(demo, work)
         site.seed(clouds)
-        env = {**os.environ, **site.suite_env(clouds), SKIPS_ENV: str(args.skips.resolve())}
+        env = {**os.environ, **site.suite_env(clouds), SKIPS_ENV: str(args.skips.resolve()),
+               RUN_SKIPPED_ENV: "1" if args.run_skipped else "0"}
         # the suites' `openstack` is this virtualenv's; the plugin and the overlay importable
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONPATH"] = os.pathsep.join(
@@ -131,7 +136,7 @@ def conclude(args: argparse.Namespace, skips: skiplist.SkipList, junit: Path,
         skips = skiplist.updated(skips, failed, not_failing)
         args.skips.write_text(skips.render())
         print(f"conformance: rewrote {args.skips}")
-    judged = verdict.judge(skips, outcomes, full_run=full)
+    judged = verdict.judge(skips, outcomes, full_run=full, run_skipped=args.run_skipped)
     print(f"\nconformance summary ({time.strftime('%Y-%m-%d')}, "
           f"{time.monotonic() - started:.0f} s):")
     print(verdict.summary(judged))

@@ -10,11 +10,12 @@ import pytest
 from tools.conformance import skiplist
 
 SKIPS_ENV = "INFRACLOUD_CONFORMANCE_SKIPS"
+RUN_SKIPPED_ENV = "INFRACLOUD_CONFORMANCE_RUN_SKIPPED"  # "1": run the `skip:` tests too
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     path = os.environ.get(SKIPS_ENV)
-    if not path:
+    if not path or os.environ.get(RUN_SKIPPED_ENV) == "1":
         return
     skips = skiplist.load(Path(path))
     for item in items:
