@@ -233,3 +233,15 @@ def test_with_the_skipped_tests_run_a_skip_line_that_passes_fails_the_run() -> N
                                   case(f"{OSC}::test_image_import", FAIL)))
     assert verdict.judge(skips, passing, run_skipped=True).problems == [
         f"{attach}: passes now: remove it from the list"]
+
+
+def test_the_overlay_lock_pins_with_hashes_only_what_the_project_lock_lacks() -> None:
+    """tools/conformance/requirements.lock: exact versions with hashes (pip --require-hashes
+    refuses anything else), and nothing .venv has already, which the overlay would shadow."""
+    text = (ROOT / "tools" / "conformance" / "requirements.lock").read_text()
+    pins = dict(line.split(" ", 1)[0].split("==") for line in text.splitlines()
+                if line and not line.startswith(("#", " ")))
+    assert set(pins) == {"fixtures", "oslotest", "tempest", "testtools"}
+    assert text.count("--hash=sha256:") == len(pins)
+    project = (ROOT / "requirements.lock").read_text().lower()
+    assert [name for name in pins if f"\n{name}==" in project] == []
