@@ -3,10 +3,12 @@ with what the suites look for, and the clouds.yaml and environment that point th
 
 from __future__ import annotations
 
+import copy
 import os
 import queue
 import random
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -27,6 +30,9 @@ IMAGE = "cirros-0.6.3-x86_64-disk"
 NETWORK = "private"  # devstack's name, which OSC's server tests ask for
 # clouds.yaml names: the demo's own (admin; zuul, a member; ci, a member of another project)
 ADMIN, MEMBER, MEMBER_ALT = "infracloud-admin", "infracloud", "infracloud-ci"
+# openstacksdk's flavor-access test looks its member's project up by devstack's name, 'demo':
+# the harness makes that project and a member of it, and the suites' demo cloud is theirs
+DEMO_CLOUD = DEMO_PROJECT = "demo"
 
 
 def suite_env(clouds_yaml: Path) -> dict[str, str]:
@@ -37,7 +43,7 @@ def suite_env(clouds_yaml: Path) -> dict[str, str]:
         "OS_CLOUD": ADMIN,
         "OPENSTACKSDK_OPERATOR_CLOUD": ADMIN,
         "OPENSTACKSDK_SYSTEM_ADMIN_CLOUD": ADMIN,  # no system scope here: the admin
-        "OPENSTACKSDK_DEMO_CLOUD": MEMBER,
+        "OPENSTACKSDK_DEMO_CLOUD": DEMO_CLOUD,
         "OPENSTACKSDK_DEMO_CLOUD_ALT": MEMBER_ALT,
         "OPENSTACKSDK_FLAVOR": FLAVOR_NAME,
         "OPENSTACKSDK_IMAGE": IMAGE,
@@ -122,12 +128,25 @@ def start(state_dir: Path, port: int = 8443, timeout: float = 180) -> Demo:
 
 
 def seed(clouds_yaml: Path) -> None:
-    """The flavor and image the suites pick (public, made by the admin). Idempotent."""
+    """The flavor and image the suites pick (public, made by the admin), and the project
+    `demo` with a member whose cloud is added to `clouds_yaml`."""
     from openstack import config, connection
 
     region = config.OpenStackConfig(config_files=[str(clouds_yaml)]).get_one(cloud=ADMIN)
     conn = connection.Connection(config=region)
     try:
+        identity: Any = conn.identity  # v3 (the demo serves no v2)
+        project = identity.create_project(name=DEMO_PROJECT, domain_id="default")
+        password = secrets.token_urlsafe(18)
+        user = identity.create_user(name=DEMO_PROJECT, password=password,
+                                    default_project_id=project.id, domain_id="default")
+        identity.assign_project_role_to_user(project, user, identity.find_role(
+            "member", ignore_missing=False))
+        clouds = yaml.safe_load(clouds_yaml.read_text())
+        entry = copy.deepcopy(clouds["clouds"][MEMBER])
+        entry["auth"].update(username=user.name, password=password, project_name=project.name)
+        clouds["clouds"][DEMO_CLOUD] = entry
+        clouds_yaml.write_text(yaml.safe_dump(clouds, sort_keys=False))
         if conn.compute.find_flavor(FLAVOR_NAME) is None:
             conn.compute.create_flavor(name=FLAVOR_NAME, is_public=True, **FLAVOR_SIZE)
         if conn.image.find_image(IMAGE) is None:
