@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.partial_upload import kill_mid_put
 from tests.nodepool_peer import adapter
 from tests.servers import Running, free_port, openstack_cli, sdk, start_controller, wait_for
 
@@ -272,18 +273,7 @@ def test_controller_killed_mid_upload_leaves_a_killed_image_after_restart(
         conn = sdk(clouds, "c")
         image = conn.image.create_image(name="crash", disk_format="raw",
                                         container_format="bare", allow_duplicates=True)
-        sock = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        sock.putrequest("PUT", f"/image/v2/images/{image.id}/file")
-        sock.putheader("X-Auth-Token", conn.auth_token)
-        sock.putheader("Content-Type", "application/octet-stream")
-        sock.putheader("Content-Length", str(50 * MiB))
-        sock.endheaders()
-        sock.send(os.urandom(20 * MiB))
-        wait_for("the upload to be saving",
-                 lambda: conn.image.get_image(image.id).status == "saving", every=0.1)
-        first.proc.kill()  # no goodbye: the controller dies mid-upload
-        first.proc.wait()
-        sock.close()
+        kill_mid_put(first, port, conn, image.id, "file", "saving")  # dies mid-upload
         assert list((tmp_path / "images" / "tmp").glob(f"{image.id}.*")), "partial data"
     finally:
         first.stop()

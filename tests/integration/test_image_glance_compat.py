@@ -6,7 +6,6 @@ empty ids and the member schemas."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import subprocess
@@ -17,6 +16,7 @@ import openstack.exceptions
 import pytest
 import yaml
 
+from tests.integration.partial_upload import kill_mid_put
 from tests.servers import Running, free_port, openstack_cli, sdk, start_controller, wait_for
 
 MiB = 1024 * 1024
@@ -258,18 +258,7 @@ def test_controller_killed_mid_stage_leaves_a_killed_image_after_restart(
         conn.image.stage_image(complete, data=b"staged whole")
         image = conn.image.create_image(name="crash", disk_format="raw",
                                         container_format="bare", allow_duplicates=True)
-        sock = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        sock.putrequest("PUT", f"/image/v2/images/{image.id}/stage")
-        sock.putheader("X-Auth-Token", conn.auth_token)
-        sock.putheader("Content-Type", "application/octet-stream")
-        sock.putheader("Content-Length", str(50 * MiB))
-        sock.endheaders()
-        sock.send(os.urandom(20 * MiB))
-        wait_for("the stage to be under way",
-                 lambda: conn.image.get_image(image.id).status == "uploading", every=0.1)
-        first.proc.kill()  # no goodbye: the controller dies mid-stage
-        first.proc.wait()
-        sock.close()
+        kill_mid_put(first, port, conn, image.id, "stage", "uploading")  # dies mid-stage
         assert list((tmp_path / "images" / "tmp").glob(f"{image.id}.*")), "partial data"
     finally:
         first.stop()
