@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from infracloud.compute.quotas import put_limit
 from infracloud.compute.reserved_meta import EXPIRES_AT
 from infracloud.compute.servers import ServerService
 from infracloud.core.clock import Clock, as_utc, isoformat
@@ -154,12 +155,7 @@ class Lifetimes:
                 s.execute(delete(QuotaLimit).where(QuotaLimit.project_id == project_id,
                                                    QuotaLimit.resource == PROJECT_RESOURCE))
                 return None
-            row = s.get(QuotaLimit, (project_id, PROJECT_RESOURCE))
-            if row is None:
-                s.add(QuotaLimit(project_id=project_id, resource=PROJECT_RESOURCE,
-                                 hard_limit=seconds))
-            else:
-                row.hard_limit = seconds
+            put_limit(s, project_id, PROJECT_RESOURCE, seconds)
         return seconds
 
     # ---- a server's lifetime -------------------------------------------------------------

@@ -132,12 +132,7 @@ class Quotas:
                 if not isinstance(value, int) or value < -1:
                     raise BadRequest(f"Quota limit {value!r} for {resource} must be an integer "
                                      f"of at least -1.")
-                row = s.get(QuotaLimit, (project_id, resource))
-                if row is None:
-                    s.add(QuotaLimit(project_id=project_id, resource=resource,
-                                     hard_limit=value))
-                else:
-                    row.hard_limit = value
+                put_limit(s, project_id, resource, value)
 
     def set_class(self, caller: Caller, name: str, values: dict[str, int]) -> None:
         """The default quota class: new defaults for every project without its own value."""
@@ -154,3 +149,12 @@ class Quotas:
             raise BadRequest(f"Project ID {project_id} is not a valid project.")
         with self.db.write() as s:
             s.execute(delete(QuotaLimit).where(QuotaLimit.project_id == project_id))
+
+
+def put_limit(s: Session, project_id: str, resource: str, value: int) -> None:
+    """Store a project's (or a quota class's) limit of one resource, new or changed."""
+    row = s.get(QuotaLimit, (project_id, resource))
+    if row is None:
+        s.add(QuotaLimit(project_id=project_id, resource=resource, hard_limit=value))
+    else:
+        row.hard_limit = value
