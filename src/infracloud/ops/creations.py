@@ -13,9 +13,9 @@ from infracloud.store.models import (
     ApplicationCredential,
     Assignment,
     Flavor,
+    FlavorProject,
     ImageMember,
     Keypair,
-    PoolRequest,
     Port,
     Project,
     Role,
@@ -24,22 +24,24 @@ from infracloud.store.models import (
 )
 
 # model -> (resource type, its new row -> (id, name, project)); servers, images, hosts and
-# bare-metal nodes are named by their state events' hook (ops.events._TRACKED)
+# bare-metal nodes are named by their state events' hook (ops.events._TRACKED); the pool's
+# requests and nodes by the pool's own events (pool.records)
 _Describe = Callable[[Any], tuple[str, "str | None", "str | None"]]
 CREATED: dict[type, tuple[str, _Describe]] = {
     Project: ("project", lambda o: (o.id, o.name, o.id)),
     User: ("user", lambda o: (o.id, o.name, o.default_project_id)),
     Role: ("role", lambda o: (o.id, o.name, None)),
-    # a grant: the user granted (the route's path names the project, user and role)
-    Assignment: ("role-assignment", lambda o: (o.user_id, o.role_id, o.project_id)),
+    # grants have no id or name of their own: the one granted (the route's path names the
+    # rest: the project and role, the image, the flavor)
+    Assignment: ("role-assignment", lambda o: (o.user_id, None, o.project_id)),
     ApplicationCredential: ("application-credential",
                             lambda o: (o.id, o.name, o.project_id)),
-    ImageMember: ("image-member", lambda o: (o.member_id, o.image_id, None)),
+    ImageMember: ("image-member", lambda o: (o.member_id, None, None)),
     Flavor: ("flavor", lambda o: (o.id, o.name, None)),
+    FlavorProject: ("flavor-access", lambda o: (o.project_id, None, None)),
     Keypair: ("keypair", lambda o: (o.name, o.name, None)),
     ServerGroup: ("server-group", lambda o: (o.id, o.name, o.project_id)),
     Port: ("port", lambda o: (o.id, o.ip_address, o.project_id)),  # no name: its address
-    PoolRequest: ("pool-request", lambda o: (o.id, o.requestor, None)),
 }
 MAX_LISTED = 100  # of a request's creations in its API event's detail
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, inspect, select, update
+from sqlalchemy import Select, delete, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, isoformat
@@ -352,26 +352,8 @@ class EventLog:
     # ---- reading -------------------------------------------------------------------------
 
     def query(self, q: Query) -> list[Event]:
-        stmt = select(Event)
-        if q.since is not None:
-            stmt = stmt.where(Event.at >= q.since)
-        if q.until is not None:
-            stmt = stmt.where(Event.at < q.until)
-        if q.after is not None:
-            stmt = stmt.where(Event.id > q.after)
-        for column, value in ((Event.project_id, q.project_id), (Event.host, q.host),
-                              (Event.resource_id, q.resource_id),
-                              (Event.resource_type, q.resource_type), (Event.kind, q.kind),
-                              (Event.actor, q.actor), (Event.actor_id, q.user_id),
-                              (Event.site, q.site)):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if q.requestor is not None:
-            stmt = stmt.where(Event.detail["requestor"].as_string() == q.requestor)
-        limit = max(1, min(q.limit, MAX_PAGE))
-        order = Event.id.desc() if q.newest_first else Event.id
         with self.db.read() as s:
-            return list(s.scalars(stmt.order_by(order).limit(limit)))
+            return list(s.scalars(statement(q)))
 
     def latest_id(self) -> int:
         with self.db.read() as s:
@@ -397,6 +379,30 @@ class EventLog:
             result = s.execute(delete(Event).where(Event.at < cutoff)
                                .execution_options(synchronize_session=False))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def statement(q: Query) -> Select[tuple[Event]]:
+    """The SELECT of one page of the query (the project, host, resource and user filters
+    each have an index with the id, so a page of them reads no other rows)."""
+    stmt = select(Event)
+    if q.since is not None:
+        stmt = stmt.where(Event.at >= q.since)
+    if q.until is not None:
+        stmt = stmt.where(Event.at < q.until)
+    if q.after is not None:
+        stmt = stmt.where(Event.id > q.after)
+    for column, value in ((Event.project_id, q.project_id), (Event.host, q.host),
+                          (Event.resource_id, q.resource_id),
+                          (Event.resource_type, q.resource_type), (Event.kind, q.kind),
+                          (Event.actor, q.actor), (Event.actor_id, q.user_id),
+                          (Event.site, q.site)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if q.requestor is not None:
+        stmt = stmt.where(Event.detail["requestor"].as_string() == q.requestor)
+    limit = max(1, min(q.limit, MAX_PAGE))
+    order = Event.id.desc() if q.newest_first else Event.id
+    return stmt.order_by(order).limit(limit)
 
 
 def _text(value: Any) -> str | None:
