@@ -14,15 +14,10 @@ from infracloud.ops import context
 from infracloud.ops.creations import main_resource
 from infracloud.ops.events import Query
 from infracloud.store.models import Event
-from tests.unit.test_policy_matrix import (  # noqa: F401  (site: the matrix's site fixture)
-    ROUTES,
-    Site,
-    _body,
-    _name,
-    _target,
-    all_routes,
-    site,
-)
+from tests.unit import test_policy_matrix as matrix
+from tests.unit.test_policy_matrix import ROUTES, Site, _body, _name, _target, all_routes
+
+site = matrix.site  # the matrix's site: its callers, tokens and the pool attached
 
 # what the new resource's (id, name) are, read from the request and its answer
 Expect = Callable[[dict[str, Any], Any, dict[str, str]], tuple[str, "str | None"]]

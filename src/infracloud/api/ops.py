@@ -4,6 +4,7 @@ are open when `ops.public_read` is set (api.deps.ops_reader)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -65,10 +66,8 @@ async def list_events(services: ServicesDep, request: Request,
     if user is not None:  # a name or an id; a user deleted since may only have its id
         if not user.strip() or len(user) > 255:
             raise BadRequest("user must be a user's name or id.")
-        try:
+        with contextlib.suppress(NotFound):
             user = (await run_in_threadpool(services.identity.directory.find_user, user)).id
-        except NotFound:
-            pass
     q = _query(since, until, after, project, host, resource, resource_type, kind, actor, limit,
                user_id=user)
     if order == "desc":

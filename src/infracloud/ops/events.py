@@ -381,7 +381,7 @@ class EventLog:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def statement(q: Query) -> Select[tuple[Event]]:
+def statement(q: Query) -> Select[Event]:
     """The SELECT of one page of the query (the project, host, resource and user filters
     each have an index with the id, so a page of them reads no other rows)."""
     stmt = select(Event)
