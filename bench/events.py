@@ -8,7 +8,8 @@ the event log answers on a big table.
     the events' flush hook installed (as every controller runs) and, in the same run on a
     fresh database, without it (the baseline). Rounds alternate to spread the machine's noise.
 (b) A table of M events: the newest page (`events --since`), a page for one project, one
-    host, one acting user (`events --user`), the export of one host's events, and a follow poll (`after=` the newest id).
+    host, one acting user (`events --user`), the export of one host's events, and a follow
+    poll (`after=` the newest id).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def _fill(folder: Path, count: int) -> EventLog:
     log = EventLog(db, "bench", Clock())
     now = Clock().now()
     rows = [{"at": now, "kind": "state", "site": "bench", "host": f"h{i % 200}",
-             "actor": "system", "actor_id": f"u{i % 40}", "project_id": f"p{i % 50}", "resource_type": "server",
+             "actor": "system", "actor_id": f"u{i % 40}", "project_id": f"p{i % 50}",
+             "resource_type": "server",
              "resource_id": uuid.uuid4().hex, "action": "booted", "source": "spawning",
              "target": "active"} for i in range(count)]
     with db.write() as s:
