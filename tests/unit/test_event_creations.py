@@ -190,6 +190,13 @@ def test_a_refused_create_names_nothing_it_did_not_make(site: Site) -> None:
     assert r.status_code == 400, r.text
     event = _event(site, r.headers["x-openstack-request-id"])
     assert event.resource_id is None and "created" not in (event.detail or {})
+    # a flavor whose name is taken: a 409, and the event names no new flavor
+    body = {"flavor": {"name": _name(), "vcpus": 1, "ram": 64, "disk": 1}}
+    site.made("admin", "POST", "/compute/v2.1/flavors", json=body)
+    r = site.call("admin", "POST", "/compute/v2.1/flavors", json=body)
+    assert r.status_code == 409, r.text
+    event = _event(site, r.headers["x-openstack-request-id"])
+    assert event.resource_id is None and "created" not in (event.detail or {})
 
 
 def test_the_main_resource_is_the_routes_kind() -> None:
@@ -201,8 +208,10 @@ def test_the_main_resource_is_the_routes_kind() -> None:
     assert main_resource([port, server], "/network/v2.0/ports", 201) is port
     assert main_resource([acted, image], "/compute/v2.1/servers/{server_id}/action",
                          202) is acted
-    # a refused request: its first resource, never one it did not make
-    assert main_resource([port, server], "/compute/v2.1/servers", 409) is port
+    # a refused request: never a resource it did not make (its transaction rolled back)
+    assert main_resource([port, server], "/compute/v2.1/servers", 409) is None
+    assert main_resource([acted, image], "/compute/v2.1/servers/{server_id}/action",
+                         409) is acted
     assert main_resource([], "/identity/v3/projects", 201) is None
     group = context.Touched("server-group", "g", "g", None, None, created=True)
     assert main_resource([group], "/compute/v2.1/os-server-groups", 200) is group

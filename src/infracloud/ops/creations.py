@@ -63,14 +63,15 @@ def _singular(segment: str) -> str:
 def main_resource(touched: list[Touched], route: str | None, status: int) -> Touched | None:
     """The resource a request's API event is about: of an answered create, the new resource
     of the route's kind (`POST .../servers` made a server and its port: the server); else
-    the first resource the request touched (a server action that made an image: the
-    server; the image is in the event's list of what the request made)."""
-    if status < 400 and route:
-        literal = [p for p in route.split("/") if p and not p.startswith("{")]
-        kind = _singular(literal[-1]) if literal else ""
-        for t in touched:
-            if t.created and kind and t.resource_type.endswith(kind):
-                return t
+    the first resource the request touched (a server action: the server). A refused request
+    made nothing (its transaction rolled back): only what existed before may be named."""
+    if status >= 400:
+        return next((t for t in touched if not t.created), None)
+    literal = [p for p in (route or "").split("/") if p and not p.startswith("{")]
+    kind = _singular(literal[-1]) if literal else ""
+    for t in touched:
+        if t.created and kind and t.resource_type.endswith(kind):
+            return t
     return touched[0] if touched else None
 
 
