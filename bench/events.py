@@ -8,7 +8,8 @@ the event log answers on a big table.
     the events' flush hook installed (as every controller runs) and, in the same run on a
     fresh database, without it (the baseline). Rounds alternate to spread the machine's noise.
 (b) A table of M events: the newest page (`events --since`), a page for one project, one
-    host, the export of one host's events, and a follow poll (`after=` the newest id).
+    host, one acting user (`events --user`), the export of one host's events, and a follow
+    poll (`after=` the newest id).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def _fill(folder: Path, count: int) -> EventLog:
     log = EventLog(db, "bench", Clock())
     now = Clock().now()
     rows = [{"at": now, "kind": "state", "site": "bench", "host": f"h{i % 200}",
-             "actor": "system", "project_id": f"p{i % 50}", "resource_type": "server",
+             "actor": "system", "actor_id": f"u{i % 40}", "project_id": f"p{i % 50}",
+             "resource_type": "server",
              "resource_id": uuid.uuid4().hex, "action": "booted", "source": "spawning",
              "target": "active"} for i in range(count)]
     with db.write() as s:
@@ -127,6 +129,10 @@ def main() -> None:
                 ("one project, newest 100", Query(project_id="p7", limit=100,
                                                   newest_first=True)),
                 ("one host, newest 100", Query(host="h42", limit=100, newest_first=True)),
+                ("one user, newest 100 (--user)", Query(user_id="u7", limit=100,
+                                                        newest_first=True)),
+                ("a user with no events (--user)", Query(user_id="u-none", limit=100,
+                                                         newest_first=True)),
                 ("follow poll (after the newest)", Query(after=newest, limit=1000))):
             print(f"  {what:34} p50 {_timed(lambda q=q: log.query(q)):7.2f} ms")
         t = time.perf_counter()

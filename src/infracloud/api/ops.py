@@ -4,6 +4,7 @@ are open when `ops.public_read` is set (api.deps.ops_reader)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Annotated, Any
 
@@ -25,14 +26,16 @@ MAX_WAIT = 60.0
 
 def _query(since: str | None, until: str | None, after: int | None, project: str | None,
            host: str | None, resource: str | None, resource_type: str | None,
-           kind: str | None, actor: str | None, limit: int) -> ev.Query:
+           kind: str | None, actor: str | None, limit: int,
+           user_id: str | None = None) -> ev.Query:
     if kind is not None and kind not in ("state", "api", "alert"):
         raise BadRequest(f"kind must be state, api or alert, not {kind!r}.")
     if limit < 1:
         raise BadRequest("limit must be at least 1.")
     return ev.Query(since=query_time("since", since), until=query_time("until", until), after=after,
                     project_id=project, host=host, resource_id=resource,
-                    resource_type=resource_type, kind=kind, actor=actor, limit=limit)
+                    resource_type=resource_type, kind=kind, actor=actor, user_id=user_id,
+                    limit=limit)
 
 
 @router.get("/events", response_model=None)
@@ -43,12 +46,14 @@ async def list_events(services: ServicesDep, request: Request,
                       project: str | None = None, host: str | None = None,
                       resource: str | None = None, resource_type: str | None = None,
                       kind: str | None = None, actor: str | None = None,
+                      user: str | None = None,
                       limit: int = Query(100, ge=1, le=ev.MAX_PAGE), wait: Seconds = 0,
                       format: str = "json", order: str = "asc") -> Any:
     """Events in id order (`order=desc`: the newest `limit` first). `after=ID&wait=S` is a
     long-poll: it answers as soon as a newer matching event exists, or after S seconds with
     none. `format=jsonl` exports every match as JSON lines (streamed, a page at a time).
-    The client addresses of API events are shown to admins only."""
+    `user` (a name or an id): what that user did. The client addresses of API events are
+    shown to admins only."""
     client = viewer is not None and viewer.caller.is_admin
     if order not in ("asc", "desc"):
         raise BadRequest(f"order must be asc or desc, not {order!r}.")
@@ -58,7 +63,13 @@ async def list_events(services: ServicesDep, request: Request,
             project = found.id
         except NotFound:
             pass
-    q = _query(since, until, after, project, host, resource, resource_type, kind, actor, limit)
+    if user is not None:  # a name or an id; a user deleted since may only have its id
+        if not user.strip() or len(user) > 255:
+            raise BadRequest("user must be a user's name or id.")
+        with contextlib.suppress(NotFound):
+            user = (await run_in_threadpool(services.identity.directory.find_user, user)).id
+    q = _query(since, until, after, project, host, resource, resource_type, kind, actor, limit,
+               user_id=user)
     if order == "desc":
         q = ev.Query(**{**q.__dict__, "newest_first": True})
     log = services.events

@@ -21,7 +21,10 @@ from infracloud.core.errors import InfracloudError
 def _what(e: dict[str, Any]) -> str:
     name = e.get("resource_name") or e.get("resource_id") or ""
     if e["kind"] == "api":
-        return f"{e['action']} → {e['target']}"
+        about = f"  {e['resource_type']} {name}" if e.get("resource_id") else ""
+        if about and e.get("resource_name") and e["resource_id"] != e["resource_name"]:
+            about += f" ({e['resource_id']})"
+        return f"{e['action']} → {e['target']}{about}"
     change = f"{e['source'] or '∅'} → {e['target']}" if e["target"] else ""
     return f"{e['resource_type']} {name} {e['action']} {change}".strip()
 
@@ -37,6 +40,7 @@ def events(
     until: Annotated[str | None, typer.Option(help="until (same forms as --since)")] = None,
     project: Annotated[str | None, typer.Option(help="project name or id")] = None,
     host: Annotated[str | None, typer.Option(help="compute host (or machine) name")] = None,
+    user: Annotated[str | None, typer.Option(help="acting user's name or id")] = None,
     resource: Annotated[str | None, typer.Option(help="resource id")] = None,
     kind: Annotated[str | None, typer.Option(help="state, api or alert")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f",
@@ -57,7 +61,7 @@ def events(
     params: dict[str, Any] = {
         "since": isoformat(when("--since", since), micro=True),
         "until": isoformat(when("--until", until), micro=True) if until else None,
-        "project": project, "host": host, "resource": resource, "kind": kind}
+        "project": project, "host": host, "resource": resource, "kind": kind, "user": user}
     with client(url, os_cloud, cacert) as c:
         if fmt == "jsonl" and not follow:
             try:

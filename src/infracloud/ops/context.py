@@ -18,6 +18,7 @@ class Touched:
     name: str | None
     project_id: str | None
     host: str | None
+    created: bool = False  # the request made it (its API event names it)
 
 
 @dataclass

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, inspect, select, update
+from sqlalchemy import Select, delete, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from infracloud.core.clock import Clock, isoformat
 from infracloud.core.states import HOST, IMAGE, INSTANCE, PROVISION, UNKNOWN_SERVER, Machine
-from infracloud.ops import context, metrics
+from infracloud.ops import context, creations, metrics
 from infracloud.store import Database
 from infracloud.store.generations import FLAVORS, Cache
 from infracloud.store.models import (
@@ -80,6 +80,7 @@ class Query:
     resource_type: str | None = None
     kind: str | None = None
     actor: str | None = None
+    user_id: str | None = None  # the acting user's id
     site: str | None = None
     requestor: str | None = None  # detail["requestor"]: the pool's events of one requestor
     limit: int = 100
@@ -156,7 +157,8 @@ class EventLog:
         if actor.user_id is None:  # refused (401), or a caller with no token: counted only
             metrics.API_WRITES_UNAUTHENTICATED.inc()
             return
-        first = actor.touched[0] if actor.touched else None
+        first = creations.main_resource(actor.touched, route, status)
+        made = creations.listed(actor.touched, status)
         segments = [p for p in (route or path).split("/") if p and not p.startswith("{")]
         self._enqueue({
             "at": self.clock.now(), "kind": "api", "actor": actor.name,
@@ -169,7 +171,8 @@ class EventLog:
             "resource_name": first.name if first else None,
             "action": f"{method} {route or path}"[:64], "source": None, "target": str(status),
             "reason": None, "detail": {"method": method, "path": path, "status": status,
-                                       "client": client, **actor.notes}})
+                                       "client": client, **actor.notes,
+                                       **({"created": made} if made else {})}})
 
     def _enqueue(self, row: dict[str, Any]) -> None:
         with self._lock:
@@ -298,11 +301,15 @@ class EventLog:
                                      detail=None))
             if actor is not context.SYSTEM:
                 actor.touched.append(context.Touched(tracked.resource_type, rid, name,
-                                                     project, host))
+                                                     project, host,
+                                                     created=action == "create"))
 
         for obj in s.new:
             tracked = _TRACKED.get(type(obj))
             if tracked is None:
+                made = creations.created(obj) if actor is not context.SYSTEM else None
+                if made is not None:
+                    actor.touched.append(made)
                 continue
             state = getattr(obj, tracked.attr)
             add(obj, "create", None, state, self._reason(obj))
@@ -345,25 +352,8 @@ class EventLog:
     # ---- reading -------------------------------------------------------------------------
 
     def query(self, q: Query) -> list[Event]:
-        stmt = select(Event)
-        if q.since is not None:
-            stmt = stmt.where(Event.at >= q.since)
-        if q.until is not None:
-            stmt = stmt.where(Event.at < q.until)
-        if q.after is not None:
-            stmt = stmt.where(Event.id > q.after)
-        for column, value in ((Event.project_id, q.project_id), (Event.host, q.host),
-                              (Event.resource_id, q.resource_id),
-                              (Event.resource_type, q.resource_type), (Event.kind, q.kind),
-                              (Event.actor, q.actor), (Event.site, q.site)):
-            if value is not None:
-                stmt = stmt.where(column == value)
-        if q.requestor is not None:
-            stmt = stmt.where(Event.detail["requestor"].as_string() == q.requestor)
-        limit = max(1, min(q.limit, MAX_PAGE))
-        order = Event.id.desc() if q.newest_first else Event.id
         with self.db.read() as s:
-            return list(s.scalars(stmt.order_by(order).limit(limit)))
+            return list(s.scalars(statement(q)))
 
     def latest_id(self) -> int:
         with self.db.read() as s:
@@ -389,6 +379,30 @@ class EventLog:
             result = s.execute(delete(Event).where(Event.at < cutoff)
                                .execution_options(synchronize_session=False))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def statement(q: Query) -> Select[Event]:
+    """The SELECT of one page of the query (the project, host, resource and user filters
+    each have an index with the id, so a page of them reads no other rows)."""
+    stmt = select(Event)
+    if q.since is not None:
+        stmt = stmt.where(Event.at >= q.since)
+    if q.until is not None:
+        stmt = stmt.where(Event.at < q.until)
+    if q.after is not None:
+        stmt = stmt.where(Event.id > q.after)
+    for column, value in ((Event.project_id, q.project_id), (Event.host, q.host),
+                          (Event.resource_id, q.resource_id),
+                          (Event.resource_type, q.resource_type), (Event.kind, q.kind),
+                          (Event.actor, q.actor), (Event.actor_id, q.user_id),
+                          (Event.site, q.site)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if q.requestor is not None:
+        stmt = stmt.where(Event.detail["requestor"].as_string() == q.requestor)
+    limit = max(1, min(q.limit, MAX_PAGE))
+    order = Event.id.desc() if q.newest_first else Event.id
+    return stmt.order_by(order).limit(limit)
 
 
 def _text(value: Any) -> str | None:

@@ -666,7 +666,8 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_project", "project_id", "id"),
                       Index("ix_events_host", "host", "id"),
-                      Index("ix_events_resource", "resource_id", "id"))
+                      Index("ix_events_resource", "resource_id", "id"),
+                      Index("ix_events_actor_id", "actor_id", "id"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
