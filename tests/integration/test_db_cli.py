@@ -17,7 +17,8 @@ SCRIPTS = sorted(Path(str(resources.files("infracloud.store") / "migrations" / "
                  .glob("[0-9][0-9][0-9][0-9]_*.py"))
 REVISIONS = [p.name[:4] for p in SCRIPTS]
 HEAD = REVISIONS[-1]
-HEAD_DOC = SCRIPTS[-1].read_text().split('"""')[1].splitlines()[0]  # its docstring's first line
+# its docstring's first paragraph, on one line (alembic's `doc`)
+HEAD_DOC = " ".join(SCRIPTS[-1].read_text().split('"""')[1].split("\n\n")[0].split())
 NEWER = (f"infracloud: error: the database's schema is at revision '{FUTURE}', newer than this "
          f"infracloud knows (its newest is '{HEAD}'): a newer version upgraded it; run that "
          f"version or a newer one\n")

@@ -1,5 +1,7 @@
-"""servers' lifetimes: when a server expires (None: it lives until deleted), the limit that
-applied when it was created and why, the expiry its warning was sent for, and who exempted it
+"""servers' lifetimes: expiry, the limit that applied and why, the warning sent, exemption
+
+When a server expires (None: it lives until deleted), the limit that applied when it was
+created and why, the expiry its warning was sent for, and who exempted it.
 
 Revision ID: 0018
 Revises: 0017
