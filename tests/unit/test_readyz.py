@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from infracloud.api.app import create_app, database_unreachable
+from infracloud.api.app import create_app
 from infracloud.site.services import Services, build_services
+from infracloud.store.outage import database_unreachable
 from tests import pgcluster
 from tests.unit.api_env import quick_config
 
@@ -65,7 +66,7 @@ def test_a_database_that_does_not_answer_in_time_is_not_ready() -> None:
     def ping() -> None:  # a database that hangs until the check has given up
         release.wait(30)
 
-    stub: Any = SimpleNamespace(db=SimpleNamespace(ping=ping))
+    stub: Any = SimpleNamespace(ping=ping)
 
     async def check() -> str | None:
         try:

@@ -3,7 +3,6 @@ and request ids."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -43,6 +42,7 @@ from infracloud.api.middleware import RequestIdMiddleware
 from infracloud.core import lifecycle
 from infracloud.ops import metrics as ops_metrics
 from infracloud.site.services import Services
+from infracloud.store.outage import database_unreachable
 
 # What this controller serves. The catalog lists these and only these.
 SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),
@@ -54,18 +54,6 @@ SERVED = [ServiceEntry("identity", "keystone", "/identity", "Identity v3"),
           ServiceEntry("baremetal", "ironic", "/baremetal", "Bare Metal v1 (nodes)")]
 READY_TIMEOUT = 2.0  # seconds /readyz waits for the database's answer
 
-
-async def database_unreachable(services: Services, timeout: float) -> str | None:
-    """None when a `SELECT 1` comes back within `timeout` seconds (run in a worker thread, not
-    on the event loop), else one line saying why not."""
-    try:
-        await asyncio.wait_for(asyncio.to_thread(services.db.ping), timeout)
-    except TimeoutError:
-        return f"database did not answer within {timeout:g} s"
-    except Exception as exc:  # whatever the driver raises: the load balancer needs one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"database unreachable: {first}"[:300]
-    return None
 
 
 def create_app(services: Services) -> FastAPI:
@@ -113,7 +101,7 @@ def create_app(services: Services) -> FastAPI:
         if lifecycle.draining.is_set():
             return JSONResponse({"status": "stopping", "reason": "the controller is stopping"},
                                 status_code=404)
-        reason = await database_unreachable(services, READY_TIMEOUT)
+        reason = await database_unreachable(services.db, READY_TIMEOUT)
         if reason is None:
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)

@@ -34,6 +34,7 @@ from infracloud.pool.standby import StandbyPool
 from infracloud.pool.stats import Stats, client_from_env
 from infracloud.processes.runtime import _Server, check_port_free, run_until_signal, uvicorn_config
 from infracloud.store import Database
+from infracloud.store.outage import database_unreachable
 
 log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "::1", "[::1]", "localhost")
@@ -93,17 +94,6 @@ def pool_seat(config: PoolConfig, config_file: Path | None, db: Database,
     return Seat(db, config.name, f"{where}/{os.getpid()}", where, active, standby)
 
 
-async def database_unreachable(db: Database, timeout: float = READY_TIMEOUT) -> str | None:
-    """None when a `SELECT 1` comes back within `timeout` seconds, else one line why not."""
-    try:
-        await asyncio.wait_for(asyncio.to_thread(db.ping), timeout)
-    except TimeoutError:
-        return f"database did not answer within {timeout:g} s"
-    except Exception as exc:  # whatever the driver raises: the load balancer needs one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return f"database unreachable: {first}"[:300]
-    return None
-
 
 def token_check(config: PoolConfig) -> TokenCheck:
     auth = config.auth
@@ -148,7 +138,7 @@ def create_pool_app(pool: PoolService, auth: TokenCheck, seat: Seat | None = Non
         an active process itself, a standby through the database), 503 with why not; `role`
         says which it is (no token: what a load balancer checks)."""
         face: PoolService = app.state.pool
-        reason = await database_unreachable(face.store.db)
+        reason = await database_unreachable(face.store.db, READY_TIMEOUT)
         body = {"status": "ready" if reason is None else "unavailable", "role": face.role}
         if reason is not None:
             body["reason"] = reason

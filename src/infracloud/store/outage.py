@@ -10,8 +10,10 @@ has to be restarted once the database is back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -99,3 +101,21 @@ class Outage:
             was, self._down = self._down, False
         if was:
             self.log.info("%s: the database answers again", self.what)
+
+
+class _Pingable(Protocol):
+    def ping(self) -> None: ...
+
+
+async def database_unreachable(db: _Pingable, timeout: float) -> str | None:
+    """None when `db.ping()` (a `SELECT 1`) comes back within `timeout` seconds (run in a
+    worker thread, not on the event loop), else one line saying why not (readiness checks:
+    the load balancer needs one line)."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(db.ping), timeout)
+    except TimeoutError:
+        return f"database did not answer within {timeout:g} s"
+    except Exception as exc:  # whatever the driver raises
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"database unreachable: {first}"[:300]
+    return None
