@@ -109,7 +109,7 @@ def test_listed_failures_that_did_not_run_fail_a_full_run_only() -> None:
                                "(renamed or gone?): remove it from the list"]
 
 
-def test_update_keeps_reasons_drops_passes_and_marks_new_failures_todo() -> None:
+def test_update_keeps_reasons_drops_passes_and_marks_new_failures_unexplained() -> None:
     skips = skiplist.parse(LIST)
     new = skiplist.updated(skips, failed=[(f"{OSC}::test_image_import", "x"),
                                           (f"{SDK}::test_rebuild", "KeyError:  'a'\n more")],
@@ -118,11 +118,11 @@ def test_update_keeps_reasons_drops_passes_and_marks_new_failures_todo() -> None
     assert text.startswith("# header comment, kept by a rewrite\n#   second line\n")
     assert f"{SDK}::test_lock " not in text
     assert f"{OSC}::test_image_import  fails: image import: glance-direct" in text
-    assert f"{SDK}::test_rebuild  fails: TODO KeyError: 'a' more" in text
+    assert f"{SDK}::test_rebuild  fails: UNEXPLAINED KeyError: 'a' more" in text
     assert "test_volume_attachment.py  skip: volumes: no block storage" in text
     reparsed = skiplist.parse(text)
     assert set(reparsed.entries) == set(new.entries) and reparsed.render() == text
-    # a TODO reason fails the run until a human writes one
+    # an UNEXPLAINED reason fails the run until a human writes one
     judged = verdict.judge(reparsed, results.parse(junit(
         case(f"{SDK}::test_rebuild", FAIL), case(f"{OSC}::test_image_import", FAIL))))
     assert len(judged.problems) == 1

@@ -38,7 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--update-skips", action="store_true",
                    help="rewrite the list's 'fails:' lines from this run (new failures get "
-                   "'fails: TODO', which a run refuses until a human writes the reason)")
+                   "'fails: UNEXPLAINED', which a run refuses until a human writes the reason)")
     p.add_argument("--tests", nargs="+", metavar="ID", help="run only these test ids or "
                    "paths (relative to site-packages, as in the skip list)")
     p.add_argument("-k", dest="keyword", help="pytest's -k expression")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KINDS = ("skip", "fails")
-TODO = "TODO"
+UNEXPLAINED = "UNEXPLAINED"
 _LINE = re.compile(r"^(?P<id>\S+)\s+(?P<kind>\w+):\s*(?P<reason>.*?)\s*$")
 
 
@@ -32,11 +32,11 @@ class Entry:
 
     @property
     def group(self) -> str:
-        return TODO if self.todo else self.reason.split(":", 1)[0].strip()
+        return UNEXPLAINED if self.unexplained else self.reason.split(":", 1)[0].strip()
 
     @property
-    def todo(self) -> bool:
-        return self.reason.startswith(TODO)
+    def unexplained(self) -> bool:
+        return self.reason.startswith(UNEXPLAINED)
 
     def matches(self, test_id: str) -> bool:
         if test_id == self.test_id:
@@ -104,13 +104,13 @@ def updated(skips: SkipList, failed: Iterable[tuple[str, str]], not_failing: Ite
             ) -> SkipList:
     """The list after a run: `fails:` entries of tests that ran and did not fail are dropped,
     those that still fail keep their reason, and a failure not listed yet gets
-    `fails: TODO <its message>` (a run refuses a TODO: a human writes the reason)."""
+    `fails: UNEXPLAINED <its message>` (a run refuses one: a human writes the reason)."""
     gone = set(not_failing)
     entries = [e for e in skips.entries if not (e.kind == "fails" and e.test_id in gone)]
     listed = {e.test_id for e in entries}
     for test_id, message in failed:
         if test_id not in listed and skips.find(test_id) is None:
             hint = " ".join(message.split())[:120]
-            entries.append(Entry(test_id, "fails", f"{TODO} {hint}".rstrip()))
+            entries.append(Entry(test_id, "fails", f"{UNEXPLAINED} {hint}".rstrip()))
             listed.add(test_id)
     return SkipList(entries, skips.header)

@@ -2,7 +2,7 @@
 
 The run fails when a test fails that the list does not expect to, when a test the list
 expects to fail does not (it passes now, or the suite skipped it itself: remove it from the
-list), when an entry's reason is still TODO, and (on a full run) when a `fails:` entry names
+list), when an entry's reason is still UNEXPLAINED, and (on a full run) when a `fails:` entry names
 a test that did not run at all."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def judge(skips: SkipList, results: dict[str, Result], full_run: bool = True,
         tally = tallies[area_of(test_id)]
         entry = skips.find(test_id)
         listed_fails = entry is not None and (entry.kind == "fails" or run_skipped)
-        if entry is not None and entry.todo:
+        if entry is not None and entry.unexplained:
             problems.append(f"{test_id}: write the reason in the skip list (it says "
                             f"'{entry.reason[:60]}')")
         if result.outcome == SKIPPED:
