@@ -177,8 +177,8 @@ class Lifetimes:
         if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds <= 0:
             raise BadRequest("Invalid input for field/attribute seconds: a positive integer "
                              "is needed.")
-        with self.db.write() as s:
-            inst = ServerService._owned(s, caller, server_id, lock=True)
+
+        def later(inst: Instance) -> tuple[str | None, str]:
             if inst.expires_at is None or not inst.lifetime_limit:
                 raise Conflict(f"Server {server_id} has no expiry to extend.")
             self._not_expired(inst)
@@ -189,14 +189,9 @@ class Lifetimes:
                                f"{inst.lifetime_reason}, so it expires at "
                                f"{isoformat(latest)} at the latest.")
             self._expire_at(inst, wanted)
-            inst.updated_at = self.clock.now()
-            answer = self.view(inst)
-            name, project = inst.name, inst.project_id
-        self.record(kind="state", resource_type="server", action="extend",
-                    resource_id=server_id, resource_name=name, project_id=project,
-                    target=answer["expires_at"],
-                    reason=f"extended by {caller.user_id} to {answer['expires_at']}")
-        return answer
+            return None, f"extended by {caller.user_id} to {isoformat(wanted)}"
+
+        return self._change(caller, server_id, "extend", later)
 
     def exempt(self, caller: Caller, server_id: str, who: str, why: str | None = None
                ) -> dict[str, Any]:
@@ -204,19 +199,29 @@ class Lifetimes:
         event."""
         if not caller.is_admin:
             raise Forbidden("Only administrators can exempt a server from its lifetime.")
-        with self.db.write() as s:
-            inst = ServerService._owned(s, caller, server_id, lock=True)
+
+        def never(inst: Instance) -> tuple[str | None, str]:
             self._not_expired(inst)
             before = isoformat(inst.expires_at)
             inst.exempted_by = who[:255]
             self._expire_at(inst, None)
+            return before, f"exempted from its lifetime by {who}" + (f": {why}" if why else "")
+
+        return self._change(caller, server_id, "exempt", never)
+
+    def _change(self, caller: Caller, server_id: str, action: str,
+                change: Callable[[Instance], tuple[str | None, str]]) -> dict[str, Any]:
+        """In one transaction: the caller's server, locked, changed by `change` (which returns
+        the event's source and reason); then the event, whose target is the new expiry."""
+        with self.db.write() as s:
+            inst = ServerService._owned(s, caller, server_id, lock=True)
+            source, reason = change(inst)
             inst.updated_at = self.clock.now()
             answer = self.view(inst)
             name, project = inst.name, inst.project_id
-        self.record(kind="state", resource_type="server", action="exempt",
+        self.record(kind="state", resource_type="server", action=action,
                     resource_id=server_id, resource_name=name, project_id=project,
-                    source=before, target=None,
-                    reason=f"exempted from its lifetime by {who}" + (f": {why}" if why else ""))
+                    source=source, target=answer["expires_at"], reason=reason)
         return answer
 
     def _not_expired(self, inst: Instance) -> None:
